@@ -1,0 +1,100 @@
+"""Settings: one pydantic-settings class read from `SIGNALENGINE_*` environment variables."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+TIMEFRAME_MINUTES: dict[str, int] = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "12h": 720,
+    "1d": 1440,
+}
+
+
+class Settings(BaseSettings):
+    """Everything the pipeline can be tuned with; each field documents itself."""
+
+    model_config = SettingsConfigDict(env_prefix="SIGNALENGINE_", extra="ignore")
+
+    database_url: str | None = Field(
+        default=None,
+        description="PostgreSQL URL; unset means an embedded PostgreSQL under state_dir.",
+    )
+    state_dir: Path = Field(
+        default=Path(".state"), description="Where the embedded database, logs and MLflow live."
+    )
+    embedded_pg_port: int = Field(
+        default=54329, description="Port of the embedded PostgreSQL on 127.0.0.1."
+    )
+    exchange: str = Field(default="binance", description="ccxt exchange id to ingest from.")
+    exchange_url: str | None = Field(
+        default=None,
+        description="Base URL of a Binance-protocol server (the simulator), e.g. http://127.0.0.1:8900.",
+    )
+    symbols: list[str] = Field(
+        default=["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"],
+        description="ccxt unified symbols to stream.",
+    )
+    timeframes: list[str] = Field(
+        default=["1m", "5m", "15m", "1h"], description="Timeframes with features and MTF votes."
+    )
+    primary_timeframe: str = Field(default="5m", description="Timeframe whose bars trigger signals.")
+    mtf_alignment_required: bool = Field(
+        default=True, description="Drop candidates that fewer than mtf_min_aligned timeframes back."
+    )
+    mtf_min_aligned: int = Field(default=2, ge=1, description="Timeframes that must agree.")
+    signal_score_threshold: float = Field(
+        default=0.5, ge=0.0, le=1.0, description="Minimum score of an emitted signal."
+    )
+    cooldown_bars: int = Field(
+        default=3, ge=0, description="Primary bars before the same symbol/direction may fire again."
+    )
+    tp_atr_multiple: float = Field(default=2.0, gt=0, description="Take profit = entry ± k·ATR.")
+    sl_atr_multiple: float = Field(default=1.0, gt=0, description="Stop loss = entry ∓ k·ATR.")
+    expiry_bars: int = Field(default=12, ge=1, description="Signal lifetime in primary bars.")
+    fee_bps: float = Field(default=10.0, ge=0, description="Round-trip fee in basis points.")
+    slippage_bps: float = Field(default=0.0, ge=0, description="Round-trip slippage in bps.")
+    warmup_bars: int = Field(
+        default=200, ge=30, description="Bars per timeframe loaded before computing features."
+    )
+    backfill_days: float = Field(
+        default=2.0, gt=0, description="History fetched on a cold start of the stream."
+    )
+    api_host: str = Field(default="127.0.0.1", description="API bind address.")
+    api_port: int = Field(default=8000, description="API port.")
+    api_token: str | None = Field(default=None, description="Bearer token; unset means open.")
+    ws_keepalive_seconds: float = Field(default=15.0, gt=0, description="WebSocket keepalive.")
+    ws_status_seconds: float = Field(default=5.0, gt=0, description="WebSocket status period.")
+    prefect_port: int = Field(default=4200, description="Port of the local Prefect server (up).")
+    mlflow_port: int = Field(default=5000, description="Port of the MLflow server (up).")
+    sim_port: int = Field(default=8900, description="Port of the exchange simulator (up).")
+    sim_speed: float = Field(
+        default=60.0, gt=0, description="Simulated seconds per real second in the simulator."
+    )
+    sim_seed: int = Field(default=7, description="Seed of the synthetic market.")
+
+    @field_validator("timeframes")
+    @classmethod
+    def _known_timeframes(cls, value: list[str]) -> list[str]:
+        unknown = [tf for tf in value if tf not in TIMEFRAME_MINUTES]
+        if unknown:
+            raise ValueError(f"unknown timeframes {unknown}; known: {list(TIMEFRAME_MINUTES)}")
+        if "1m" not in value:
+            value = ["1m", *value]
+        return sorted(set(value), key=TIMEFRAME_MINUTES.__getitem__)
+
+
+def get_settings() -> Settings:
+    """Fresh settings from the environment (tests change the environment between calls)."""
+    return Settings()

@@ -1,0 +1,54 @@
+"""Database access: resolving the URL, connections and a pool (psycopg 3)."""
+
+from __future__ import annotations
+
+import atexit
+from contextlib import contextmanager
+from collections.abc import Iterator
+
+import psycopg
+from psycopg.rows import dict_row
+from psycopg_pool import ConnectionPool
+
+from core.config import Settings, get_settings
+from core.embedded_pg import ensure_embedded_postgres
+
+_embedded_url: str | None = None
+
+
+def database_url(settings: Settings | None = None) -> str:
+    """The configured URL, or the embedded server's (started on first use, stopped at exit)."""
+    global _embedded_url
+    settings = settings or get_settings()
+    if settings.database_url:
+        return settings.database_url
+    if _embedded_url is None:
+        server = ensure_embedded_postgres(settings.state_dir, port=settings.embedded_pg_port)
+        if server.started:
+            atexit.register(server.stop)
+        _embedded_url = server.url
+    return _embedded_url
+
+
+def connect(url: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[dict]:
+    """One connection with dict rows."""
+    return psycopg.connect(url or database_url(), autocommit=autocommit, row_factory=dict_row)
+
+
+def create_pool(url: str | None = None, *, min_size: int = 1, max_size: int = 4) -> ConnectionPool:
+    """A psycopg pool that checks connections before handing them out."""
+    return ConnectionPool(
+        url or database_url(),
+        min_size=min_size,
+        max_size=max_size,
+        kwargs={"row_factory": dict_row},
+        check=ConnectionPool.check_connection,
+        open=True,
+    )
+
+
+@contextmanager
+def transaction(url: str | None = None) -> Iterator[psycopg.Connection[dict]]:
+    """A connection inside one transaction, committed on success."""
+    with connect(url) as conn, conn.transaction():
+        yield conn

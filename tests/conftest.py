@@ -1,0 +1,67 @@
+"""Shared fixtures: a fresh PostgreSQL database per test session, dropped at the end."""
+
+from __future__ import annotations
+
+import os
+import socket
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import psycopg
+import pytest
+
+# Nothing the tests start may phone home.
+os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
+os.environ.setdefault("DO_NOT_TRACK", "1")
+os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+_LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
+
+
+def _server_url(tmp_root: Path) -> str:
+    """The test server: SIGNALENGINE_TEST_DATABASE_URL, local PostgreSQL, else embedded."""
+    explicit = os.environ.get("SIGNALENGINE_TEST_DATABASE_URL")
+    if explicit:
+        return explicit
+    with socket.socket() as sock:
+        sock.settimeout(0.5)
+        if sock.connect_ex(("127.0.0.1", 5432)) == 0:
+            return _LOCAL_PG
+    from core.embedded_pg import ensure_embedded_postgres
+
+    return ensure_embedded_postgres(tmp_root / "embedded-pg", port=54339).url
+
+
+def _with_dbname(url: str, dbname: str) -> str:
+    return psycopg.conninfo.make_conninfo(url, dbname=dbname)
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """A migrated database of our own for this run."""
+    from core.migrate import upgrade
+
+    server = _server_url(tmp_path_factory.mktemp("pg"))
+    name = f"signalengine_test_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    url = _with_dbname(server, name)
+    upgrade(url)
+    os.environ["SIGNALENGINE_DATABASE_URL"] = url
+    yield url
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+@pytest.fixture
+def db(database_url: str) -> Iterator[psycopg.Connection[dict]]:  # type: ignore[type-arg]
+    """A connection to the test database; tables written by a test are emptied after it."""
+    from psycopg.rows import dict_row
+
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
+        yield conn
+        conn.execute(
+            "TRUNCATE klines, klines_rejected, klines_5m, klines_15m, klines_1h, signals,"
+            " signal_performance, feature_importance CASCADE"
+        )
