@@ -1,0 +1,153 @@
+"""The `signalengine` command line. Jobs print one JSON summary line last on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from core.config import get_settings
+from core.errors import SignalEngineError
+from core.telemetry import disable_telemetry
+
+app = typer.Typer(help="SignalEngine: klines in, scored signals out.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _summary(payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps(payload, default=str))
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _symbols(value: str) -> list[str]:
+    from core.symbols import normalize_symbol
+
+    return [normalize_symbol(s) for s in value.split(",") if s.strip()]
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (safe to run twice)."""
+    from core.db import database_url
+    from core.migrate import upgrade
+
+    applied = upgrade(database_url())
+    _summary({"applied": applied})
+
+
+@app.command("import")
+def import_file(
+    path: Path,
+    exchange: Annotated[str, typer.Option(help="Exchange id the bars belong to.")] = "binance",
+    symbol: Annotated[str, typer.Option(help="Symbol, e.g. BTC/USDT or BTCUSDT.")] = "BTC/USDT",
+) -> None:
+    """Import 1m klines from Parquet or CSV (ts, open, high, low, close, volume)."""
+    from core.db import connect, database_url
+    from core.migrate import upgrade
+    from tasks.files import read_klines_file
+    from tasks.storage import store_klines
+    from tasks.validation import validate_klines
+
+    try:
+        frame = read_klines_file(path, exchange=exchange, symbol=_symbols(symbol)[0])
+    except (OSError, ValueError) as error:
+        _fail(error)
+    upgrade(database_url())
+    with connect() as conn:
+        result = store_klines(
+            conn, validate_klines(frame), timeframes=get_settings().timeframes, source="import"
+        )
+    _summary(result.as_dict())
+
+
+@app.command("export")
+def export_file(
+    path: Path,
+    exchange: Annotated[str, typer.Option()] = "binance",
+    symbol: Annotated[str, typer.Option()] = "BTC/USDT",
+    timeframe: Annotated[str, typer.Option()] = "1m",
+) -> None:
+    """Export stored bars of one symbol and timeframe to Parquet or CSV."""
+    from core.db import connect
+    from tasks.files import write_klines_file
+    from tasks.storage import load_bars
+
+    sym = _symbols(symbol)[0]
+    try:
+        with connect() as conn:
+            bars = load_bars(conn, exchange=exchange, symbols=[sym], timeframe=timeframe)[sym]
+        write_klines_file(bars.reset_index(), path)
+    except ValueError as error:
+        _fail(error)
+    _summary({"path": str(path), "rows": len(bars), "symbol": sym, "timeframe": timeframe})
+
+
+@app.command("sim")
+def sim(
+    port: Annotated[int, typer.Option()] = 0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 0.0,
+    symbols: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Run the Binance-protocol exchange simulator on 127.0.0.1."""
+    from simulator import serve
+
+    settings = get_settings()
+    serve(
+        host="127.0.0.1",
+        port=port or settings.sim_port,
+        symbols=_symbols(symbols) if symbols else settings.symbols,
+        seed=settings.sim_seed,
+        speed=speed or settings.sim_speed,
+    )
+
+
+@app.command("api")
+def api(
+    host: Annotated[str, typer.Option()] = "",
+    port: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Serve the REST API, WebSocket feed, metrics and dashboard."""
+    from api.main import serve
+
+    settings = get_settings()
+    serve(host=host or settings.api_host, port=port or settings.api_port)
+
+
+@app.command("stream")
+def stream(
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    shard: Annotated[str, typer.Option(help="i/n: this process takes its share.")] = "",
+    source: Annotated[str, typer.Option(help="live or replay")] = "live",
+) -> None:
+    """Run the long-running streaming flow."""
+    from flows.stream import stream as stream_flow
+
+    result = stream_flow(symbols=_symbols(symbols) if symbols else None, shard=shard or None,
+                         source=source)
+    _summary(result if isinstance(result, dict) else {"result": str(result)})
+
+
+@app.command("up")
+def up() -> None:
+    """Start everything on this machine: database, Prefect, MLflow, simulator, stream, API."""
+    from core.supervisor import run_stack
+
+    sys.exit(run_stack(get_settings()))
+
+
+def main() -> None:
+    """Entry point with telemetry off and our errors reported without a traceback."""
+    disable_telemetry()
+    try:
+        app()
+    except SignalEngineError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)
