@@ -78,6 +78,12 @@ class Settings(BaseSettings):
     ws_status_seconds: float = Field(default=5.0, gt=0, description="WebSocket status period.")
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server (up).")
     mlflow_port: int = Field(default=5000, description="Port of the MLflow server (up).")
+    stream_metrics_port: int = Field(
+        default=9108, description="Port where the streaming flow serves its Prometheus metrics."
+    )
+    mlflow_tracking_uri: str | None = Field(
+        default=None, description="MLflow tracking URI; unset means a file store under state_dir."
+    )
     sim_port: int = Field(default=8900, description="Port of the exchange simulator (up).")
     sim_speed: float = Field(
         default=60.0, gt=0, description="Simulated seconds per real second in the simulator."

@@ -82,3 +82,28 @@ INGEST_LAG = Gauge(
 def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
     """Expose the stream's registry over HTTP (a daemon thread)."""
     start_http_server(port, addr=host, registry=REGISTRY)
+
+
+_served_ports: set[int] = set()
+
+
+def start_metrics_server(port: int) -> bool:
+    """Serve the registry once per process; False when the port is taken (logged by caller)."""
+    if port in _served_ports:
+        return True
+    try:
+        serve_metrics(port)
+    except OSError:
+        return False
+    _served_ports.add(port)
+    return True
+
+
+def observe_stream_health(marks: dict[str, int | None], *, now_ms: int) -> None:
+    """Last stored bar time and lag behind the exchange clock, from the slowest symbol."""
+    known = [v for v in marks.values() if v is not None]
+    if not known:
+        return
+    oldest = min(known)
+    LAST_BAR_TS.set(oldest / 1000)
+    INGEST_LAG.set(max(0.0, (now_ms - (oldest + 60_000)) / 1000))

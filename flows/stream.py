@@ -1,0 +1,115 @@
+"""The long-running streaming flow: closed 1m bars in, signals out, one batch per minute."""
+
+from __future__ import annotations
+
+import asyncio
+import random
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from core.config import TIMEFRAME_MINUTES, get_settings
+from core.db import database_url
+from core.dbconn import ReconnectingConnection
+from core.errors import TemporaryError
+from tasks import metrics
+from tasks.collector import MINUTE_MS, MinuteBatcher, shard_symbols
+from tasks.ingest import Watermarks, fill_gaps, primary_closes, store_live_minute
+from tasks.live_signals import LiveEngine
+
+RECONNECT_BASE_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
+
+
+@task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
+async def catch_up(db: ReconnectingConnection, client: Any, marks: Watermarks, *,
+                   upto_ms: int, default_start_ms: int, timeframes: list[str]) -> int:
+    """Backfill every missing minute before `upto_ms` over REST."""
+    return await fill_gaps(db.get(), client, marks=marks, upto_ms=upto_ms,
+                           default_start_ms=default_start_ms, timeframes=timeframes)
+
+
+@task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
+async def ingest_minute(db: ReconnectingConnection, client: Any, marks: Watermarks, *,
+                        minute_ms: int, bars: dict[str, dict[str, Any]],
+                        timeframes: list[str]) -> dict[str, int]:
+    """Fill any gap before this minute, then store the minute's closed bars."""
+    conn = db.get()
+    await fill_gaps(conn, client, marks=marks, upto_ms=minute_ms, default_start_ms=minute_ms,
+                    timeframes=timeframes)
+    return store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 10])
+def emit_signals(db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: list[int]) -> int:
+    """Run the engine at each primary close and write the signals (idempotent)."""
+    return engine.process_closes(db.get(), closes_ms)
+
+
+def _backoff(attempt: int) -> float:
+    return min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
+
+
+@flow(name="stream")
+async def stream(symbols: list[str] | None = None, shard: str | None = None,
+                 source: str = "live", run_id: str = "live",
+                 max_minutes: int | None = None) -> dict[str, Any]:
+    """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`)."""
+    from tasks.exchange import (
+        close_exchange,
+        create_exchange,
+        exchange_time_ms,
+        watch_closed_bars,
+    )
+
+    logger = get_run_logger()
+    settings = get_settings()
+    chosen = shard_symbols(symbols or settings.symbols, shard)
+    if source != "live":
+        raise ValueError(f"unknown source {source!r}")
+    metrics.start_metrics_server(settings.stream_metrics_port)
+    db = ReconnectingConnection(database_url(settings))
+    client = create_exchange(settings.exchange, base_url=settings.exchange_url)
+    marks = Watermarks.load(db.get(), exchange=settings.exchange, symbols=chosen)
+    engine = LiveEngine.start(db.get(), settings=settings, symbols=chosen, run_id=run_id,
+                              shard=shard)
+    minutes_done, stored, emitted, attempt = 0, 0, 0, 0
+    try:
+        now_ms = await exchange_time_ms(client)
+        current_minute = now_ms // MINUTE_MS * MINUTE_MS
+        start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
+        stored += await catch_up(db, client, marks, upto_ms=current_minute,
+                                 default_start_ms=start_ms, timeframes=settings.timeframes)
+        logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
+        batcher = MinuteBatcher(chosen)
+        primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
+        while max_minutes is None or minutes_done < max_minutes:
+            try:
+                for bar in await watch_closed_bars(client, chosen):
+                    metrics.COLLECTOR_MESSAGES.labels(settings.exchange, bar.symbol).inc()
+                    batcher.add(bar.symbol, bar.open_time_ms, bar.raw)
+                attempt = 0
+            except TemporaryError as error:
+                metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
+                metrics.COLLECTOR_RECONNECTS.labels(settings.exchange).inc()
+                delay = _backoff(attempt)
+                attempt += 1
+                logger.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
+                await asyncio.sleep(delay)
+                continue
+            metrics.EVENT_QUEUE_DEPTH.set(batcher.depth())
+            for minute_ms, bars in batcher.ready():
+                summary = await ingest_minute(db, client, marks, minute_ms=minute_ms, bars=bars,
+                                              timeframes=settings.timeframes)
+                stored += summary["inserted"]
+                minutes_done += 1
+                closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
+                if closes:
+                    emitted += emit_signals(db, engine, closes_ms=closes)
+                metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
+    finally:
+        await close_exchange(client)
+        db.close()
+    return {"symbols": len(chosen), "minutes": minutes_done, "bars_stored": stored,
+            "signals": emitted}
