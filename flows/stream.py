@@ -14,8 +14,14 @@ from core.db import database_url
 from core.dbconn import ReconnectingConnection
 from core.errors import TemporaryError
 from tasks import metrics
-from tasks.collector import MINUTE_MS, MinuteBatcher, shard_symbols
-from tasks.ingest import Watermarks, fill_gaps, primary_closes, store_live_minute
+from tasks.collector import MINUTE_MS, MinuteBatcher, batch_minute, shard_symbols
+from tasks.ingest import (
+    Watermarks,
+    exchange_time_ms,
+    fill_gaps,
+    primary_closes,
+    store_live_minute,
+)
 from tasks.live_signals import LiveEngine
 
 RECONNECT_BASE_SECONDS = 0.5
@@ -56,12 +62,7 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
                  source: str = "live", run_id: str = "live",
                  max_minutes: int | None = None) -> dict[str, Any]:
     """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`)."""
-    from tasks.exchange import (
-        close_exchange,
-        create_exchange,
-        exchange_time_ms,
-        watch_closed_bars,
-    )
+    from tasks.exchange import create_exchange, watch_closed_bars
 
     logger = get_run_logger()
     settings = get_settings()
@@ -81,6 +82,7 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
         start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
         stored += await catch_up(db, client, marks, upto_ms=current_minute,
                                  default_start_ms=start_ms, timeframes=settings.timeframes)
+        engine.ensure_watermark(db.get(), current_minute)
         logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
         batcher = MinuteBatcher(chosen)
         primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
@@ -88,7 +90,7 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
             try:
                 for bar in await watch_closed_bars(client, chosen):
                     metrics.COLLECTOR_MESSAGES.labels(settings.exchange, bar.symbol).inc()
-                    batcher.add(bar.symbol, bar.open_time_ms, bar.raw)
+                    batcher.add(bar.symbol, batch_minute(bar.raw, bar.event_ms), bar.raw)
                 attempt = 0
             except TemporaryError as error:
                 metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
@@ -109,7 +111,7 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
                     emitted += emit_signals(db, engine, closes_ms=closes)
                 metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
     finally:
-        await close_exchange(client)
+        await client.close()
         db.close()
     return {"symbols": len(chosen), "minutes": minutes_done, "bars_stored": stored,
             "signals": emitted}

@@ -107,3 +107,12 @@ def shard_symbols(symbols: list[str], shard: str | None) -> list[str]:
     import zlib
 
     return [s for s in symbols if zlib.crc32(s.encode()) % count == index]
+
+
+def batch_minute(raw: dict[str, Any], event_ms: int | None) -> int:
+    """The minute (ms) a closed kline is batched under, even when its `t` is malformed."""
+    try:
+        return int(raw["t"]) // MINUTE_MS * MINUTE_MS
+    except (KeyError, TypeError, ValueError):
+        reference = event_ms if event_ms is not None else int(time.time() * 1000)
+        return (reference // MINUTE_MS - 1) * MINUTE_MS

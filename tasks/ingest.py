@@ -129,3 +129,15 @@ def primary_closes(after_ms: int, upto_ms: int, primary_minutes: int) -> list[in
     step = primary_minutes * MINUTE_MS
     first = (after_ms // step + 1) * step
     return list(range(first, upto_ms + 1, step))
+
+
+async def exchange_time_ms(client: Any) -> int:
+    """The exchange's clock (epoch ms); the simulator's runs at its own speed."""
+    import ccxt
+
+    from tasks.exchange import translate_error
+
+    try:
+        return int(await client.fetch_time())
+    except ccxt.BaseError as error:
+        raise translate_error(error) from error
