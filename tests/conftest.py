@@ -63,5 +63,6 @@ def db(database_url: str) -> Iterator[psycopg.Connection[dict]]:  # type: ignore
         yield conn
         conn.execute(
             "TRUNCATE klines, klines_rejected, klines_5m, klines_15m, klines_1h, signals,"
-            " signal_performance, feature_importance CASCADE"
+            " signal_performance, feature_importance, performance_rollups, stream_watermarks,"
+            " symbol_controls CASCADE"
         )

@@ -1,0 +1,30 @@
+"""Settle open live signals on closed 1m bars (scheduled every minute; idempotent)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+
+from core.config import get_settings
+from core.db import connect
+from tasks.outcomes import settle_open, settlement_summary
+
+
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
+def settle_run(run_id: str, fee_bps: float, slippage_bps: float) -> dict[str, Any]:
+    """Claim, settle and record every settleable open signal of a run."""
+    with connect() as conn:
+        conn.autocommit = True
+        rows = settle_open(conn, run_id=run_id, fee_bps=fee_bps, slippage_bps=slippage_bps)
+    return settlement_summary(rows)
+
+
+@flow(name="settle")
+def settle(run_id: str = "live") -> dict[str, Any]:
+    """Settle what can be settled now; safe to run concurrently."""
+    settings = get_settings()
+    summary = settle_run(run_id, settings.fee_bps, settings.slippage_bps)
+    get_run_logger().info("settled %s signals of run %s", summary["settled"], run_id)
+    return summary
