@@ -95,17 +95,30 @@ def sim(
     port: Annotated[int, typer.Option()] = 0,
     speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 0.0,
     symbols: Annotated[str, typer.Option()] = "",
+    seed: Annotated[int | None, typer.Option(help="Market seed.")] = None,
+    anchor_ms: Annotated[int | None, typer.Option(help="Sim time at start (epoch ms).")] = None,
+    ws_drop_every: Annotated[float | None, typer.Option(help="Drop WS every N s.")] = None,
+    duplicate_rate: Annotated[float, typer.Option()] = 0.0,
+    out_of_order_rate: Annotated[float, typer.Option()] = 0.0,
+    malformed_rate: Annotated[float, typer.Option()] = 0.0,
+    rest_429_every: Annotated[int | None, typer.Option()] = None,
 ) -> None:
-    """Run the Binance-protocol exchange simulator on 127.0.0.1."""
-    from simulator import serve
+    """Run the Binance-protocol exchange simulator on 127.0.0.1 (faults off by default)."""
+    from simulator import Faults, serve
 
     settings = get_settings()
+    faults = Faults(ws_drop_every_s=ws_drop_every, duplicate_rate=duplicate_rate,
+                    out_of_order_rate=out_of_order_rate, malformed_rate=malformed_rate,
+                    rest_429_every=rest_429_every)
     serve(
         host="127.0.0.1",
         port=port or settings.sim_port,
         symbols=_symbols(symbols) if symbols else settings.symbols,
-        seed=settings.sim_seed,
+        seed=settings.sim_seed if seed is None else seed,
         speed=speed or settings.sim_speed,
+        faults=faults,
+        anchor_ms=anchor_ms,
+        log_level="warning",
     )
 
 
@@ -128,11 +141,13 @@ def stream(
     source: Annotated[str, typer.Option(help="live or replay")] = "live",
 ) -> None:
     """Run the long-running streaming flow."""
+    import asyncio
+
     from flows.stream import stream as stream_flow
 
-    result = stream_flow(symbols=_symbols(symbols) if symbols else None, shard=shard or None,
-                         source=source)
-    _summary(result if isinstance(result, dict) else {"result": str(result)})
+    result = asyncio.run(stream_flow(symbols=_symbols(symbols) if symbols else None,
+                                     shard=shard or None, source=source))
+    _summary(result)
 
 
 @app.command("up")

@@ -71,11 +71,35 @@ class Settings(BaseSettings):
     backfill_days: float = Field(
         default=2.0, gt=0, description="History fetched on a cold start of the stream."
     )
+    live_window_bars: int = Field(
+        default=1000,
+        ge=100,
+        description=(
+            "Closed bars per timeframe the live engine evaluates each primary close; >= 1000 "
+            "lets EMA/Wilder seeds decay below float precision so live == backtest signals."
+        ),
+    )
+    ai_min_probability: float = Field(
+        default=0.5,
+        ge=0.0,
+        le=1.0,
+        description="With an AI filter loaded, candidates it scores below this are dropped.",
+    )
     api_host: str = Field(default="127.0.0.1", description="API bind address.")
     api_port: int = Field(default=8000, description="API port.")
     api_token: str | None = Field(default=None, description="Bearer token; unset means open.")
     ws_keepalive_seconds: float = Field(default=15.0, gt=0, description="WebSocket keepalive.")
     ws_status_seconds: float = Field(default=5.0, gt=0, description="WebSocket status period.")
+    ws_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Messages buffered per WebSocket client; a client whose queue overflows is"
+        " closed with code 1013.",
+    )
+    cors_origins: list[str] = Field(
+        default=[],
+        description='Origins allowed to call the API from a browser (CORS); ["*"] allows any.',
+    )
     prefect_port: int = Field(default=4200, description="Port of the local Prefect server (up).")
     mlflow_port: int = Field(default=5000, description="Port of the MLflow server (up).")
     stream_metrics_port: int = Field(
@@ -83,6 +107,37 @@ class Settings(BaseSettings):
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; unset means a file store under state_dir."
+    )
+    ai_reload_seconds: float = Field(
+        default=30.0,
+        gt=0,
+        description="How often the live AI filter checks whether the champion alias moved.",
+    )
+    ai_promotion_min_auc_gain: float = Field(
+        default=0.0,
+        ge=0.0,
+        description="A retrained model becomes champion only if its holdout AUC beats the"
+        " current champion's AUC on the same holdout by more than this.",
+    )
+    retrain_holdout_fraction: float = Field(
+        default=0.2,
+        gt=0.0,
+        lt=1.0,
+        description="Newest share of labelled candidates (by emission time) held out.",
+    )
+    retrain_embargo_minutes: float = Field(
+        default=60.0,
+        ge=0.0,
+        description="Gap between the last training candidate and the holdout start, minutes.",
+    )
+    retrain_num_boost_round: int = Field(
+        default=100, ge=1, description="LightGBM boosting rounds of the AI filter."
+    )
+    retrain_learning_rate: float = Field(
+        default=0.05, gt=0.0, description="LightGBM learning rate of the AI filter."
+    )
+    retrain_num_leaves: int = Field(
+        default=15, ge=2, description="LightGBM leaves per tree of the AI filter."
     )
     sim_port: int = Field(default=8900, description="Port of the exchange simulator (up).")
     sim_speed: float = Field(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import pwd
+import signal
 import socket
 import stat
 import subprocess
@@ -36,8 +37,14 @@ class EmbeddedPostgres:
         return f"postgresql://postgres@127.0.0.1:{self.port}/postgres"
 
     def stop(self) -> None:
-        """Stop the server (fast shutdown)."""
-        _pg_ctl(self.datadir, ["-m", "fast", "-w", "stop"])
+        """Stop the server (fast shutdown); signal the postmaster directly if pg_ctl can't."""
+        try:
+            _pg_ctl(self.datadir, ["-m", "fast", "-w", "stop"])
+        except ConfigurationError:
+            pid = _running_pid(self.datadir)
+            if pid is None:
+                raise
+            os.kill(pid, signal.SIGINT)  # PostgreSQL's "fast shutdown" signal
 
 
 def _bin(name: str) -> Path:
@@ -56,24 +63,35 @@ def _run_as() -> str | None:
         pwd.getpwnam(_SYSTEM_USER)
     except KeyError:
         subprocess.run(["useradd", "--system", "--no-create-home", _SYSTEM_USER], check=True)
-    # The binaries and data must be reachable by that user.
-    for path in (_bin("postgres"), *_bin("postgres").parents):
-        if path == path.parent:
-            break
-        mode = path.stat().st_mode
-        if path.is_dir() and not mode & stat.S_IXOTH:
-            path.chmod(mode | stat.S_IXOTH | stat.S_IROTH)
+    _make_traversable(_bin("postgres").parent)
     return _SYSTEM_USER
 
 
+def _make_traversable(path: Path) -> None:
+    """Let the server's system user walk down to `path` (adds o+x to folders that lack it)."""
+    for folder in (path, *path.parents):
+        if folder == folder.parent:
+            break
+        mode = folder.stat().st_mode
+        if not mode & stat.S_IXOTH:
+            folder.chmod(mode | stat.S_IXOTH)
+
+
+def _run(argv: list[str], *, timeout: float) -> None:
+    """Run a server binary as its user (uid, gid and no supplementary groups of ours)."""
+    user = _run_as()
+    identity: dict[str, object] = {}
+    if user is not None:
+        identity = {"user": user, "group": pwd.getpwnam(user).pw_gid, "extra_groups": []}
+    try:
+        subprocess.run(argv, check=True, capture_output=True, timeout=timeout, **identity)  # type: ignore[call-overload]
+    except subprocess.CalledProcessError as error:
+        detail = (error.stderr or b"").decode(errors="replace").strip()
+        raise ConfigurationError(f"{Path(argv[0]).name} failed: {detail}") from error
+
+
 def _pg_ctl(datadir: Path, args: list[str]) -> None:
-    subprocess.run(
-        [str(_bin("pg_ctl")), "-D", str(datadir), *args],
-        check=True,
-        user=_run_as(),
-        capture_output=True,
-        timeout=60,
-    )
+    _run([str(_bin("pg_ctl")), "-D", str(datadir), *args], timeout=60)
 
 
 def _port_answers(port: int) -> bool:
@@ -109,16 +127,12 @@ def ensure_embedded_postgres(state_dir: Path, *, port: int = DEFAULT_PORT) -> Em
     user = _run_as()
     if user is not None:
         entry = pwd.getpwnam(user)
-        for path in (state_dir, datadir):
-            path.mkdir(exist_ok=True)
-            os.chown(path, entry.pw_uid, entry.pw_gid)
-        state_dir.chmod(0o755)
+        datadir.mkdir(exist_ok=True)
+        os.chown(datadir, entry.pw_uid, entry.pw_gid)
+        _make_traversable(state_dir)
     if not (datadir / "PG_VERSION").exists():
-        subprocess.run(
-            [str(_bin("initdb")), "-D", str(datadir), "--auth=trust", "-U", "postgres",
-             "--encoding=UTF8", "--no-instructions"],
-            check=True, user=user, capture_output=True, timeout=120,
-        )
+        _run([str(_bin("initdb")), "-D", str(datadir), "--auth=trust", "-U", "postgres",
+              "--encoding=UTF8", "--no-instructions"], timeout=120)
     log = datadir / "server.log"
     options = f"-h 127.0.0.1 -p {port} -k {datadir}"
     _pg_ctl(datadir, ["-w", "-l", str(log), "-o", options, "start"])

@@ -198,11 +198,16 @@ def run_stack(settings: Settings) -> int:
     signal.signal(signal.SIGTERM, _on_signal)
     try:
         deadline = time.monotonic() + READY_TIMEOUT_SECONDS
-        for child in children:
+        services = [c for c in children if c.ready_url]
+        for child in services:
             child.start()
-        for child in children:
-            if child.ready_url and not stopping:
+        for child in services:
+            if not stopping:
                 _wait_ready(child, deadline)
+        # the stream needs the exchange, the database and Prefect's API from its first second
+        for child in children:
+            if not child.ready_url and not stopping:
+                child.start()
         print(_banner(settings, database_url), file=sys.stderr, flush=True)
         _supervise(children, stopping)
     finally:

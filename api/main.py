@@ -1,0 +1,150 @@
+"""The FastAPI application: `create_app()` builds it, `serve()` runs it with uvicorn.
+
+uvicorn --factory api.main:create_app      # or: signalengine api
+"""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.metadata
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import uvicorn
+from fastapi import Depends, FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from fastapi.staticfiles import StaticFiles
+from psycopg.rows import dict_row
+from psycopg_pool import AsyncConnectionPool
+
+from api.cache import VersionedCache
+from api.db import AsyncConn
+from api.deps import ApiState, require_token
+from api.errors import install_error_handlers
+from api.feed import Feed
+from api.metrics import ApiMetrics, HttpMetricsMiddleware
+from api.routes import dashboard, features, feed, health, klines, metrics, performance, signals
+from api.routes.dashboard import STATIC_DIR
+from api.schemas import ErrorDetail
+from core.config import Settings, get_settings
+from core.db import database_url
+
+POOL_MIN_SIZE = 1
+POOL_MAX_SIZE = 10
+# Client messages are small JSON filters; refuse anything bigger.
+WS_MAX_MESSAGE_BYTES = 64 * 1024
+
+_ERRORS: dict[int | str, dict[str, Any]] = {
+    400: {"model": ErrorDetail},
+    401: {"model": ErrorDetail},
+    503: {"model": ErrorDetail},
+}
+
+
+def _version() -> str:
+    try:
+        return importlib.metadata.version("signalengine")
+    except importlib.metadata.PackageNotFoundError:
+        return "0.0.0"
+
+
+async def _configure(conn: AsyncConn) -> None:
+    # UTC so naive timestamps mean UTC; no JIT, whose compile time dwarfs these queries.
+    await conn.execute("SET TimeZone = 'UTC'")
+    await conn.execute("SET jit = off")
+
+
+@asynccontextmanager
+async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Open the pool (without waiting: a down database gives 503s, not a dead API) and
+    start the feed; undo both at shutdown."""
+    state: ApiState = app.state.api
+    url = await asyncio.to_thread(database_url, state.settings)
+    pool: AsyncConnectionPool[Any] = AsyncConnectionPool(
+        url,
+        min_size=POOL_MIN_SIZE,
+        max_size=POOL_MAX_SIZE,
+        kwargs={"autocommit": True, "row_factory": dict_row},
+        configure=_configure,
+        check=AsyncConnectionPool.check_connection,
+        name="signalengine-api",
+        open=False,
+    )
+    await pool.open(wait=False)
+    settings = state.settings
+    live_feed = Feed(
+        url=url,
+        pool=pool,
+        metrics=state.metrics,
+        cache=state.cache,
+        version=state.version,
+        queue_size=settings.ws_queue_size,
+        status_seconds=settings.ws_status_seconds,
+        keepalive_seconds=settings.ws_keepalive_seconds,
+    )
+    await live_feed.start()
+    state.pool, state.feed = pool, live_feed
+    try:
+        yield
+    finally:
+        state.pool, state.feed = None, None
+        await live_feed.stop()
+        await pool.close()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    """A new API application (nothing connects until its lifespan starts)."""
+    settings = settings or get_settings()
+    version = _version()
+    api_metrics = ApiMetrics()
+    app = FastAPI(
+        title="SignalEngine API",
+        version=version,
+        description="Signals, klines, features, performance and a live WebSocket feed.",
+        lifespan=_lifespan,
+    )
+    app.state.api = ApiState(
+        settings=settings, version=version, metrics=api_metrics, cache=VersionedCache()
+    )
+    install_error_handlers(app)
+    app.add_middleware(HttpMetricsMiddleware, metrics=api_metrics)
+    if settings.cors_origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=settings.cors_origins,
+            allow_methods=["GET"],
+            allow_headers=["Authorization", "Content-Type"],
+        )
+    protected = [Depends(require_token)]
+    app.include_router(health.router)
+    for router in (signals.router, klines.router, features.router, performance.router):
+        app.include_router(router, dependencies=protected, responses=_ERRORS)
+    app.include_router(metrics.router, dependencies=protected, responses=_ERRORS)
+    app.include_router(dashboard.router)
+    app.include_router(feed.router)
+    app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    return app
+
+
+def serve(
+    host: str | None = None, port: int | None = None, *, settings: Settings | None = None
+) -> None:
+    """Run the API in the foreground until interrupted (what `signalengine api` calls)."""
+    settings = settings or get_settings()
+    uvicorn.run(
+        create_app(settings),
+        host=host or settings.api_host,
+        port=port or settings.api_port,
+        ws_max_size=WS_MAX_MESSAGE_BYTES,
+        log_level="info",
+    )
+
+
+def __getattr__(name: str) -> Any:
+    """`api.main.app` builds an app on first access, so `uvicorn api.main:app` also works."""
+    if name == "app":
+        application = create_app()
+        globals()["app"] = application
+        return application
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -1,0 +1,37 @@
+"""GET /health: liveness plus whether the database answers (open, no token needed)."""
+
+from __future__ import annotations
+
+import psycopg
+from fastapi import APIRouter, Response, status
+from psycopg_pool import PoolTimeout
+
+from api.deps import StateDep
+from api.schemas import Health
+
+router = APIRouter(tags=["health"])
+
+HEALTH_POOL_TIMEOUT_SECONDS = 2.0
+
+
+@router.get("/health", responses={503: {"model": Health}})
+async def health(state: StateDep, response: Response) -> Health:
+    """`ok` when the database answers; `degraded` (503) otherwise."""
+    database = False
+    if state.pool is not None:
+        try:
+            async with state.pool.connection(timeout=HEALTH_POOL_TIMEOUT_SECONDS) as conn:
+                await conn.execute("SELECT 1")
+            database = True
+        except (psycopg.Error, PoolTimeout, OSError):
+            database = False
+    feed_ok = state.feed is None or state.feed.listening.is_set()
+    healthy = database and feed_ok
+    if not healthy:
+        response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
+    return Health(
+        status="ok" if healthy else "degraded",
+        database=database,
+        feed=feed_ok,
+        version=state.version,
+    )

@@ -1,0 +1,41 @@
+"""GET /klines/{symbol}: bars of one configured timeframe."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.db.klines import latest_klines
+from api.deps import ConnDep, SettingsDep, SymbolPath, TimeframeQuery
+from api.schemas import Kline, KlineSeries
+
+router = APIRouter(prefix="/klines", tags=["klines"])
+
+MAX_LIMIT = 5000
+ExchangeQuery = Annotated[
+    str | None, Query(max_length=50, description="ccxt exchange id; default: the configured one.")
+]
+
+
+@router.get("/{symbol:path}")
+async def klines(
+    conn: ConnDep,
+    settings: SettingsDep,
+    symbol: SymbolPath,
+    timeframe: TimeframeQuery,
+    limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 500,
+    exchange: ExchangeQuery = None,
+) -> KlineSeries:
+    """The newest `limit` bars, oldest first; the newest may still be forming (see `bars`)."""
+    timeframe = timeframe or settings.primary_timeframe
+    exchange = exchange or settings.exchange
+    rows = await latest_klines(
+        conn=conn, exchange=exchange, symbol=symbol, timeframe=timeframe, limit=limit
+    )
+    return KlineSeries(
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        klines=[Kline.model_validate(row) for row in rows],
+    )

@@ -1,0 +1,124 @@
+"""GET /performance/...: statistics of settled signals and model feature importance."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Annotated
+
+from fastapi import APIRouter, Query
+
+from api.db.performance import PerformanceFilter, equity_curve, latest_feature_importance
+from api.deps import CacheDep, ConnDep, SymbolQuery, TimeframeQuery
+from api.schemas import (
+    Direction,
+    EquityCurve,
+    EquityPoint,
+    FeatureImportance,
+    PerformanceStats,
+    SymbolPerformance,
+)
+from api.stats import performance_stats, symbol_performance
+
+router = APIRouter(prefix="/performance", tags=["performance"])
+
+MAX_LOOKBACK_DAYS = 3650
+RunIdQuery = Annotated[str, Query(min_length=1, max_length=200)]
+LookbackQuery = Annotated[
+    float | None,
+    Query(gt=0, le=MAX_LOOKBACK_DAYS, description="Only signals that exited in the last N days."),
+]
+
+
+def _since(lookback_days: float | None) -> datetime | None:
+    """now - lookback, floored to the minute so that answers can be cached for a minute."""
+    if lookback_days is None:
+        return None
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    return now - timedelta(days=lookback_days)
+
+
+def _filter(
+    run_id: str,
+    symbol: str | None,
+    timeframe: str | None,
+    direction: str | None,
+    lookback_days: float | None,
+) -> PerformanceFilter:
+    return PerformanceFilter(
+        run_id=run_id,
+        symbol=symbol,
+        timeframe=timeframe,
+        direction=direction,
+        since=_since(lookback_days),
+    )
+
+
+@router.get("/stats")
+async def stats(
+    conn: ConnDep,
+    cache: CacheDep,
+    symbol: SymbolQuery,
+    timeframe: TimeframeQuery,
+    direction: Direction | None = None,
+    lookback_days: LookbackQuery = None,
+    run_id: RunIdQuery = "live",
+) -> PerformanceStats:
+    """Win rate, returns, profit factor, Sharpe and drawdown of settled signals."""
+    where = _filter(run_id, symbol, timeframe, direction, lookback_days)
+    return await performance_stats(conn=conn, cache=cache, where=where, lookback_days=lookback_days)
+
+
+@router.get("/by-symbol")
+async def by_symbol(
+    conn: ConnDep,
+    cache: CacheDep,
+    timeframe: TimeframeQuery,
+    direction: Direction | None = None,
+    lookback_days: LookbackQuery = None,
+    run_id: RunIdQuery = "live",
+) -> list[SymbolPerformance]:
+    """Win rate and returns per symbol."""
+    where = _filter(run_id, None, timeframe, direction, lookback_days)
+    return await symbol_performance(conn=conn, cache=cache, where=where)
+
+
+@router.get("/equity")
+async def equity(
+    conn: ConnDep,
+    cache: CacheDep,
+    symbol: SymbolQuery,
+    timeframe: TimeframeQuery,
+    direction: Direction | None = None,
+    lookback_days: LookbackQuery = None,
+    run_id: RunIdQuery = "live",
+    points: Annotated[int, Query(ge=2, le=5000, description="Thin the curve to ~N points.")] = 500,
+) -> EquityCurve:
+    """Compounded equity after each settled signal, in exit_time order."""
+    where = _filter(run_id, symbol, timeframe, direction, lookback_days)
+
+    async def compute() -> EquityCurve:
+        rows = await equity_curve(conn=conn, where=where, points=points)
+        return EquityCurve(
+            run_id=run_id,
+            count=int(rows[0]["total"]) if rows else 0,
+            points=[EquityPoint.model_validate(row) for row in rows],
+        )
+
+    return await cache.get(("equity", where, points), compute, conn=conn)
+
+
+@router.get("/feature-importance")
+async def feature_importance(
+    conn: ConnDep,
+    cache: CacheDep,
+    model_type: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+) -> list[FeatureImportance]:
+    """Importances of the newest model version (of each model type, or of `model_type`)."""
+
+    async def compute() -> list[FeatureImportance]:
+        rows = await latest_feature_importance(conn=conn, model_type=model_type)
+        return [FeatureImportance.model_validate(row) for row in rows]
+
+    return await cache.get(
+        ("feature_importance", model_type), compute, conn=conn, tables=("feature_importance",)
+    )

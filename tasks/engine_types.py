@@ -1,0 +1,191 @@
+"""Value types of the signal engine: its config, the Signal record, cooldown state, ids."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable, MutableMapping
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from numpy.typing import NDArray
+
+from core.config import TIMEFRAME_MINUTES, Settings
+
+# Row-wise model: candidate features (FEATURE_COLUMNS + direction (+1/-1), score, mtf_score)
+# -> probability per row. It must score each row on its own so that live and backtest agree.
+SignalFilter = Callable[[pd.DataFrame], NDArray[np.float64]]
+
+# The `signals` table columns (DESIGN §3), in order.
+SIGNAL_COLUMNS: tuple[str, ...] = (
+    "id",
+    "run_id",
+    "exchange",
+    "symbol",
+    "timeframe",
+    "direction",
+    "ts",
+    "emitted_at",
+    "entry_price",
+    "take_profit",
+    "stop_loss",
+    "expires_at",
+    "score",
+    "events",
+    "mtf_aligned",
+    "mtf_score",
+    "mtf_details",
+    "ai_probability",
+    "model_version",
+    "features",
+    "status",
+)
+DEFAULT_LIVE_WINDOW_BARS = 1000
+_ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "signalengine/signals")
+
+__all__ = [
+    "DEFAULT_LIVE_WINDOW_BARS",
+    "SIGNAL_COLUMNS",
+    "CooldownState",
+    "EngineConfig",
+    "Signal",
+    "SignalFilter",
+    "engine_config",
+    "signal_id",
+    "signals_to_frame",
+]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """The engine's tunables; the fields mirror `core.config.Settings` (see there)."""
+
+    timeframes: tuple[str, ...] = ("1m", "5m", "15m", "1h")
+    primary_timeframe: str = "5m"
+    mtf_alignment_required: bool = True
+    mtf_min_aligned: int = 2
+    signal_score_threshold: float = 0.5
+    cooldown_bars: int = 3
+    tp_atr_multiple: float = 2.0
+    sl_atr_multiple: float = 1.0
+    expiry_bars: int = 12
+    fee_bps: float = 10.0
+    slippage_bps: float = 0.0
+    live_window_bars: int = DEFAULT_LIVE_WINDOW_BARS
+    ai_min_probability: float = 0.5
+
+    def __post_init__(self) -> None:
+        unknown = [tf for tf in self.timeframes if tf not in TIMEFRAME_MINUTES]
+        if unknown or self.primary_timeframe not in TIMEFRAME_MINUTES:
+            raise ValueError(f"unknown timeframes {unknown or [self.primary_timeframe]}")
+        # Sorted by length, de-duplicated, and always holding the primary timeframe.
+        ordered = sorted(
+            {*self.timeframes, self.primary_timeframe}, key=TIMEFRAME_MINUTES.__getitem__
+        )
+        object.__setattr__(self, "timeframes", tuple(ordered))
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> EngineConfig:
+        """The engine config of a Settings object."""
+        return cls(
+            timeframes=tuple(settings.timeframes),
+            primary_timeframe=settings.primary_timeframe,
+            mtf_alignment_required=settings.mtf_alignment_required,
+            mtf_min_aligned=settings.mtf_min_aligned,
+            signal_score_threshold=settings.signal_score_threshold,
+            cooldown_bars=settings.cooldown_bars,
+            tp_atr_multiple=settings.tp_atr_multiple,
+            sl_atr_multiple=settings.sl_atr_multiple,
+            expiry_bars=settings.expiry_bars,
+            fee_bps=settings.fee_bps,
+            slippage_bps=settings.slippage_bps,
+            live_window_bars=settings.live_window_bars,
+            ai_min_probability=settings.ai_min_probability,
+        )
+
+    @property
+    def cost_pct(self) -> float:
+        """Fees plus slippage as a percentage of the entry (subtracted from return_pct)."""
+        return (self.fee_bps + self.slippage_bps) / 100.0
+
+
+def engine_config(config: EngineConfig | Settings) -> EngineConfig:
+    """Accept either an EngineConfig or the app Settings."""
+    return config if isinstance(config, EngineConfig) else EngineConfig.from_settings(config)
+
+
+@dataclass(frozen=True)
+class Signal:
+    """One emitted signal; the fields are the `signals` table columns (DESIGN §3)."""
+
+    id: str
+    run_id: str
+    exchange: str
+    symbol: str
+    timeframe: str
+    direction: str
+    ts: pd.Timestamp
+    emitted_at: pd.Timestamp
+    entry_price: float
+    take_profit: float
+    stop_loss: float
+    expires_at: pd.Timestamp
+    score: float
+    events: list[dict[str, Any]]
+    mtf_aligned: bool
+    mtf_score: float
+    mtf_details: dict[str, str]
+    ai_probability: float | None
+    model_version: str | None
+    features: dict[str, float | None]
+    status: str = "open"
+
+    def as_record(self) -> dict[str, Any]:
+        """The signal as a plain dict (column -> value)."""
+        return asdict(self)
+
+
+@dataclass
+class CooldownState:
+    """Live cooldown state: open time (ns) of the last emitted signal per series and side.
+
+    Keyed by (symbol, timeframe) -> {+1 | -1: ts_ns}. Rebuild it after a restart with
+    `from_signals` from the run's stored signals.
+    """
+
+    last_emitted: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+
+    def for_series(self, symbol: str, timeframe: str) -> MutableMapping[int, int]:
+        """The mutable {side: ts_ns} map of one symbol and timeframe."""
+        return self.last_emitted.setdefault((symbol, timeframe), {})
+
+    @classmethod
+    def from_signals(cls, signals: pd.DataFrame) -> CooldownState:
+        """State from stored signals (columns symbol, timeframe, direction, ts)."""
+        state = cls()
+        times = pd.DatetimeIndex(pd.to_datetime(signals["ts"], utc=True)).as_unit("ns").asi8
+        cols = (signals["symbol"], signals["timeframe"], signals["direction"], times.tolist())
+        for symbol, timeframe, direction, ts_ns in zip(*cols, strict=True):
+            side = 1 if direction == "long" else -1
+            series = state.for_series(str(symbol), str(timeframe))
+            series[side] = max(ts_ns, series.get(side, ts_ns))
+        return state
+
+
+def signal_id(
+    *, run_id: str, exchange: str, symbol: str, timeframe: str, direction: str, ts: pd.Timestamp
+) -> str:
+    """Deterministic id: uuid5 of run_id|exchange|symbol|timeframe|direction|ts (ISO, UTC)."""
+    iso = pd.Timestamp(ts).tz_convert("UTC").isoformat()
+    key = f"{run_id}|{exchange}|{symbol}|{timeframe}|{direction}|{iso}"
+    return str(uuid.uuid5(_ID_NAMESPACE, key))
+
+
+def signals_to_frame(records: list[dict[str, Any]] | list[Signal]) -> pd.DataFrame:
+    """A SIGNAL_COLUMNS frame (times as datetime64[ns, UTC]) from records or Signals."""
+    rows = [r.as_record() if isinstance(r, Signal) else r for r in records]
+    frame = pd.DataFrame(rows, columns=list(SIGNAL_COLUMNS))
+    for col in ("ts", "emitted_at", "expires_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True).dt.as_unit("ns")
+    return frame

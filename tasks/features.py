@@ -1,0 +1,208 @@
+"""Per-bar indicator features of one symbol and timeframe (trailing only: no look-ahead).
+
+`compute_features(bars)` returns one row per input bar, same index. A value at row i
+depends only on bars 0..i. Columns (n = bars of history a column needs before its first
+finite value, for finite input):
+
+| column         | definition                                                         | n  |
+|----------------|--------------------------------------------------------------------|----|
+| ema_12, ema_26 | TA-Lib EMA of close, alpha = 2/(n+1), seeded with the SMA          | 11, 25 |
+| ema_slope      | 1-bar change of ema_12 in percent: 100 * (ema_12[i]/ema_12[i-1] - 1) | 12 |
+| ema_spread_pct | 100 * (ema_12 - ema_26) / close                                    | 25 |
+| rsi_14         | TA-Lib RSI(14), Wilder smoothing, 0..100                           | 14 |
+| atr_14         | TA-Lib ATR(14), Wilder smoothing of the true range (price units)   | 14 |
+| atr_pct        | 100 * atr_14 / close                                               | 14 |
+| macd           | ema_12 - ema_26 (price units)                                      | 25 |
+| macd_signal    | TA-Lib EMA(9) of macd                                              | 33 |
+| macd_hist      | macd - macd_signal                                                 | 33 |
+| bb_middle      | 20-bar simple mean of close                                        | 19 |
+| bb_upper/lower | bb_middle +/- 2 * population std of the same 20 closes             | 19 |
+| bb_pctb        | (close - bb_lower) / (bb_upper - bb_lower); 0.5 when the band is flat | 19 |
+| bb_width_pct   | 100 * (bb_upper - bb_lower) / bb_middle                            | 19 |
+| volume_z       | (volume - mean) / population std of the 20 *previous* volumes; 0 when flat | 20 |
+| ret_1/5/20     | log return of close over 1 / 5 / 20 bars                           | 1, 5, 20 |
+| rv_20          | 100 * population std of the last 20 ret_1 (per-bar volatility, %)  | 20 |
+
+EMA, RSI and ATR are recursive; MACD's EMAs are seeded like `talib.EMA` (so macd equals
+`talib.MACD` once the seeds have decayed). The 20-bar statistics are computed from each
+window's own values (two-pass, fixed summation order) rather than with running sums, so
+they are bit-identical whether the series starts 20 bars or a year earlier; that is what
+lets the live window and the full-history backtest agree exactly. They match
+`talib.BBANDS(20, 2, 2)` / `talib.STDDEV` to ~1e-12.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+import numpy as np
+import pandas as pd
+import talib
+from numpy.typing import NDArray
+
+from tasks.resample import OHLCV_COLUMNS
+
+FloatArray = NDArray[np.float64]
+
+FEATURE_COLUMNS: tuple[str, ...] = (
+    "ema_12",
+    "ema_26",
+    "ema_slope",
+    "ema_spread_pct",
+    "rsi_14",
+    "atr_14",
+    "atr_pct",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+    "bb_upper",
+    "bb_middle",
+    "bb_lower",
+    "bb_pctb",
+    "bb_width_pct",
+    "volume_z",
+    "ret_1",
+    "ret_5",
+    "ret_20",
+    "rv_20",
+)
+# The subset a timeframe needs to cast its MTF vote (see tasks.mtf).
+VOTE_COLUMNS: tuple[str, ...] = ("ema_12", "ema_26", "ema_slope", "rsi_14")
+# Bars before every column is finite (macd_signal: 25 + 8).
+FEATURE_WARMUP_BARS: int = 33
+BB_PERIOD = 20
+BB_DEVIATIONS = 2.0
+VOLUME_PERIOD = 20
+RV_PERIOD = 20
+
+__all__ = [
+    "FEATURE_COLUMNS",
+    "FEATURE_WARMUP_BARS",
+    "VOTE_COLUMNS",
+    "compute_features",
+    "feature_arrays",
+    "frame_arrays",
+    "rolling_mean_std",
+    "vote_feature_arrays",
+]
+
+
+def _nan(n: int) -> FloatArray:
+    return np.full(n, np.nan)
+
+
+def rolling_mean_std(x: FloatArray, period: int) -> tuple[FloatArray, FloatArray]:
+    """Trailing `period`-bar mean and population std; each value depends on its window only.
+
+    Sums are accumulated column by column in a fixed order (elementwise adds), so the
+    result for a window never depends on where the array starts or on memory alignment.
+    """
+    n = x.size
+    mean, std = _nan(n), _nan(n)
+    if n < period:
+        return mean, std
+    k = n - period + 1
+    total = x[0:k].copy()
+    for j in range(1, period):
+        total += x[j : j + k]
+    m = total / period
+    dev = x[0:k] - m
+    sq = dev * dev
+    for j in range(1, period):
+        dev = x[j : j + k] - m
+        sq += dev * dev
+    mean[period - 1 :] = m
+    std[period - 1 :] = np.sqrt(sq / period)
+    return mean, std
+
+
+def _log_return(close: FloatArray, lag: int) -> FloatArray:
+    out = _nan(close.size)
+    if close.size > lag:
+        out[lag:] = np.log(close[lag:] / close[:-lag])
+    return out
+
+
+def _ema(x: FloatArray, period: int) -> FloatArray:
+    if np.count_nonzero(~np.isnan(x)) < period:
+        return _nan(x.size)
+    return np.asarray(talib.EMA(x, timeperiod=period), dtype=np.float64)
+
+
+def vote_feature_arrays(close: FloatArray) -> dict[str, FloatArray]:
+    """`ema_12, ema_26, ema_slope, rsi_14` only: what an MTF vote reads (cheap)."""
+    close = np.ascontiguousarray(close, dtype=np.float64)
+    n = close.size
+    ema_12 = _ema(close, 12)
+    ema_26 = _ema(close, 26)
+    slope = _nan(n)
+    if n > 1:
+        slope[1:] = (ema_12[1:] / ema_12[:-1] - 1.0) * 100.0
+    rsi = np.asarray(talib.RSI(close, timeperiod=14), dtype=np.float64) if n > 14 else _nan(n)
+    return {"ema_12": ema_12, "ema_26": ema_26, "ema_slope": slope, "rsi_14": rsi}
+
+
+def feature_arrays(
+    high: FloatArray, low: FloatArray, close: FloatArray, volume: FloatArray
+) -> dict[str, FloatArray]:
+    """All FEATURE_COLUMNS for float64 high/low/close/volume arrays of one series."""
+    high, low, close, volume = (
+        np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close, volume)
+    )
+    n = close.size
+    out = vote_feature_arrays(close)
+    ema_12, ema_26 = out["ema_12"], out["ema_26"]
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ema_spread_pct"] = (ema_12 - ema_26) / close * 100.0
+        atr = np.asarray(talib.ATR(high, low, close, timeperiod=14)) if n > 14 else _nan(n)
+        out["atr_14"] = atr
+        out["atr_pct"] = atr / close * 100.0
+        macd = ema_12 - ema_26
+        signal = _ema(macd, 9)
+        out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal
+
+        mid, sd = rolling_mean_std(close, BB_PERIOD)
+        upper, lower = mid + BB_DEVIATIONS * sd, mid - BB_DEVIATIONS * sd
+        width = upper - lower
+        out["bb_upper"], out["bb_middle"], out["bb_lower"] = upper, mid, lower
+        pctb = np.where(width > 0, (close - lower) / np.where(width > 0, width, 1.0), 0.5)
+        out["bb_pctb"] = np.where(np.isnan(width), np.nan, pctb)
+        out["bb_width_pct"] = width / mid * 100.0
+
+        vol_mean, vol_sd = rolling_mean_std(volume, VOLUME_PERIOD)
+        z = _nan(n)
+        if n > VOLUME_PERIOD:
+            prev_mean, prev_sd = vol_mean[:-1], vol_sd[:-1]
+            dev = volume[1:] - prev_mean
+            z[1:] = np.where(prev_sd > 0, dev / np.where(prev_sd > 0, prev_sd, 1.0), 0.0)
+            z[1:][np.isnan(prev_sd)] = np.nan
+        out["volume_z"] = z
+
+        ret_1 = _log_return(close, 1)
+        out["ret_1"], out["ret_5"], out["ret_20"] = (
+            ret_1,
+            _log_return(close, 5),
+            _log_return(close, 20),
+        )
+        rv = _nan(n)
+        if n > 1:
+            rv[1:] = rolling_mean_std(ret_1[1:], RV_PERIOD)[1] * 100.0
+        out["rv_20"] = rv
+    return {c: out[c] for c in FEATURE_COLUMNS}
+
+
+def frame_arrays(bars: pd.DataFrame | Mapping[str, FloatArray]) -> dict[str, FloatArray]:
+    """The OHLCV columns of a frame as contiguous float64 arrays."""
+    return {c: np.ascontiguousarray(bars[c], dtype=np.float64) for c in OHLCV_COLUMNS}
+
+
+def compute_features(bars: pd.DataFrame) -> pd.DataFrame:
+    """Features of a candle frame (see module docstring for the columns).
+
+    Input: indexed by UTC bar open time, float columns `open, high, low, close, volume`
+    (finite; a NaN inside the series propagates through the recursive indicators).
+    Output: FEATURE_COLUMNS as float64, same index and length; warm-up rows are NaN.
+    """
+    cols = frame_arrays(bars)
+    feats = feature_arrays(cols["high"], cols["low"], cols["close"], cols["volume"])
+    return pd.DataFrame(feats, index=bars.index, columns=list(FEATURE_COLUMNS))

@@ -1,0 +1,176 @@
+"""REST routes over real HTTP against the session database."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import numpy as np
+import pandas as pd
+import psycopg
+import pytest
+
+from tasks.features import compute_features
+from tasks.storage import store_klines
+from tasks.validation import validate_klines
+from tests.utils.klines import random_klines
+from tests.utils.signals import create_random_signal
+
+Conn = psycopg.Connection[Any]
+T0 = datetime(2025, 3, 1, tzinfo=UTC)
+
+
+def _signals(db: Conn, n: int, **overrides: Any) -> list[dict[str, Any]]:
+    return [
+        create_random_signal(db, ts=T0 + timedelta(minutes=5 * i), **overrides) for i in range(n)
+    ]
+
+
+def test_health_reports_database_and_version(client: httpx.Client) -> None:
+    body = client.get("/health").json()
+    assert body == {"status": "ok", "database": True, "feed": True, "version": body["version"]}
+    assert body["version"]
+
+
+def test_signals_are_listed_newest_first(client: httpx.Client, db: Conn) -> None:
+    stored = _signals(db, 5)
+    body = client.get("/signals").json()
+    assert [s["id"] for s in body["items"]] == [str(s["id"]) for s in reversed(stored)]
+    assert body["next_cursor"] is None
+    first = body["items"][0]
+    assert first["emitted_at"].endswith("Z") or first["emitted_at"].endswith("+00:00")
+    assert first["mtf_details"] == stored[-1]["mtf_details"]
+
+
+@pytest.mark.parametrize("spelling", ["BTCUSDT", "btcusdt", "BTC-USDT", "BTC/USDT"])
+def test_symbol_filter_accepts_every_spelling(
+    client: httpx.Client, db: Conn, spelling: str
+) -> None:
+    btc = _signals(db, 2, symbol="BTC/USDT")
+    _signals(db, 2, symbol="ETH/USDT")
+    items = client.get("/signals", params={"symbol": spelling}).json()["items"]
+    assert {s["id"] for s in items} == {str(s["id"]) for s in btc}
+
+
+def test_filters_combine(client: httpx.Client, db: Conn) -> None:
+    long_5m = _signals(db, 3, direction="long", timeframe="5m")
+    _signals(db, 2, direction="short", timeframe="5m")
+    _signals(db, 2, direction="long", timeframe="15m")
+    create_random_signal(db, run_id="backtest-1", direction="long", timeframe="5m")
+    items = client.get("/signals", params={"direction": "long", "timeframe": "5m"}).json()["items"]
+    assert {s["id"] for s in items} == {str(s["id"]) for s in long_5m}
+    since = (T0 + timedelta(minutes=5 * 1 + 5)).isoformat()
+    items = client.get(
+        "/signals", params={"direction": "long", "timeframe": "5m", "since": since}
+    ).json()["items"]
+    assert {s["id"] for s in items} == {str(s["id"]) for s in long_5m[1:]}
+    backtest = client.get("/signals", params={"run_id": "backtest-1"}).json()["items"]
+    assert [s["run_id"] for s in backtest] == ["backtest-1"]
+
+
+def test_cursor_and_offset_pages_cover_everything_once(client: httpx.Client, db: Conn) -> None:
+    stored = _signals(db, 7)
+    seen: list[str] = []
+    params: dict[str, Any] = {"limit": 3}
+    while True:
+        page = client.get("/signals", params=params).json()
+        seen += [s["id"] for s in page["items"]]
+        if page["next_cursor"] is None:
+            break
+        params["cursor"] = page["next_cursor"]
+    assert seen == [str(s["id"]) for s in reversed(stored)]
+    second = client.get("/signals", params={"limit": 3, "offset": 3}).json()["items"]
+    assert [s["id"] for s in second] == seen[3:6]
+
+
+def test_one_signal_by_id(client: httpx.Client, db: Conn) -> None:
+    stored = create_random_signal(db)
+    body = client.get(f"/signals/{stored['id']}").json()
+    assert body["id"] == str(stored["id"])
+    assert body["entry_price"] == pytest.approx(stored["entry_price"])
+    missing = client.get("/signals/00000000-0000-0000-0000-000000000000")
+    assert missing.status_code == 404
+    assert missing.json() == {"detail": "signal not found"}
+
+
+@pytest.mark.parametrize(
+    "path",
+    [
+        "/signals?limit=0",
+        "/signals?limit=1001",
+        "/signals?limit=abc",
+        "/signals?direction=up",
+        "/signals?timeframe=2h",
+        "/signals?since=yesterday",
+        "/signals?symbol=NOTAPAIR",
+        "/signals?offset=-1",
+        "/signals/not-a-uuid",
+        "/klines/BTCUSDT?timeframe=2h",
+        "/klines/BTCUSDT?timeframe=5m&limit=0",
+        "/klines/NOPE",
+        "/features/BTCUSDT?timeframe=7m",
+        "/performance/stats?direction=sideways",
+        "/performance/stats?lookback_days=0",
+        "/performance/stats?lookback_days=-3",
+        "/performance/stats?symbol=%00",
+        "/performance/equity?points=1",
+    ],
+)
+def test_bad_parameters_get_422_json(client: httpx.Client, path: str) -> None:
+    response = client.get(path)
+    assert response.status_code == 422, response.text
+    assert "detail" in response.json()
+
+
+def test_a_foreign_cursor_gets_400_json(client: httpx.Client) -> None:
+    response = client.get("/signals", params={"cursor": "not-ours"})
+    assert response.status_code == 400
+    assert response.json() == {"detail": "invalid cursor"}
+
+
+def _store_bars(db: Conn, frame: pd.DataFrame) -> None:
+    store_klines(db, validate_klines(frame), timeframes=["1m", "5m", "15m", "1h"])
+
+
+def _resample(frame: pd.DataFrame, rule: str) -> pd.DataFrame:
+    bars = frame.set_index("ts")[["open", "high", "low", "close", "volume"]]
+    out = bars.resample(rule, label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    out["bars"] = bars["close"].resample(rule, label="left", closed="left").count()
+    return out.dropna()
+
+
+@pytest.mark.parametrize("spelling", ["BTCUSDT", "btc-usdt", "BTC/USDT"])
+def test_klines_match_an_independent_resample(
+    client: httpx.Client, db: Conn, spelling: str
+) -> None:
+    frame = random_klines(minutes=180 + 3, seed=3)  # the last 15m bucket is still forming
+    _store_bars(db, frame)
+    body = client.get(f"/klines/{spelling}", params={"timeframe": "15m", "limit": 5}).json()
+    expected = _resample(frame, "15min").tail(5)
+    assert body["symbol"] == "BTC/USDT" and body["timeframe"] == "15m"
+    got = pd.DataFrame(body["klines"])
+    assert list(pd.to_datetime(got["ts"])) == list(expected.index)
+    for column in ("open", "high", "low", "close", "volume", "bars"):
+        np.testing.assert_allclose(got[column], expected[column], rtol=1e-12)
+    assert got["bars"].iloc[-1] == 3
+
+
+def test_features_use_closed_bars_only(client: httpx.Client, db: Conn) -> None:
+    frame = random_klines(minutes=3 * 1440 + 2, seed=5)  # two 1m bars of a forming 5m bucket
+    _store_bars(db, frame)
+    body = client.get("/features/BTCUSDT", params={"timeframe": "5m"}).json()
+    closed = _resample(frame, "5min").iloc[:-1].tail(500)
+    expected = compute_features(closed[["open", "high", "low", "close", "volume"]]).iloc[-1]
+    assert pd.Timestamp(body["ts"]) == closed.index[-1]
+    assert body["bars_used"] == 500
+    for name in ("ema_12", "rsi_14", "atr_14", "macd", "bb_upper", "volume_z"):
+        assert body["features"][name] == pytest.approx(float(expected[name]), rel=1e-9)
+
+
+def test_features_without_bars_are_404(client: httpx.Client) -> None:
+    response = client.get("/features/DOGEUSDT", params={"timeframe": "1h"})
+    assert response.status_code == 404
+    assert response.json() == {"detail": "no closed bars for this symbol"}

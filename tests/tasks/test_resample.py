@@ -1,0 +1,55 @@
+"""Resampling 1m candles into timeframe buckets, and which buckets are closed."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from tasks.resample import closed_bars, resample_bars, resample_closed
+from tests.utils.bars import make_bars_1m
+
+
+@pytest.mark.parametrize("timeframe", ["1m", "5m", "15m", "1h", "4h"])
+def test_matches_pandas_resample_with_gaps(timeframe: str) -> None:
+    bars = make_bars_1m(days=2, seed=5, gap_fraction=0.2)
+    ours = resample_bars(bars, timeframe)
+    rule = timeframe.replace("m", "min") if timeframe.endswith("m") else timeframe
+    agg = bars.resample(rule, label="left", closed="left").agg(
+        {"open": "first", "high": "max", "low": "min", "close": "last", "volume": "sum"}
+    )
+    agg["bars"] = bars["close"].resample(rule, label="left", closed="left").count()
+    agg = agg[agg["bars"] > 0]
+    assert ours.index.equals(agg.index.as_unit("ns"))
+    for col in ("open", "high", "low", "close"):
+        np.testing.assert_array_equal(ours[col].to_numpy(), agg[col].to_numpy())
+    np.testing.assert_allclose(ours["volume"].to_numpy(), agg["volume"].to_numpy(), rtol=1e-12)
+    np.testing.assert_array_equal(ours["bars"].to_numpy(), agg["bars"].to_numpy())
+
+
+def test_accepts_any_datetime_unit_and_rejects_unsorted() -> None:
+    bars = make_bars_1m(minutes=30)
+    ms = bars.set_axis(bars.index.as_unit("ms"))
+    pd.testing.assert_frame_equal(resample_bars(ms, "5m"), resample_bars(bars, "5m"))
+    with pytest.raises(ValueError, match="increasing"):
+        resample_bars(bars.iloc[::-1], "5m")
+    with pytest.raises(ValueError, match="unknown timeframe"):
+        resample_bars(bars, "7m")
+    assert resample_bars(bars.iloc[:0], "5m").empty
+
+
+def test_only_closed_buckets() -> None:
+    bars = make_bars_1m(minutes=180, start="2024-01-01")
+    mid = pd.Timestamp("2024-01-01 01:37", tz="UTC")
+    hourly = resample_closed(bars, "1h", mid)
+    assert list(hourly.index) == [pd.Timestamp("2024-01-01 00:00", tz="UTC")]
+    at_end = resample_closed(bars, "1h", pd.Timestamp("2024-01-01 02:00", tz="UTC"))
+    assert len(at_end) == 2 and at_end["bars"].iloc[-1] == 60
+    five = resample_closed(bars, "5m", mid)
+    assert five.index[-1] == pd.Timestamp("2024-01-01 01:30", tz="UTC")
+    # The 01:35 bucket is still filling at 01:37 (its 1m bars up to 01:36 have closed).
+    full = resample_bars(bars, "5m")
+    assert len(closed_bars(full, "5m", mid)) == len(five)
+    assert closed_bars(full, "5m", mid + pd.Timedelta("3min")).index[-1] == mid - pd.Timedelta(
+        "2min"
+    )
