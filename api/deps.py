@@ -5,23 +5,26 @@ from __future__ import annotations
 import secrets
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
-from starlette.requests import HTTPConnection
+from pydantic import AfterValidator
+from starlette.requests import HTTPConnection, Request
 
 from api.cache import VersionedCache
 from api.db import AsyncConn
 from api.feed import Feed
 from api.metrics import ApiMetrics
-from api.symbols import normalize_symbol
+from api.symbols import SYMBOL_PATTERN, normalize_symbol
 from core.config import Settings
 
-POOL_TIMEOUT_SECONDS = 5.0
 SYMBOL_MAX_LENGTH = 41
+# Free text that reaches PostgreSQL: printable only (a NUL byte cannot be stored in text).
+TEXT_PATTERN = r"^[^\x00-\x1f\x7f]+$"
 
 
 @dataclass
@@ -55,7 +58,7 @@ async def get_conn(state: StateDep) -> AsyncIterator[AsyncConn]:
     """A pooled autocommit connection with dict rows, returned to the pool afterwards."""
     if state.pool is None:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "database unavailable")
-    async with state.pool.connection(timeout=POOL_TIMEOUT_SECONDS) as conn:
+    async with state.pool.connection(timeout=state.settings.api_db_timeout_seconds) as conn:
         yield conn
 
 
@@ -108,7 +111,11 @@ def _normalize(value: str, location: tuple[str, str]) -> str:
 def symbol_path(
     symbol: Annotated[
         str,
-        Path(max_length=SYMBOL_MAX_LENGTH, description="BTC/USDT, BTCUSDT, btcusdt or BTC-USDT"),
+        Path(
+            max_length=SYMBOL_MAX_LENGTH,
+            pattern=SYMBOL_PATTERN,
+            description="BTC/USDT, BTCUSDT, btcusdt or BTC-USDT",
+        ),
     ],
 ) -> str:
     return _normalize(symbol, ("path", "symbol"))
@@ -117,7 +124,11 @@ def symbol_path(
 def symbol_query(
     symbol: Annotated[
         str | None,
-        Query(max_length=SYMBOL_MAX_LENGTH, description="BTC/USDT, BTCUSDT or BTC-USDT"),
+        Query(
+            max_length=SYMBOL_MAX_LENGTH,
+            pattern=SYMBOL_PATTERN,
+            description="BTC/USDT, BTCUSDT or BTC-USDT",
+        ),
     ] = None,
 ) -> str | None:
     return None if symbol is None else _normalize(symbol, ("query", "symbol"))
@@ -141,3 +152,71 @@ def timeframe_query(
 
 
 TimeframeQuery = Annotated[str | None, Depends(timeframe_query)]
+
+
+def _to_utc(value: datetime) -> datetime:
+    """Naive means UTC; an offset beyond the representable range clamps to min/max."""
+    if value.tzinfo is None:
+        return value.replace(tzinfo=UTC)
+    try:
+        return value.astimezone(UTC)
+    except OverflowError:
+        edge = datetime.min if value.year < 2000 else datetime.max
+        return edge.replace(tzinfo=UTC)
+
+
+UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+
+
+def _query_names(dependant: Any) -> frozenset[str]:
+    names = {param.alias for param in dependant.query_params}
+    for sub in dependant.dependencies:
+        names |= _query_names(sub)
+    return frozenset(names)
+
+
+_known_query: dict[int, frozenset[str]] = {}
+
+
+def reject_unknown_query(request: Request) -> None:
+    """422 for a query parameter the route does not define: a typo such as `?symbl=`
+    must not silently widen the answer."""
+    route = request.scope.get("route")
+    dependant = getattr(route, "dependant", None)
+    if dependant is None:
+        return
+    known = _known_query.get(id(route))
+    if known is None:
+        known = _known_query[id(route)] = _query_names(dependant)
+    unknown = sorted(set(request.query_params) - known)
+    if unknown:
+        raise RequestValidationError(
+            [
+                {
+                    "type": "extra_forbidden",
+                    "loc": ("query", name),
+                    "msg": "unknown query parameter",
+                    "input": request.query_params.get(name),
+                }
+                for name in unknown
+            ]
+        )
+
+
+RunIdQuery = Annotated[
+    str,
+    Query(
+        min_length=1,
+        max_length=200,
+        pattern=TEXT_PATTERN,
+        description="`live`, or a backtest/replay run id.",
+    ),
+]
+ExchangeQuery = Annotated[
+    str | None,
+    Query(
+        max_length=50,
+        pattern=TEXT_PATTERN,
+        description="ccxt exchange id; default: the configured one.",
+    ),
+]

@@ -46,6 +46,7 @@ from api.ws_schemas import (
 logger = logging.getLogger(__name__)
 
 CHANNEL = "signals"
+LISTEN_APPLICATION_NAME = "signalengine-api-listen"
 LIVE_RUN_ID = "live"
 FETCH_BATCH = 200
 REPLAY_LIMIT = 1000
@@ -171,7 +172,7 @@ class Feed:
         while True:
             try:
                 async with await psycopg.AsyncConnection.connect(
-                    self._url, autocommit=True
+                    self._url, autocommit=True, application_name=LISTEN_APPLICATION_NAME
                 ) as conn:
                     await conn.execute(f"LISTEN {CHANNEL}")
                     self.listening.set()

@@ -20,7 +20,7 @@ from psycopg_pool import AsyncConnectionPool
 
 from api.cache import VersionedCache
 from api.db import AsyncConn
-from api.deps import ApiState, require_token
+from api.deps import ApiState, reject_unknown_query, require_token
 from api.errors import install_error_handlers
 from api.feed import Feed
 from api.metrics import ApiMetrics, HttpMetricsMiddleware
@@ -116,7 +116,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             allow_methods=["GET"],
             allow_headers=["Authorization", "Content-Type"],
         )
-    protected = [Depends(require_token)]
+    protected = [Depends(require_token), Depends(reject_unknown_query)]
     app.include_router(health.router)
     for router in (signals.router, klines.router, features.router, performance.router):
         app.include_router(router, dependencies=protected, responses=_ERRORS)
@@ -124,7 +124,37 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(feed.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    _customize_openapi(app, settings)
     return app
+
+
+def _customize_openapi(app: FastAPI, settings: Settings) -> None:
+    """Make the schema say what this instance does: `timeframe` is an enum of the
+    configured timeframes, and bearer auth is listed only when a token is configured."""
+    generate = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is not None:
+            return app.openapi_schema
+        schema = generate()
+        for operations in schema.get("paths", {}).values():
+            for operation in operations.values():
+                if settings.api_token is None:
+                    operation.pop("security", None)
+                for parameter in operation.get("parameters", []):
+                    if parameter.get("name") == "timeframe":
+                        parameter["schema"] = {
+                            "anyOf": [
+                                {"type": "string", "enum": list(settings.timeframes)},
+                                {"type": "null"},
+                            ],
+                            "title": "Timeframe",
+                        }
+        if settings.api_token is None:
+            schema.get("components", {}).pop("securitySchemes", None)
+        return schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
 
 
 def serve(

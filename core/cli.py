@@ -139,15 +139,72 @@ def stream(
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
     shard: Annotated[str, typer.Option(help="i/n: this process takes its share.")] = "",
     source: Annotated[str, typer.Option(help="live or replay")] = "live",
+    run_id: Annotated[str, typer.Option(help="Run id; replays default to replay-<start>.")] = "live",
+    start: Annotated[str, typer.Option(help="Replay: ISO start (UTC).")] = "",
+    end: Annotated[str, typer.Option(help="Replay: ISO end (UTC), exclusive.")] = "",
 ) -> None:
-    """Run the long-running streaming flow."""
+    """Run the streaming flow live, or replay stored klines through it as fast as it can."""
     import asyncio
 
     from flows.stream import stream as stream_flow
 
-    result = asyncio.run(stream_flow(symbols=_symbols(symbols) if symbols else None,
-                                     shard=shard or None, source=source))
+    try:
+        result = asyncio.run(stream_flow(symbols=_symbols(symbols) if symbols else None,
+                                         shard=shard or None, source=source, run_id=run_id,
+                                         start=start or None, end=end or None))
+    except ValueError as error:
+        _fail(error)
     _summary(result)
+
+
+@app.command("backtest")
+def backtest(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "",
+    start: Annotated[str, typer.Option(help="ISO start (UTC).")] = "",
+    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+    run_id: Annotated[str, typer.Option()] = "",
+    out: Annotated[str, typer.Option(help="Folder for report.html and charts.")] = "",
+) -> None:
+    """Replay stored klines through the engine; store, summarize and report."""
+    from flows.backtest import backtest as backtest_flow
+
+    try:
+        summary = backtest_flow(symbols=_symbols(symbols) if symbols else None,
+                                start=start or None, end=end or None,
+                                exchange=exchange or None, run_id=run_id or None,
+                                out=out or None)
+    except ValueError as error:
+        _fail(error)
+    _summary(summary)
+
+
+@app.command("settle")
+def settle(run_id: Annotated[str, typer.Option()] = "live") -> None:
+    """Settle open signals whose outcome is known."""
+    from flows.settle import settle as settle_flow
+
+    _summary(settle_flow(run_id=run_id))
+
+
+@app.command("rollups")
+def rollups() -> None:
+    """Recompute the performance rollups."""
+    from flows.rollups import rollups as rollups_flow
+
+    _summary(rollups_flow())
+
+
+@app.command("retrain")
+def retrain(
+    lookback_days: Annotated[float, typer.Option(help="Days of klines to learn from.")] = 30.0,
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+) -> None:
+    """Train the LightGBM filter, log it to MLflow, promote it when it beats the champion."""
+    from flows.retrain import retrain as retrain_flow
+
+    _summary(retrain_flow(lookback_days=lookback_days,
+                          symbols=_symbols(symbols) if symbols else None))
 
 
 @app.command("up")

@@ -96,6 +96,11 @@ class Settings(BaseSettings):
         description="Messages buffered per WebSocket client; a client whose queue overflows is"
         " closed with code 1013.",
     )
+    api_db_timeout_seconds: float = Field(
+        default=5.0,
+        gt=0,
+        description="Seconds an API request waits for a database connection before a 503.",
+    )
     cors_origins: list[str] = Field(
         default=[],
         description='Origins allowed to call the API from a browser (CORS); ["*"] allows any.',
@@ -104,6 +109,10 @@ class Settings(BaseSettings):
     mlflow_port: int = Field(default=5000, description="Port of the MLflow server (up).")
     stream_metrics_port: int = Field(
         default=9108, description="Port where the streaming flow serves its Prometheus metrics."
+    )
+    stream_metrics_host: str = Field(
+        default="127.0.0.1",
+        description="Address the stream's metrics server binds (0.0.0.0 inside containers).",
     )
     mlflow_tracking_uri: str | None = Field(
         default=None, description="MLflow tracking URI; unset means a file store under state_dir."

@@ -41,9 +41,14 @@ def label_history(bars: dict[str, pd.DataFrame], settings: Settings) -> pd.DataF
 
 
 @task(cache_policy=NO_CACHE)
-def fit(dataset: pd.DataFrame, settings: Settings, params: dict[str, Any] | None) -> TrainingResult:
-    """Purged time split, LightGBM fit and holdout metrics."""
-    return train_filter(dataset, config=TrainingConfig.from_settings(settings), params=params)
+def fit(
+    dataset: pd.DataFrame, settings: Settings, params: dict[str, Any] | None
+) -> TrainingResult | str:
+    """Purged time split, LightGBM fit and holdout metrics; why not, if data is too thin."""
+    try:
+        return train_filter(dataset, config=TrainingConfig.from_settings(settings), params=params)
+    except InsufficientDataError as error:  # expected on a fresh install: not a task failure
+        return str(error)
 
 
 @task(cache_policy=NO_CACHE)
@@ -87,9 +92,9 @@ def retrain(
 ) -> dict[str, Any]:
     """Train on the last `lookback_days` of stored klines (ending at the newest bar).
 
-    `params` override LightGBM parameters. Returns run_id, version, metrics (NaN as None),
-    promoted, previous_champion and champion_auc; run_id and version are None (and
-    `skipped` says why) when there is too little labelled data.
+    `params` override LightGBM parameters. Returns `PublishResult.summary`: run_id,
+    version, metrics (NaN as None), promoted, previous_champion, champion_auc; run_id and
+    version are None (and `skipped` says why) when there is too little labelled data.
     """
     logger = get_run_logger()
     settings = get_settings()
@@ -97,16 +102,15 @@ def retrain(
     bars = load_history(settings.exchange, chosen, lookback_days)
     dataset = label_history(bars, settings)
     logger.info("%d labelled candidates from %d symbols", len(dataset), len(chosen))
-    try:
-        result = fit(dataset, settings, params)
-    except InsufficientDataError as error:
-        logger.warning("retrain skipped: %s", error)
+    result = fit(dataset, settings, params)
+    if isinstance(result, str):
+        logger.warning("retrain skipped: %s", result)
         return {
             "run_id": None,
             "version": None,
             "metrics": {},
             "promoted": False,
-            "skipped": str(error),
+            "skipped": result,
         }
     importance = rank_features(result)
     run_params = {

@@ -21,6 +21,7 @@ from tasks.ingest import (
     fill_gaps,
     primary_closes,
     store_live_minute,
+    stored_span,
 )
 from tasks.live_signals import LiveEngine
 
@@ -57,19 +58,57 @@ def _backoff(attempt: int) -> float:
     return min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
 
 
+REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
+
+
+@task(cache_policy=NO_CACHE)
+def replay_window(db: ReconnectingConnection, *, exchange: str, symbols: list[str],
+                  start: str | None, end: str | None) -> tuple[int, int]:
+    """The [first, last] 1m open times (ms) to replay: the request clipped to what is stored."""
+    return stored_span(db.get(), exchange=exchange, symbols=symbols, start=start, end=end)
+
+
+async def _replay(db: ReconnectingConnection, engine: LiveEngine, *, first_ms: int,
+                  last_ms: int, primary_minutes: int) -> int:
+    closes = primary_closes(first_ms, last_ms + MINUTE_MS, primary_minutes)
+    emitted = 0
+    for i in range(0, len(closes), REPLAY_CHUNK_CLOSES):
+        emitted += emit_signals(db, engine, closes_ms=closes[i : i + REPLAY_CHUNK_CLOSES])
+    return emitted
+
+
 @flow(name="stream")
 async def stream(symbols: list[str] | None = None, shard: str | None = None,
                  source: str = "live", run_id: str = "live",
-                 max_minutes: int | None = None) -> dict[str, Any]:
-    """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`)."""
+                 max_minutes: int | None = None, start: str | None = None,
+                 end: str | None = None) -> dict[str, Any]:
+    """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`).
+
+    With `source="replay"` the same engine driver runs over stored klines in [start, end)
+    as fast as it can, under `run_id` (default `replay-<start>`), and the flow ends.
+    """
     from tasks.exchange import create_exchange, watch_closed_bars
 
     logger = get_run_logger()
     settings = get_settings()
     chosen = shard_symbols(symbols or settings.symbols, shard)
+    primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
+    if source == "replay":
+        db = ReconnectingConnection(database_url(settings))
+        first_ms, last_ms = replay_window(db, exchange=settings.exchange, symbols=chosen,
+                                          start=start, end=end)
+        run_id = run_id if run_id != "live" else f"replay-{first_ms}"
+        engine = LiveEngine.start(db.get(), settings=settings, symbols=chosen, run_id=run_id,
+                                  shard=shard)
+        emitted = await _replay(db, engine, first_ms=first_ms, last_ms=last_ms,
+                                primary_minutes=primary)
+        db.close()
+        logger.info("replay %s: %d signals", run_id, emitted)
+        return {"run_id": run_id, "symbols": len(chosen), "signals": emitted}
     if source != "live":
-        raise ValueError(f"unknown source {source!r}")
-    metrics.start_metrics_server(settings.stream_metrics_port)
+        raise ValueError(f"unknown source {source!r}; use live or replay")
+    if not metrics.start_metrics_server(settings.stream_metrics_port, settings.stream_metrics_host):
+        logger.warning("metrics port %d is taken; metrics not served", settings.stream_metrics_port)
     db = ReconnectingConnection(database_url(settings))
     client = create_exchange(settings.exchange, base_url=settings.exchange_url)
     marks = Watermarks.load(db.get(), exchange=settings.exchange, symbols=chosen)
@@ -85,7 +124,6 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
         engine.ensure_watermark(db.get(), current_minute)
         logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
         batcher = MinuteBatcher(chosen)
-        primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
         while max_minutes is None or minutes_done < max_minutes:
             try:
                 for bar in await watch_closed_bars(client, chosen):

@@ -19,6 +19,7 @@ from core.config import Settings
 from tasks.engine import evaluate_symbol_history
 from tasks.engine_types import SIGNAL_COLUMNS, EngineConfig, SignalFilter, engine_config
 from tasks.resample import resample_bars
+from tasks.rollups import summarize
 from tasks.settlement import PERFORMANCE_COLUMNS, settle_signals
 
 __all__ = ["run_backtest", "summarize_performance"]
@@ -84,38 +85,23 @@ def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], order: str) ->
     return out.sort_values([order, "symbol"], kind="stable").reset_index(drop=True)
 
 
-def _opt(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
 def summarize_performance(performance: pd.DataFrame, *, signals: int) -> dict[str, Any]:
     """Trade statistics of settled signals (JSON-safe; None where undefined).
 
-    win_rate = share of trades with return_pct > 0; sharpe = mean / sample std of the
-    per-trade return_pct (not annualized); max_drawdown_pct = largest peak-to-trough fall
-    of the equity compounded trade by trade in exit_time order, starting from 1.
+    The definitions are the rollups' (tasks.rollups): win = tp_hit, win_rate = wins /
+    settled, sharpe = mean / sample std of per-trade return_pct (not annualized),
+    max_drawdown_pct = largest fall of the equity compounded in exit_time order.
     """
-    returns = performance["return_pct"].to_numpy(dtype=np.float64)
-    outcomes = performance["outcome"].value_counts().to_dict() if len(performance) else {}
-    summary: dict[str, Any] = {
+    figures = summarize(performance) if len(performance) else {}
+    settled = int(len(performance))
+    return {
         "signals": int(signals),
-        "settled": int(returns.size),
-        "tp_hit": int(outcomes.get("tp_hit", 0)),
-        "sl_hit": int(outcomes.get("sl_hit", 0)),
-        "expired": int(outcomes.get("expired", 0)),
-        "win_rate": None,
-        "avg_return_pct": None,
-        "sharpe": None,
-        "max_drawdown_pct": None,
+        "settled": settled,
+        "tp_hit": int(figures.get("wins") or 0),
+        "sl_hit": int(figures.get("losses") or 0),
+        "expired": int(figures.get("expired") or 0),
+        "win_rate": figures.get("win_rate") if settled else None,
+        "avg_return_pct": figures.get("avg_return_pct") if settled else None,
+        "sharpe": figures.get("sharpe"),
+        "max_drawdown_pct": figures.get("max_drawdown_pct") if settled else None,
     }
-    if returns.size == 0:
-        return summary
-    summary["win_rate"] = float(np.mean(returns > 0))
-    summary["avg_return_pct"] = float(returns.mean())
-    std = returns.std(ddof=1) if returns.size > 1 else np.nan
-    summary["sharpe"] = _opt(returns.mean() / std) if std > 0 else None
-    ordered = performance.sort_values("exit_time", kind="stable")["return_pct"].to_numpy()
-    equity = np.cumprod(1.0 + ordered / 100.0)
-    peak = np.maximum.accumulate(np.r_[1.0, equity])[1:]
-    summary["max_drawdown_pct"] = float(np.max(1.0 - equity / peak) * 100.0)
-    return summary

@@ -40,13 +40,24 @@ from tasks.engine_types import (
     signal_id,
     signals_to_frame,
 )
-from tasks.events import EVENT_TYPES, EventSeries, detect_events
-from tasks.features import FEATURE_COLUMNS, FloatArray, feature_arrays, vote_feature_arrays
+from tasks.events import EVENT_LOOKBACK_BARS, EVENT_TYPES, EventSeries, detect_events
+from tasks.features import (
+    FEATURE_COLUMNS,
+    WINDOW_LOOKBACK_BARS,
+    FloatArray,
+    feature_arrays,
+    feature_tails,
+    vote_feature_arrays,
+)
 from tasks.mtf import mtf_agreement, mtf_details, vote, votes_at
 from tasks.resample import OHLCV_COLUMNS, index_ns, resample_bars, timeframe_ns
 from tasks.scoring import cooldown_mask, score_events
 
 _SIDE = {1: "long", -1: "short"}
+# Primary rows the live stream scores: the closing bar and the ones its events read.
+LIVE_TAIL_BARS = EVENT_LOOKBACK_BARS + 1
+# Shorter live series (fresh listings) take the plain full-series path instead.
+_STACK_MIN_BARS = LIVE_TAIL_BARS + WINDOW_LOOKBACK_BARS
 
 __all__ = [
     "SIGNAL_COLUMNS",
@@ -55,6 +66,7 @@ __all__ = [
     "Signal",
     "SignalFilter",
     "evaluate_latest",
+    "evaluate_latest_batch",
     "evaluate_symbol_history",
     "signal_id",
     "signals_to_frame",
@@ -62,35 +74,58 @@ __all__ = [
 
 
 class _Series:
-    """One timeframe's closed bars: `ts` open times (ns); OHLCV arrays read on first use."""
+    """One timeframe's closed bars (open + tf <= as_of), the last `window` of them.
 
-    def __init__(self, bars: pd.DataFrame, ts: NDArray[np.int64], begin: int, end: int) -> None:
-        self._bars, self._begin, self._end = bars, begin, end
-        self.ts = ts[begin:end]
+    Computed on first use: in the live stream most primary bars fire nothing, and then
+    the other timeframes are never read (or resampled).
+    """
+
+    def __init__(
+        self,
+        bars: pd.DataFrame,
+        timeframe: str,
+        *,
+        resample: bool,
+        as_of_ns: int | None,
+        window: int | None,
+    ) -> None:
+        self._bars, self._timeframe, self._resample = bars, timeframe, resample
+        self._as_of_ns, self._window = as_of_ns, window
+        self._rows = slice(0, 0)
+        self._ts: NDArray[np.int64] | None = None
         self._cols: dict[str, FloatArray] | None = None
+
+    @property
+    def ts(self) -> NDArray[np.int64]:
+        """Open times (ns since the epoch, UTC) of the selected rows."""
+        if self._ts is None:
+            if self._resample:
+                self._bars = resample_bars(self._bars, self._timeframe)
+            ts = index_ns(self._bars)
+            end = ts.size
+            if self._as_of_ns is not None:
+                cutoff = self._as_of_ns - timeframe_ns(self._timeframe)
+                end = int(np.searchsorted(ts, cutoff, "right"))
+            begin = max(0, end - self._window) if self._window is not None else 0
+            self._rows, self._ts = slice(begin, end), ts[begin:end]
+        return self._ts
 
     @property
     def cols(self) -> dict[str, FloatArray]:
         """Contiguous float64 OHLCV arrays of the selected rows."""
         if self._cols is None:
-            rows = slice(self._begin, self._end)
+            self.ts  # noqa: B018 (selects the rows)
+            rows, bars = self._rows, self._bars
             try:  # one block copy when every column is numeric (the common case)
-                where = [self._bars.columns.get_loc(c) for c in OHLCV_COLUMNS]
-                values = self._bars.to_numpy(dtype=np.float64)
+                where = [bars.columns.get_loc(c) for c in OHLCV_COLUMNS]
+                values = bars.to_numpy(dtype=np.float64)
                 picked = [values[rows, j] for j in where]
             except (TypeError, ValueError):
-                picked = [self._bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]
+                picked = [bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]
             self._cols = {
                 c: np.ascontiguousarray(a) for c, a in zip(OHLCV_COLUMNS, picked, strict=True)
             }
         return self._cols
-
-
-def _series(bars: pd.DataFrame, tf_ns: int, as_of_ns: int | None, window: int | None) -> _Series:
-    ts = index_ns(bars)
-    end = ts.size if as_of_ns is None else int(np.searchsorted(ts, as_of_ns - tf_ns, "right"))
-    begin = max(0, end - window) if window is not None else 0
-    return _Series(bars, ts, begin, end)
 
 
 def _prepare(
@@ -107,19 +142,88 @@ def _prepare(
     out: dict[str, _Series] = {}
     for tf in cfg.timeframes:
         bars = bars_by_tf.get(tf)
+        resample = bars is None
         if bars is None:
             if "1m" not in bars_by_tf:
                 raise KeyError(f"no bars for timeframe {tf!r} and no 1m bars to build them")
-            bars = resample_bars(bars_by_tf["1m"], tf)
-        out[tf] = _series(bars, timeframe_ns(tf), as_of_ns, window)
+            bars = bars_by_tf["1m"]
+        out[tf] = _Series(bars, tf, resample=resample, as_of_ns=as_of_ns, window=window)
+    return out
+
+
+@dataclass(frozen=True)
+class _Scored:
+    """Features, events, direction and score of the primary series' rows `offset`..
+
+    (all of them in a backtest, the last few in the live stream).
+    """
+
+    offset: int
+    feats: dict[str, FloatArray]
+    events: dict[str, EventSeries]
+    side: NDArray[np.int8]
+    score: FloatArray
+
+
+def _score(frame: Mapping[str, FloatArray]) -> tuple[dict[str, EventSeries], Any, Any]:
+    """(events, side, score) of OHLCV + feature columns, 1-D or stacked 2-D."""
+    events = detect_events(frame)
+    side, score = score_events(events)
+    return events, side, score
+
+
+def _fires(side: NDArray[np.int8], score: FloatArray, atr: FloatArray, cfg: EngineConfig) -> Any:
+    """Candidate rows before MTF: a direction, score >= threshold and a usable ATR."""
+    return (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
+
+
+def _history_scored(primary: _Series) -> _Scored:
+    c = primary.cols
+    feats = feature_arrays(c["high"], c["low"], c["close"], c["volume"])
+    events, side, score = _score({**c, **feats})
+    return _Scored(offset=0, feats=feats, events=events, side=side, score=score)
+
+
+def _latest_scored(primaries: list[_Series], cfg: EngineConfig) -> list[_Scored | None]:
+    """Per primary series: its last LIVE_TAIL_BARS rows scored if its last row fires, else None.
+
+    Series long enough are stacked and go through features' window-local part, the
+    events and the scoring together (numpy overhead paid once per batch, not per
+    symbol); `feature_tails` keeps them bit-identical to the full-series pipeline.
+    """
+    out: list[_Scored | None] = [None] * len(primaries)
+    stacked = [k for k, p in enumerate(primaries) if p.ts.size >= _STACK_MIN_BARS]
+    if stacked:
+        cols = [primaries[k].cols for k in stacked]
+        feats = feature_tails(
+            [(c["high"], c["low"], c["close"], c["volume"]) for c in cols], tail=LIVE_TAIL_BARS
+        )
+        ohlcv = {n: np.array([c[n][-LIVE_TAIL_BARS:] for c in cols]) for n in OHLCV_COLUMNS}
+        events, side, score = _score({**ohlcv, **feats})
+        for j in np.flatnonzero(_fires(side, score, feats["atr_14"], cfg)[:, -1]).tolist():
+            k = stacked[j]
+            out[k] = _Scored(
+                offset=primaries[k].ts.size - LIVE_TAIL_BARS,
+                feats={name: v[j] for name, v in feats.items()},
+                events={n: EventSeries(e.direction[j], e.strength[j]) for n, e in events.items()},
+                side=side[j],
+                score=score[j],
+            )
+    for k, primary in enumerate(primaries):
+        if primary.ts.size < _STACK_MIN_BARS:  # a short history: the plain path
+            scored = _history_scored(primary)
+            if _fires(scored.side, scored.score, scored.feats["atr_14"], cfg)[-1]:
+                out[k] = scored
     return out
 
 
 @dataclass(frozen=True)
 class _Candidates:
-    """Emitted rows of the primary series and what the signal records need."""
+    """Emitted rows (of `_Scored` arrays) and what the signal records need."""
 
     rows: NDArray[np.int64]
+    ts_ns: NDArray[np.int64]
+    entry: FloatArray
     side: NDArray[np.int8]
     score: FloatArray
     votes: NDArray[np.int8]
@@ -135,10 +239,9 @@ def _votes(
     primary_feats: dict[str, FloatArray],
     cfg: EngineConfig,
     rows: NDArray[np.int64],
+    at_ns: NDArray[np.int64],
 ) -> NDArray[np.int8]:
-    """(len(rows), n_timeframes) votes at the close time of each primary row."""
-    primary = series[cfg.primary_timeframe]
-    at_ns = primary.ts[rows] + timeframe_ns(cfg.primary_timeframe)
+    """(len(rows), n_timeframes) votes at `at_ns`, the close time of each primary row."""
     out = np.zeros((rows.size, len(cfg.timeframes)), dtype=np.int8)
     if rows.size == 0:  # nothing to vote on: skip the other timeframes' features
         return out
@@ -157,22 +260,18 @@ def _votes(
 def _candidates(
     series: dict[str, _Series],
     cfg: EngineConfig,
+    scored: _Scored,
     *,
+    rows: NDArray[np.int64],
     last_emitted: MutableMapping[int, int],
-    only_last: bool,
     signal_filter: SignalFilter | None,
 ) -> _Candidates:
-    """The vectorized pipeline over one symbol's primary series (see module docstring)."""
+    """MTF, AI filter and cooldown over the primary `rows` that fired (see module docstring)."""
     p = series[cfg.primary_timeframe]
-    feats = feature_arrays(p.cols["high"], p.cols["low"], p.cols["close"], p.cols["volume"])
-    events = detect_events({**p.cols, **feats})
-    side, score = score_events(events)
-    atr = feats["atr_14"]
-    mask = (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
-    if only_last:
-        mask[:-1] = False
-    rows = np.flatnonzero(mask).astype(np.int64)
-    votes = _votes(series, feats, cfg, rows)
+    tf_ns = timeframe_ns(cfg.primary_timeframe)
+    feats, side, score = scored.feats, scored.side, scored.score
+    ts_ns = p.ts[scored.offset + rows]
+    votes = _votes(series, feats, cfg, rows, ts_ns + tf_ns)
     aligned, mtf_score = mtf_agreement(side[rows], votes, min_aligned=cfg.mtf_min_aligned)
     keep = aligned if cfg.mtf_alignment_required else np.ones(rows.size, dtype=np.bool_)
     probability: FloatArray | None = None
@@ -184,24 +283,22 @@ def _candidates(
         full[keep] = probability
         probability = full
         keep = keep & (full >= cfg.ai_min_probability)
-    tf_ns = timeframe_ns(cfg.primary_timeframe)
     kept = np.flatnonzero(keep)
     survive = cooldown_mask(
-        p.ts[rows[kept]],
-        side[rows[kept]],
-        cooldown_ns=cfg.cooldown_bars * tf_ns,
-        last_emitted=last_emitted,
+        ts_ns[kept], side[rows[kept]], cooldown_ns=cfg.cooldown_bars * tf_ns, last_emitted=last_emitted
     )
     sel = kept[survive]
     return _Candidates(
         rows=rows[sel],
+        ts_ns=ts_ns[sel],
+        entry=p.cols["close"][scored.offset + rows[sel]],
         side=side[rows[sel]],
         score=score[rows[sel]],
         votes=votes[sel],
         aligned=aligned[sel],
         mtf_score=mtf_score[sel],
         probability=None if probability is None else probability[sel],
-        events=events,
+        events=scored.events,
         features=feats,
     )
 
@@ -212,7 +309,6 @@ def _json_float(value: float) -> float | None:
 
 def _records(
     cand: _Candidates,
-    series: dict[str, _Series],
     cfg: EngineConfig,
     *,
     symbol: str,
@@ -221,15 +317,14 @@ def _records(
     model_version: str | None,
 ) -> list[dict[str, Any]]:
     """Signal records (SIGNAL_COLUMNS) of the emitted candidates."""
-    p = series[cfg.primary_timeframe]
     tf = cfg.primary_timeframe
     tf_ns = timeframe_ns(tf)
     records: list[dict[str, Any]] = []
     for k, row in enumerate(cand.rows.tolist()):
         side = int(cand.side[k])
         direction = _SIDE[side]
-        ts = pd.Timestamp(int(p.ts[row]), unit="ns", tz="UTC")
-        entry = float(p.cols["close"][row])
+        ts = pd.Timestamp(int(cand.ts_ns[k]), unit="ns", tz="UTC")
+        entry = float(cand.entry[k])
         atr = float(cand.features["atr_14"][row])
         events = [
             {
@@ -307,17 +402,67 @@ def evaluate_symbol_history(
     else:
         as_of_ns = None
     series = _prepare(bars_by_tf, cfg, as_of_ns=as_of_ns, window=None)
-    cand = _candidates(series, cfg, last_emitted={}, only_last=False, signal_filter=signal_filter)
-    records = _records(
-        cand,
+    scored = _history_scored(series[cfg.primary_timeframe])
+    rows = np.flatnonzero(_fires(scored.side, scored.score, scored.feats["atr_14"], cfg))
+    cand = _candidates(
         series,
         cfg,
-        symbol=symbol,
-        exchange=exchange,
-        run_id=run_id,
-        model_version=model_version,
+        scored,
+        rows=rows.astype(np.int64),
+        last_emitted={},
+        signal_filter=signal_filter,
+    )
+    records = _records(
+        cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
     )
     return signals_to_frame(records)
+
+
+def evaluate_latest_batch(
+    bars_by_symbol: Mapping[str, Mapping[str, pd.DataFrame]],
+    *,
+    at: pd.Timestamp,
+    state: CooldownState,
+    exchange: str,
+    config: EngineConfig | Settings,
+    run_id: str = "live",
+    signal_filter: SignalFilter | None = None,
+    model_version: str | None = None,
+) -> list[Signal]:
+    """Signals of every symbol's primary bar that closed at `at` (live stream); updates `state`.
+
+    `bars_by_symbol`: symbol -> `bars_by_tf` as for `evaluate_latest`. Symbols whose
+    primary timeframe has no bar closing exactly at `at` are skipped. Equal to calling
+    `evaluate_latest` per symbol in the mapping's order, only faster: the symbols'
+    window-local features, events and scores are computed together.
+    """
+    cfg = engine_config(config)
+    at_ns = _ns_of(at)
+    primary_tf, tf_ns = cfg.primary_timeframe, timeframe_ns(cfg.primary_timeframe)
+    due: list[tuple[str, dict[str, _Series]]] = []
+    for symbol, bars_by_tf in bars_by_symbol.items():
+        series = _prepare(bars_by_tf, cfg, as_of_ns=at_ns, window=cfg.live_window_bars)
+        ts = series[primary_tf].ts
+        if ts.size and int(ts[-1]) + tf_ns == at_ns:
+            due.append((symbol, series))
+    signals: list[Signal] = []
+    latest = _latest_scored([series[primary_tf] for _, series in due], cfg)
+    for (symbol, series), scored in zip(due, latest, strict=True):
+        if scored is None:
+            continue
+        cand = _candidates(
+            series,
+            cfg,
+            scored,
+            rows=np.array([scored.side.size - 1], dtype=np.int64),
+            last_emitted=state.for_series(symbol, primary_tf),
+            signal_filter=signal_filter,
+        )
+        records = _records(
+            cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
+        )
+        signals.extend(Signal(**r) for r in records)
+    return signals
 
 
 def evaluate_latest(
@@ -336,28 +481,15 @@ def evaluate_latest(
 
     `bars_by_tf` holds each timeframe's recent bars (more than `live_window_bars` is
     fine; bars not closed by `at` are ignored). Returns [] when no primary bar closed
-    exactly at `at`.
+    exactly at `at`. For many symbols at once, `evaluate_latest_batch` is faster.
     """
-    cfg = engine_config(config)
-    at_ns = _ns_of(at)
-    series = _prepare(bars_by_tf, cfg, as_of_ns=at_ns, window=cfg.live_window_bars)
-    primary = series[cfg.primary_timeframe]
-    if not primary.ts.size or primary.ts[-1] + timeframe_ns(cfg.primary_timeframe) != at_ns:
-        return []
-    cand = _candidates(
-        series,
-        cfg,
-        last_emitted=state.for_series(symbol, cfg.primary_timeframe),
-        only_last=True,
-        signal_filter=signal_filter,
-    )
-    records = _records(
-        cand,
-        series,
-        cfg,
-        symbol=symbol,
+    return evaluate_latest_batch(
+        {symbol: bars_by_tf},
+        at=at,
+        state=state,
         exchange=exchange,
+        config=config,
         run_id=run_id,
+        signal_filter=signal_filter,
         model_version=model_version,
     )
-    return [Signal(**r) for r in records]

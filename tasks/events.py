@@ -1,8 +1,9 @@
 """Event detectors: per-bar direction (+1 long, -1 short, 0 none) and strength in [0, 1].
 
 Each detector reads a frame-like mapping of one series' columns (the OHLCV columns plus
-`tasks.features` columns) and is vectorized over every bar. A value at bar i reads bars
-i and i-1 (i-5 for the RSI dip) only. A bare trigger has strength 0.5; the strength
+`tasks.features` columns) and is vectorized over every bar; the columns may also be 2-D
+(one series per row, bars along the last axis), which the live batch uses. A value at bar
+i reads bars i and i-1 (i-5 for the RSI dip: EVENT_LOOKBACK_BARS) only. A bare trigger has strength 0.5; the strength
 rises to 1 with the conviction measure named per detector. Warm-up (NaN) bars never fire.
 
 | event          | long (+1) when                                  | strength grows with  |
@@ -33,6 +34,8 @@ Frame = Mapping[str, FloatArray] | pd.DataFrame
 RSI_OVERSOLD = 30.0
 RSI_OVERBOUGHT = 70.0
 RSI_DIP_BARS = 5
+# Bars before a row that any detector reads (the RSI dip's).
+EVENT_LOOKBACK_BARS = RSI_DIP_BARS
 VOLUME_SPIKE_Z = 2.5
 # Conviction (in ATRs) at which a detector's strength reaches 1.
 CROSS_FULL_ATR = 0.1
@@ -43,6 +46,7 @@ RSI_FULL_DEPTH = 15.0
 
 __all__ = [
     "DETECTORS",
+    "EVENT_LOOKBACK_BARS",
     "EVENT_TYPES",
     "EventSeries",
     "bb_breakout",
@@ -68,10 +72,11 @@ def _col(frame: Frame, name: str) -> FloatArray:
 
 
 def _prev(x: FloatArray) -> FloatArray:
+    """x shifted one bar later along the last axis (NaN first)."""
     out = np.empty_like(x)
-    if x.size:
-        out[0] = np.nan
-        out[1:] = x[:-1]
+    if x.shape[-1]:
+        out[..., 0] = np.nan
+        out[..., 1:] = x[..., :-1]
     return out
 
 
@@ -118,8 +123,8 @@ def rsi_reversal(frame: Frame) -> EventSeries:
     lows, highs = prev.copy(), prev.copy()
     for lag in range(1, RSI_DIP_BARS):
         shifted = np.full_like(prev, np.nan)
-        if lag < prev.size:
-            shifted[lag:] = prev[:-lag]
+        if lag < prev.shape[-1]:
+            shifted[..., lag:] = prev[..., :-lag]
         lows = np.fmin(lows, shifted)
         highs = np.fmax(highs, shifted)
     depth = np.where(up, RSI_OVERSOLD - lows, highs - RSI_OVERBOUGHT)

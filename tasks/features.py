@@ -33,7 +33,7 @@ lets the live window and the full-history backtest agree exactly. They match
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import pandas as pd
@@ -74,52 +74,65 @@ BB_PERIOD = 20
 BB_DEVIATIONS = 2.0
 VOLUME_PERIOD = 20
 RV_PERIOD = 20
+# Bars before a row that its window-local columns read (ret_20, rv_20 and volume_z: 20).
+WINDOW_LOOKBACK_BARS = 20
+_RECURSIVE_COLUMNS: tuple[str, ...] = (
+    *VOTE_COLUMNS,
+    "atr_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+)
 
 __all__ = [
     "FEATURE_COLUMNS",
     "FEATURE_WARMUP_BARS",
     "VOTE_COLUMNS",
+    "WINDOW_LOOKBACK_BARS",
     "compute_features",
     "feature_arrays",
+    "feature_tails",
     "frame_arrays",
     "rolling_mean_std",
     "vote_feature_arrays",
 ]
 
 
-def _nan(n: int) -> FloatArray:
-    return np.full(n, np.nan)
+def _nan(shape: int | tuple[int, ...]) -> FloatArray:
+    return np.full(shape, np.nan)
 
 
 def rolling_mean_std(x: FloatArray, period: int) -> tuple[FloatArray, FloatArray]:
-    """Trailing `period`-bar mean and population std; each value depends on its window only.
+    """Trailing `period`-bar mean and population std along the last axis (bars).
 
-    Sums are accumulated column by column in a fixed order (elementwise adds), so the
-    result for a window never depends on where the array starts or on memory alignment.
+    `x` is one series (1-D) or a stack of series (2-D, one per row). Each value depends
+    on its window only: sums are accumulated column by column in a fixed order
+    (elementwise adds), so the result never depends on where the array starts, on
+    memory alignment or on how many series are stacked.
     """
-    n = x.size
-    mean, std = _nan(n), _nan(n)
+    n = x.shape[-1]
+    mean, std = _nan(x.shape), _nan(x.shape)
     if n < period:
         return mean, std
     k = n - period + 1
-    total = x[0:k].copy()
+    total = x[..., 0:k].copy()
     for j in range(1, period):
-        total += x[j : j + k]
+        total += x[..., j : j + k]
     m = total / period
-    dev = x[0:k] - m
+    dev = x[..., 0:k] - m
     sq = dev * dev
     for j in range(1, period):
-        dev = x[j : j + k] - m
+        dev = x[..., j : j + k] - m
         sq += dev * dev
-    mean[period - 1 :] = m
-    std[period - 1 :] = np.sqrt(sq / period)
+    mean[..., period - 1 :] = m
+    std[..., period - 1 :] = np.sqrt(sq / period)
     return mean, std
 
 
 def _log_return(close: FloatArray, lag: int) -> FloatArray:
-    out = _nan(close.size)
-    if close.size > lag:
-        out[lag:] = np.log(close[lag:] / close[:-lag])
+    out = _nan(close.shape)
+    if close.shape[-1] > lag:
+        out[..., lag:] = np.log(close[..., lag:] / close[..., :-lag])
     return out
 
 
@@ -142,40 +155,35 @@ def vote_feature_arrays(close: FloatArray) -> dict[str, FloatArray]:
     return {"ema_12": ema_12, "ema_26": ema_26, "ema_slope": slope, "rsi_14": rsi}
 
 
-def feature_arrays(
-    high: FloatArray, low: FloatArray, close: FloatArray, volume: FloatArray
-) -> dict[str, FloatArray]:
-    """All FEATURE_COLUMNS for float64 high/low/close/volume arrays of one series."""
-    high, low, close, volume = (
-        np.ascontiguousarray(a, dtype=np.float64) for a in (high, low, close, volume)
-    )
+def _recursive_arrays(high: FloatArray, low: FloatArray, close: FloatArray) -> dict[str, FloatArray]:
+    """The TA-Lib (recursive) columns of one 1-D series: EMAs, slope, RSI, ATR, MACD."""
     n = close.size
     out = vote_feature_arrays(close)
-    ema_12, ema_26 = out["ema_12"], out["ema_26"]
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["ema_spread_pct"] = (ema_12 - ema_26) / close * 100.0
-        atr = np.asarray(talib.ATR(high, low, close, timeperiod=14)) if n > 14 else _nan(n)
-        out["atr_14"] = atr
-        out["atr_pct"] = atr / close * 100.0
-        macd = ema_12 - ema_26
+        out["atr_14"] = np.asarray(talib.ATR(high, low, close, timeperiod=14)) if n > 14 else _nan(n)
+        macd = out["ema_12"] - out["ema_26"]
         signal = _ema(macd, 9)
         out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal
+    return out
 
+
+def _window_arrays(close: FloatArray, volume: FloatArray) -> dict[str, FloatArray]:
+    """The window-local columns (last axis = bars; 1-D or stacked 2-D): bands, volume_z,
+    returns, rv_20. Row i reads rows i - WINDOW_LOOKBACK_BARS .. i only."""
+    n = close.shape[-1]
+    out: dict[str, FloatArray] = {}
+    with np.errstate(divide="ignore", invalid="ignore"):
         mid, sd = rolling_mean_std(close, BB_PERIOD)
-        upper, lower = mid + BB_DEVIATIONS * sd, mid - BB_DEVIATIONS * sd
-        width = upper - lower
-        out["bb_upper"], out["bb_middle"], out["bb_lower"] = upper, mid, lower
-        pctb = np.where(width > 0, (close - lower) / np.where(width > 0, width, 1.0), 0.5)
-        out["bb_pctb"] = np.where(np.isnan(width), np.nan, pctb)
-        out["bb_width_pct"] = width / mid * 100.0
+        out["bb_upper"], out["bb_middle"] = mid + BB_DEVIATIONS * sd, mid
+        out["bb_lower"] = mid - BB_DEVIATIONS * sd
 
         vol_mean, vol_sd = rolling_mean_std(volume, VOLUME_PERIOD)
-        z = _nan(n)
+        z = _nan(volume.shape)
         if n > VOLUME_PERIOD:
-            prev_mean, prev_sd = vol_mean[:-1], vol_sd[:-1]
-            dev = volume[1:] - prev_mean
-            z[1:] = np.where(prev_sd > 0, dev / np.where(prev_sd > 0, prev_sd, 1.0), 0.0)
-            z[1:][np.isnan(prev_sd)] = np.nan
+            prev_mean, prev_sd = vol_mean[..., :-1], vol_sd[..., :-1]
+            dev = volume[..., 1:] - prev_mean
+            z[..., 1:] = np.where(prev_sd > 0, dev / np.where(prev_sd > 0, prev_sd, 1.0), 0.0)
+            z[..., 1:][np.isnan(prev_sd)] = np.nan
         out["volume_z"] = z
 
         ret_1 = _log_return(close, 1)
@@ -184,11 +192,66 @@ def feature_arrays(
             _log_return(close, 5),
             _log_return(close, 20),
         )
-        rv = _nan(n)
+        rv = _nan(close.shape)
         if n > 1:
-            rv[1:] = rolling_mean_std(ret_1[1:], RV_PERIOD)[1] * 100.0
+            rv[..., 1:] = rolling_mean_std(ret_1[..., 1:], RV_PERIOD)[1] * 100.0
         out["rv_20"] = rv
+    return out
+
+
+def _combined(
+    recursive: dict[str, FloatArray], window: dict[str, FloatArray], close: FloatArray
+) -> dict[str, FloatArray]:
+    """FEATURE_COLUMNS from the two parts (same shape) plus the elementwise ratios."""
+    out = {**recursive, **window}
+    with np.errstate(divide="ignore", invalid="ignore"):
+        out["ema_spread_pct"] = (out["ema_12"] - out["ema_26"]) / close * 100.0
+        out["atr_pct"] = out["atr_14"] / close * 100.0
+        upper, mid, lower = out["bb_upper"], out["bb_middle"], out["bb_lower"]
+        width = upper - lower
+        pctb = np.where(width > 0, (close - lower) / np.where(width > 0, width, 1.0), 0.5)
+        out["bb_pctb"] = np.where(np.isnan(width), np.nan, pctb)
+        out["bb_width_pct"] = width / mid * 100.0
     return {c: out[c] for c in FEATURE_COLUMNS}
+
+
+def _contiguous(*arrays: FloatArray) -> list[FloatArray]:
+    return [np.ascontiguousarray(a, dtype=np.float64) for a in arrays]
+
+
+def feature_arrays(
+    high: FloatArray, low: FloatArray, close: FloatArray, volume: FloatArray
+) -> dict[str, FloatArray]:
+    """All FEATURE_COLUMNS for float64 high/low/close/volume arrays of one series."""
+    high, low, close, volume = _contiguous(high, low, close, volume)
+    return _combined(_recursive_arrays(high, low, close), _window_arrays(close, volume), close)
+
+
+def feature_tails(
+    series: Sequence[tuple[FloatArray, FloatArray, FloatArray, FloatArray]], *, tail: int
+) -> dict[str, FloatArray]:
+    """The last `tail` rows of `feature_arrays` of many series, stacked: (len(series), tail).
+
+    `series`: (high, low, close, volume) per series, each at least
+    `tail + WINDOW_LOOKBACK_BARS` bars long. Row k equals `feature_arrays(*series[k])`'s
+    last `tail` rows bit for bit: the recursive columns run over each whole series, the
+    window-local ones over its last `tail + WINDOW_LOOKBACK_BARS` bars, all series at once.
+    """
+    span = tail + WINDOW_LOOKBACK_BARS
+    if tail < 1 or any(cols[2].size < span for cols in series):
+        raise ValueError(f"every series needs at least tail + {WINDOW_LOOKBACK_BARS} bars")
+    recursive: dict[str, list[FloatArray]] = {}
+    closes, volumes = np.empty((len(series), span)), np.empty((len(series), span))
+    for k, cols in enumerate(series):
+        high, low, close, volume = _contiguous(*cols)
+        for name, values in _recursive_arrays(high, low, close).items():
+            recursive.setdefault(name, []).append(values[-tail:])
+        closes[k], volumes[k] = close[-span:], volume[-span:]
+    stacked = {name: np.array(rows, dtype=np.float64) for name, rows in recursive.items()}
+    if not series:
+        stacked = {name: np.empty((0, tail)) for name in _RECURSIVE_COLUMNS}
+    window = {name: v[:, -tail:] for name, v in _window_arrays(closes, volumes).items()}
+    return _combined(stacked, window, np.ascontiguousarray(closes[:, -tail:]))
 
 
 def frame_arrays(bars: pd.DataFrame | Mapping[str, FloatArray]) -> dict[str, FloatArray]:

@@ -141,3 +141,24 @@ async def exchange_time_ms(client: Any) -> int:
         return int(await client.fetch_time())
     except ccxt.BaseError as error:
         raise translate_error(error) from error
+
+
+def stored_span(
+    conn: psycopg.Connection,  # type: ignore[type-arg]
+    *,
+    exchange: str,
+    symbols: list[str],
+    start: str | None,
+    end: str | None,
+) -> tuple[int, int]:
+    """First and last stored 1m open time (ms) of the symbols within [start, end)."""
+    row = conn.execute(
+        "SELECT min(ts) AS lo, max(ts) AS hi FROM klines WHERE exchange = %s"
+        " AND symbol = ANY(%s) AND (%s::timestamptz IS NULL OR ts >= %s::timestamptz)"
+        " AND (%s::timestamptz IS NULL OR ts < %s::timestamptz)",
+        (exchange, symbols, start, start, end, end),
+    ).fetchone()
+    if row is None or row["lo"] is None:
+        raise ValueError(f"no stored klines for {symbols} on {exchange} in [{start}, {end})")
+    return (int(pd.Timestamp(row["lo"]).value // 1_000_000),
+            int(pd.Timestamp(row["hi"]).value // 1_000_000))

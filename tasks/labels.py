@@ -97,16 +97,9 @@ def label_candidates(
     keep = signals["id"].isin(settled.index)
     rows = signals.loc[keep]
     ids = rows["id"].to_numpy()
-    out = pd.DataFrame(
-        {
-            "symbol": rows["symbol"].to_numpy(),
-            "ts": rows["ts"].to_numpy(),
-            "emitted_at": rows["emitted_at"].to_numpy(),
-            "expires_at": rows["expires_at"].to_numpy(),
-            "outcome": settled.loc[ids, "outcome"].to_numpy(),
-            "return_pct": settled.loc[ids, "return_pct"].to_numpy(dtype=np.float64),
-        }
-    )
+    out = rows[["symbol", "ts", "emitted_at", "expires_at"]].reset_index(drop=True)
+    out["outcome"] = settled.loc[ids, "outcome"].to_numpy()
+    out["return_pct"] = settled.loc[ids, "return_pct"].to_numpy(dtype=np.float64)
     inputs = model_inputs(rows).reset_index(drop=True)
     out = pd.concat([out, inputs], axis=1)
     out[LABEL_COLUMN] = (out["outcome"] == "tp_hit").astype(np.int64)

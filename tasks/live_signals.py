@@ -16,6 +16,7 @@ import psycopg
 
 from core.config import TIMEFRAME_MINUTES, Settings
 from tasks import metrics
+from tasks.ai_filter import ChampionFilter
 from tasks.engine import evaluate_latest
 from tasks.engine_types import CooldownState, EngineConfig
 from tasks.signal_store import insert_signals, load_cooldown_state
@@ -36,6 +37,7 @@ class LiveEngine:
     watermark_name: str
     watermark_ms: int
     cooldown: CooldownState
+    ai_filter: ChampionFilter | None = None
 
     @classmethod
     def start(cls, conn: psycopg.Connection, *, settings: Settings, symbols: list[str],  # type: ignore[type-arg]
@@ -46,7 +48,8 @@ class LiveEngine:
         return cls(settings=settings, config=EngineConfig.from_settings(settings),
                    exchange=settings.exchange, symbols=symbols, run_id=run_id,
                    watermark_name=name, watermark_ms=mark,
-                   cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols))
+                   cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
+                   ai_filter=ChampionFilter.from_settings(settings))
 
     def ensure_watermark(self, conn: psycopg.Connection, now_ms: int) -> None:  # type: ignore[type-arg]
         """On a first start, begin at the current primary close: history is not replayed."""
@@ -83,11 +86,14 @@ class LiveEngine:
             started = time.perf_counter()
             at = pd.Timestamp(close_ms * MS, tz="UTC")
             bars = self._bars(conn, at)
+            signal_filter, model_version = (
+                self.ai_filter.current() if self.ai_filter else (None, None))
             signals = []
             for symbol in self.symbols:
                 signals.extend(evaluate_latest(
                     bars[symbol], at=at, state=self.cooldown, symbol=symbol,
-                    exchange=self.exchange, config=self.config, run_id=self.run_id))
+                    exchange=self.exchange, config=self.config, run_id=self.run_id,
+                    signal_filter=signal_filter, model_version=model_version))
             elapsed = time.perf_counter() - started
             metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(len(self.symbols))
             metrics.FEATURE_DURATION.labels(self.config.primary_timeframe).observe(elapsed)

@@ -87,12 +87,12 @@ def serve_metrics(port: int, host: str = "127.0.0.1") -> None:
 _served_ports: set[int] = set()
 
 
-def start_metrics_server(port: int) -> bool:
+def start_metrics_server(port: int, host: str = "127.0.0.1") -> bool:
     """Serve the registry once per process; False when the port is taken (logged by caller)."""
     if port in _served_ports:
         return True
     try:
-        serve_metrics(port)
+        serve_metrics(port, host)
     except OSError:
         return False
     _served_ports.add(port)

@@ -42,10 +42,9 @@ MODEL_NAME = "signalengine-filter"
 CHAMPION_ALIAS = "champion"
 MODEL_TYPE = "lightgbm"
 HEALTH_TIMEOUT_SECONDS = 2.0
-# MLflow warnings that are about MLflow itself, not about our use of it.
+# Warnings about MLflow itself, not our use of it (raised when mlflow.pyfunc is imported).
 _MLFLOW_NOISE: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r".*Any type hint is inferred as AnyType"),
-    (FutureWarning, r".*"),
 )
 
 __all__ = [

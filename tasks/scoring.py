@@ -52,8 +52,8 @@ def score_events(
         term = weight * event.direction * event.strength
         net = term if net is None else net + term
     if net is None:
-        n = len(next(iter(events.values())).direction) if events else 0
-        return np.zeros(n, dtype=np.int8), np.zeros(n)
+        shape = next(iter(events.values())).direction.shape if events else (0,)
+        return np.zeros(shape, dtype=np.int8), np.zeros(shape)
     direction = np.sign(net).astype(np.int8)
     score = np.minimum(1.0, np.abs(net) / SCORE_SATURATION)
     return direction, score

@@ -110,7 +110,8 @@ async def equity_curve(
     condition, params = where.where()
     query = sql.SQL(
         """
-        SELECT exit_time, signal_id, symbol, return_pct, exp(least(log_equity, %(max_log)s)) AS equity,
+        SELECT exit_time, signal_id, symbol, return_pct,
+               exp(least(log_equity, %(max_log)s)) AS equity,
                (1 - exp(log_equity - greatest(0, peak))) * 100 AS drawdown_pct, total
         FROM (
             SELECT *, max(log_equity) OVER (%(order)s) AS peak,

@@ -9,8 +9,7 @@ from typing import Any
 from fastapi import APIRouter, HTTPException, status
 
 from api.db.klines import closed_klines
-from api.deps import ConnDep, SettingsDep, SymbolPath, TimeframeQuery
-from api.routes.klines import ExchangeQuery
+from api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
 from api.schemas import ErrorDetail, FeatureSnapshot
 
 router = APIRouter(prefix="/features", tags=["features"])

@@ -20,7 +20,8 @@ async def health(state: StateDep, response: Response) -> Health:
     database = False
     if state.pool is not None:
         try:
-            async with state.pool.connection(timeout=HEALTH_POOL_TIMEOUT_SECONDS) as conn:
+            timeout = min(HEALTH_POOL_TIMEOUT_SECONDS, state.settings.api_db_timeout_seconds)
+            async with state.pool.connection(timeout=timeout) as conn:
                 await conn.execute("SELECT 1")
             database = True
         except (psycopg.Error, PoolTimeout, OSError):

@@ -7,15 +7,12 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.db.klines import latest_klines
-from api.deps import ConnDep, SettingsDep, SymbolPath, TimeframeQuery
+from api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
 from api.schemas import Kline, KlineSeries
 
 router = APIRouter(prefix="/klines", tags=["klines"])
 
 MAX_LIMIT = 5000
-ExchangeQuery = Annotated[
-    str | None, Query(max_length=50, description="ccxt exchange id; default: the configured one.")
-]
 
 
 @router.get("/{symbol:path}")

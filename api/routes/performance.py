@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 
 from api.db.performance import PerformanceFilter, equity_curve, latest_feature_importance
-from api.deps import CacheDep, ConnDep, SymbolQuery, TimeframeQuery
+from api.deps import TEXT_PATTERN, CacheDep, ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery
 from api.schemas import (
     Direction,
     EquityCurve,
@@ -22,7 +22,6 @@ from api.stats import performance_stats, symbol_performance
 router = APIRouter(prefix="/performance", tags=["performance"])
 
 MAX_LOOKBACK_DAYS = 3650
-RunIdQuery = Annotated[str, Query(min_length=1, max_length=200)]
 LookbackQuery = Annotated[
     float | None,
     Query(gt=0, le=MAX_LOOKBACK_DAYS, description="Only signals that exited in the last N days."),
@@ -111,7 +110,9 @@ async def equity(
 async def feature_importance(
     conn: ConnDep,
     cache: CacheDep,
-    model_type: Annotated[str | None, Query(min_length=1, max_length=100)] = None,
+    model_type: Annotated[
+        str | None, Query(min_length=1, max_length=100, pattern=TEXT_PATTERN)
+    ] = None,
 ) -> list[FeatureImportance]:
     """Importances of the newest model version (of each model type, or of `model_type`)."""
 

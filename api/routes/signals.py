@@ -12,7 +12,7 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, status
 
 from api.db.signals import SignalFilter, get_signal, list_signals
-from api.deps import ConnDep, SymbolQuery, TimeframeQuery
+from api.deps import ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery, UtcDatetime
 from api.schemas import Direction, ErrorDetail, Signal, SignalPage
 
 router = APIRouter(prefix="/signals", tags=["signals"])
@@ -48,11 +48,17 @@ async def signals(
     limit: Annotated[int, Query(ge=1, le=MAX_LIMIT)] = 100,
     direction: Direction | None = None,
     since: Annotated[
-        datetime | None, Query(description="Only signals emitted at or after (ISO 8601, UTC).")
+        UtcDatetime | None,
+        Query(description="Only signals emitted at or after (ISO 8601; UTC if no offset)."),
     ] = None,
-    run_id: Annotated[str, Query(min_length=1, max_length=200)] = "live",
+    run_id: RunIdQuery = "live",
     cursor: Annotated[
-        str | None, Query(max_length=200, description="`next_cursor` of the previous page.")
+        str | None,
+        Query(
+            max_length=200,
+            pattern=r"^[A-Za-z0-9_-]+$",
+            description="`next_cursor` of the previous page.",
+        ),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
 ) -> SignalPage:

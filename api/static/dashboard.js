@@ -50,7 +50,17 @@
     if (!v) { return "–"; }
     return `${(v / 1024 ** 3).toFixed(1)} GiB`;
   }
-  const when = (iso) => iso.replace("T", " ").replace(/(\.\d+)?(Z|\+00:00)$/, "").slice(5, 16);
+  function whenCell(iso) {
+    // "MM-DD HH:MM" in UTC; the date part is hidden on narrow screens.
+    const text = iso.replace("T", " ").replace(/(\.\d+)?(Z|\+00:00)$/, "").slice(5, 16);
+    const td = document.createElement("td");
+    const date = document.createElement("span");
+    date.className = "opt-sm";
+    date.textContent = `${text.slice(0, 5)} `;
+    td.append(date, text.slice(6));
+    td.title = iso;
+    return td;
+  }
 
   /* ---- connection status ---- */
   function setStatus(state) {
@@ -96,7 +106,7 @@
     tr.dataset.symbol = signal.symbol;
     if (fresh) { tr.className = "fresh"; }
     tr.append(
-      cell(when(signal.emitted_at)),
+      whenCell(signal.emitted_at),
       cell(signal.symbol),
       cell(signal.direction === "long" ? "LONG" : "SHORT", `dir-${signal.direction}`),
       cell(signal.timeframe, "opt"),

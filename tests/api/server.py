@@ -26,15 +26,18 @@ class ApiServer:
     """`with ApiServer(settings) as server:` serves at `server.url` until the block ends.
 
     Entering waits until the lifespan ran and the replica LISTENs (/health is ok), so a
-    signal inserted right after is delivered.
+    signal inserted right after is delivered; `wait_healthy=False` waits for startup only.
     """
 
-    def __init__(self, settings: Settings, *, startup_timeout: float = 15.0) -> None:
+    def __init__(
+        self, settings: Settings, *, startup_timeout: float = 15.0, wait_healthy: bool = True
+    ) -> None:
         self.settings = settings
         self.port = free_port()
         self.url = f"http://127.0.0.1:{self.port}"
         self.ws_url = f"ws://127.0.0.1:{self.port}/ws/feed"
         self._startup_timeout = startup_timeout
+        self._wait_healthy = wait_healthy
         config = uvicorn.Config(
             create_app(settings),
             host="127.0.0.1",
@@ -53,6 +56,8 @@ class ApiServer:
         self._thread.start()
         deadline = time.monotonic() + self._startup_timeout
         while time.monotonic() < deadline:
+            if self._server.started and not self._wait_healthy:
+                return self
             if self._server.started:
                 try:
                     if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:

@@ -64,9 +64,7 @@ def _seed(db: Conn) -> None:
         signal = create_random_signal(
             db, symbol=symbol, ts=now - timedelta(hours=10 - i), direction="long"
         )
-        create_random_performance(
-            db, signal, outcome="tp_hit" if i % 2 == 0 else "sl_hit"
-        )
+        create_random_performance(db, signal, outcome="tp_hit" if i % 2 == 0 else "sl_hit")
 
 
 def test_dashboard_shows_live_signals_filters_and_charts(

@@ -23,25 +23,25 @@ Conn = psycopg.Connection[Any]
 TIMEOUT = 5.0
 
 
-async def receive(ws: ClientConnection, timeout: float = TIMEOUT) -> dict[str, Any]:
-    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), timeout))
+async def receive(ws: ClientConnection, within: float = TIMEOUT) -> dict[str, Any]:
+    message: dict[str, Any] = json.loads(await asyncio.wait_for(ws.recv(), within))
     return message
 
 
-async def next_of_type(ws: ClientConnection, kind: str, timeout: float = TIMEOUT) -> dict[str, Any]:
+async def next_of_type(ws: ClientConnection, kind: str, within: float = TIMEOUT) -> dict[str, Any]:
     """The next message of type `kind`, skipping others."""
-    deadline = asyncio.get_running_loop().time() + timeout
+    deadline = asyncio.get_running_loop().time() + within
     while True:
         message = await receive(ws, deadline - asyncio.get_running_loop().time())
         if message["type"] == kind:
             return message
 
 
-async def signal_ids(ws: ClientConnection, expected: set[str], timeout: float = TIMEOUT) -> list[str]:
+async def signal_ids(ws: ClientConnection, expected: set[str]) -> list[str]:
     """Ids of every signal message received until all of `expected` arrived."""
     got: list[str] = []
     while not expected <= set(got):
-        got.append((await next_of_type(ws, "signal", timeout))["data"]["id"])
+        got.append((await next_of_type(ws, "signal"))["data"]["id"])
     return got
 
 
@@ -92,7 +92,12 @@ async def test_backtest_signals_are_not_broadcast(feed: ClientConnection, db: Co
 async def test_subscribe_filters_signals(feed: ClientConnection, db: Conn) -> None:
     await feed.send(
         json.dumps(
-            {"type": "subscribe", "symbols": ["ethusdt"], "directions": ["short"], "timeframes": ["5m"]}
+            {
+                "type": "subscribe",
+                "symbols": ["ethusdt"],
+                "directions": ["short"],
+                "timeframes": ["5m"],
+            }
         )
     )
     await settle(feed)
@@ -161,7 +166,7 @@ async def test_two_replicas_each_deliver_every_signal_once(
                 got = await signal_ids(ws, expected)
                 await settle(ws)  # nothing else (no duplicate) is in flight
                 with pytest.raises(TimeoutError):
-                    await next_of_type(ws, "signal", timeout=0.3)
+                    await next_of_type(ws, "signal", within=0.3)
                 assert sorted(got) == sorted(expected)
 
 
@@ -185,15 +190,19 @@ async def test_a_slow_client_is_closed_with_1013(database_url: str, db: Conn) ->
         )
         async with connect(server.ws_url) as fast, httpx.AsyncClient(base_url=server.url) as http:
             fast_ids: list[str] = []
+            inserted: set[str] = set()
+            all_inserted = asyncio.Event()  # set once the insert loop is over
+            fast_got_all = asyncio.Event()
 
             async def read_fast() -> None:
                 async for raw in fast:
                     message = json.loads(raw)
                     if message["type"] == "signal":
                         fast_ids.append(message["data"]["id"])
+                    if all_inserted.is_set() and inserted <= set(fast_ids):
+                        fast_got_all.set()
 
             reader = asyncio.create_task(read_fast())
-            inserted: set[str] = set()
             dropped = 0.0
             for _ in range(30):
                 rows = [random_signal() for _ in range(500)]
@@ -205,14 +214,13 @@ async def test_a_slow_client_is_closed_with_1013(database_url: str, db: Conn) ->
                 if dropped:
                     break
             assert dropped == 1
+            all_inserted.set()
             with pytest.raises(ConnectionClosed):
                 while True:
                     await asyncio.wait_for(slow.recv(), TIMEOUT)
             assert slow.close_code == 1013
-            deadline = asyncio.get_running_loop().time() + TIMEOUT
-            while set(fast_ids) != inserted and asyncio.get_running_loop().time() < deadline:
-                await asyncio.sleep(0.05)
+            if not inserted <= set(fast_ids):
+                await asyncio.wait_for(fast_got_all.wait(), TIMEOUT)
             assert set(fast_ids) == inserted and len(fast_ids) == len(inserted)
             reader.cancel()
         await slow.close()
-

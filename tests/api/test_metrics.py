@@ -54,9 +54,7 @@ def _value(samples: dict[str, Any], name: str, **labels: str) -> float:
 def test_every_family_is_exposed_with_database_figures(client: httpx.Client, db: Conn) -> None:
     for i, outcome in enumerate(["tp_hit", "tp_hit", "sl_hit", "expired"]):
         signal = create_random_signal(db, symbol="ETH/USDT")
-        create_random_performance(
-            db, signal, outcome=outcome, return_pct=[2.0, 1.0, -1.0, 0.25][i]
-        )
+        create_random_performance(db, signal, outcome=outcome, return_pct=[2.0, 1.0, -1.0, 0.25][i])
     db.execute(
         "INSERT INTO feature_importance (model_type, model_version, feature_name, importance)"
         " VALUES ('lightgbm', 'v1', 'rsi_14', 0.75), ('lightgbm', 'v1', 'macd', 0.25)"
@@ -68,7 +66,9 @@ def test_every_family_is_exposed_with_database_figures(client: httpx.Client, db:
             break
         assert time.monotonic() < deadline
         time.sleep(0.05)
-    assert FAMILIES <= {name.removeprefix("family:") for name in samples if name.startswith("family:")}
+    assert FAMILIES <= {
+        name.removeprefix("family:") for name in samples if name.startswith("family:")
+    }
     assert _value(samples, "signal_outcomes_total", outcome="tp_hit") == 2
     assert _value(samples, "signal_outcomes_total", outcome="sl_hit") == 1
     assert _value(samples, "signal_win_rate", symbol="ETH/USDT") == pytest.approx(0.5)
@@ -77,7 +77,9 @@ def test_every_family_is_exposed_with_database_figures(client: httpx.Client, db:
     assert _value(samples, "signal_return_pct_bucket", le="+Inf") == 4
     assert _value(samples, "signal_duration_seconds_count") == 4
     assert _value(samples, "signal_return_pct_bucket", le="0.0") == 1
-    assert _value(samples, "feature_importance", feature_name="rsi_14", model_type="lightgbm") == 0.75
+    assert (
+        _value(samples, "feature_importance", feature_name="rsi_14", model_type="lightgbm") == 0.75
+    )
     assert _value(samples, "signal_score_count") >= 4
     assert _value(samples, "process_uptime_seconds") > 0
 
@@ -86,9 +88,7 @@ def test_http_requests_are_labelled_by_route_template(client: httpx.Client) -> N
     client.get("/signals/00000000-0000-0000-0000-000000000001")
     client.get("/no/such/route")
     samples = _samples(client)
-    assert _value(
-        samples, "http_requests_total", route="/signals/{signal_id}", status="404"
-    ) >= 1
+    assert _value(samples, "http_requests_total", route="/signals/{signal_id}", status="404") >= 1
     assert _value(samples, "http_requests_total", route="unmatched", status="404") >= 1
     assert _value(samples, "http_request_duration_seconds_count", route="/signals/{signal_id}") >= 1
 

@@ -91,9 +91,9 @@ def test_stats_equal_pandas(client: httpx.Client, db: Conn, params: dict[str, An
     frame = _rows(db)
     frame = frame[frame["run_id"] == "live"]
     if "symbol" in params:
-        frame = frame[frame["symbol"] == {"ethusdt": "ETH/USDT", "BTC-USDT": "BTC/USDT"}[
-            params["symbol"]
-        ]]
+        frame = frame[
+            frame["symbol"] == {"ethusdt": "ETH/USDT", "BTC-USDT": "BTC/USDT"}[params["symbol"]]
+        ]
     for column in ("direction", "timeframe"):
         if column in params:
             frame = frame[frame[column] == params[column]]

@@ -174,3 +174,9 @@ def test_features_without_bars_are_404(client: httpx.Client) -> None:
     response = client.get("/features/DOGEUSDT", params={"timeframe": "1h"})
     assert response.status_code == 404
     assert response.json() == {"detail": "no closed bars for this symbol"}
+
+
+def test_unknown_query_parameters_are_422(client: httpx.Client) -> None:
+    response = client.get("/signals", params={"symbl": "BTCUSDT"})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "symbl"]

@@ -12,7 +12,9 @@ from api.symbols import normalize_symbol
         ("btcusdt", "BTC/USDT"),
         ("BTC-USDT", "BTC/USDT"),
         ("BTC/USDT", "BTC/USDT"),
-        (" eth/btc ", "ETH/BTC"),
+        ("eth:btc", "ETH/BTC"),
+        ("BtcUsdt", "BTC/USDT"),
+        ("BUSD", "B/USD"),
         ("ETHBTC", "ETH/BTC"),
         ("BNBFDUSD", "BNB/FDUSD"),
         ("SOLUSDC", "SOL/USDC"),
@@ -24,7 +26,21 @@ def test_spellings_of_a_pair_normalize_to_the_unified_symbol(raw: str, expected:
     assert normalize_symbol(raw) == expected
 
 
-@pytest.mark.parametrize("raw", ["", "USDT", "BTCXYZ", "BTC/", "/USDT", "BTC/US DT", "BTC\x00USDT"])
+@pytest.mark.parametrize(
+    "raw",
+    [
+        "",
+        "USDT",
+        "BTCXYZ",
+        "BTC/",
+        "/USDT",
+        "BTC/US DT",
+        "BTC\x00USDT",
+        " BTCUSDT",
+        "A-B-C",
+        "BTCUSDT\n",
+    ],
+)
 def test_text_that_is_not_a_pair_is_refused(raw: str) -> None:
     with pytest.raises(ValueError, match="not a trading pair"):
         normalize_symbol(raw)

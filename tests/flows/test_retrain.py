@@ -18,11 +18,14 @@ def _store_simulator_days(db) -> None:
     start = EPOCH_MS + 5 * DAY_MS
     for symbol in SYMBOLS:
         bars = market_bars(symbol, start, start + DAYS * DAY_MS)
-        frame = pd.DataFrame({
-            "exchange": "binance", "symbol": symbol,
-            "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
-            **{c: bars[c] for c in ("open", "high", "low", "close", "volume")},
-        })
+        frame = pd.DataFrame(
+            {
+                "exchange": "binance",
+                "symbol": symbol,
+                "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
+                **{c: bars[c] for c in ("open", "high", "low", "close", "volume")},
+            }
+        )
         store_klines(db, validate_klines(frame), timeframes=TIMEFRAMES)
 
 

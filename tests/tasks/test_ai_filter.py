@@ -44,8 +44,12 @@ def _train(side: float) -> TrainingResult:
 
 
 def _publish(result: TrainingResult, uri: str, tmp_path) -> bool:
-    published = publish_model(result, extract_importance(result.booster), uri=uri,
-                              location=(tmp_path / "artifacts").as_uri())
+    published = publish_model(
+        result,
+        extract_importance(result.booster),
+        uri=uri,
+        location=(tmp_path / "artifacts").as_uri(),
+    )
     return published.promoted
 
 
@@ -129,8 +133,15 @@ def test_champion_filter_reloads_a_moved_alias_without_restart(tmp_path) -> None
     cfg = EngineConfig()
 
     def run(filter_=None, version_=None) -> pd.DataFrame:
-        return evaluate_symbol_history(bars, symbol="BTC/USDT", exchange="binance", run_id="t",
-                                       config=cfg, signal_filter=filter_, model_version=version_)
+        return evaluate_symbol_history(
+            bars,
+            symbol="BTC/USDT",
+            exchange="binance",
+            run_id="t",
+            config=cfg,
+            signal_filter=filter_,
+            model_version=version_,
+        )
 
     plain = run()
     assert {"long", "short"} <= set(plain["direction"])

@@ -60,7 +60,8 @@ def test_summary_statistics(result: tuple) -> None:  # type: ignore[type-arg]
     _, perf, summary, _ = result
     r = perf.sort_values("exit_time", kind="stable")["return_pct"].to_numpy()
     assert summary["settled"] == len(r)
-    assert summary["win_rate"] == pytest.approx(np.mean(r > 0))
+    outcomes = perf.sort_values("exit_time", kind="stable")["outcome"].to_numpy()
+    assert summary["win_rate"] == pytest.approx(np.mean(outcomes == "tp_hit"))
     assert summary["avg_return_pct"] == pytest.approx(r.mean())
     assert summary["sharpe"] == pytest.approx(r.mean() / r.std(ddof=1))
     equity = np.cumprod(1 + r / 100)
@@ -75,6 +76,7 @@ def test_hand_computed_drawdown() -> None:
             "return_pct": [10.0, -50.0, 20.0],
             "outcome": ["tp_hit", "sl_hit", "tp_hit"],
             "exit_time": pd.to_datetime([3, 1, 2], unit="h", utc=True),
+            "duration_sec": [60.0, 120.0, 180.0],
         }
     )
     s = summarize_performance(perf, signals=3)

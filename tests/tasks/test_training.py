@@ -82,6 +82,7 @@ def test_labels_are_take_profit_before_stop_loss_on_hand_built_bars() -> None:
     # c4 would need bars up to minute 10 to expire: not settleable yet, left out
     assert labelled["outcome"].tolist() == ["tp_hit", "sl_hit", "expired", "tp_hit"]
     assert labelled["label"].tolist() == [1, 0, 0, 1]
+    assert str(labelled["emitted_at"].dt.tz) == "UTC"
     assert labelled["direction"].tolist() == [1.0, -1.0, 1.0, 1.0]
     assert labelled["rv_20"].tolist() == [0.0, 1.0, 2.0, 3.0]
     assert labelled["return_pct"].iloc[0] == pytest.approx(2.0)
@@ -116,13 +117,19 @@ def test_dataset_holds_every_pre_filter_candidate_labelled_like_settlement(
     for symbol, bars in sim_bars.items():
         rows = data[data["symbol"] == symbol]
         # the filter runs before the cooldown: the emitted signals are a subset
-        emitted = evaluate_symbol_history({"1m": bars}, symbol=symbol, exchange="binance",
-                                          run_id="x", config=CFG)
+        emitted = evaluate_symbol_history(
+            {"1m": bars}, symbol=symbol, exchange="binance", run_id="x", config=CFG
+        )
         assert set(emitted["ts"]) <= set(rows["ts"])
         emitted_total += len(emitted)
         # every label agrees with the reference settlement walk
-        signals = evaluate_symbol_history({"1m": bars}, symbol=symbol, exchange="binance",
-                                          run_id="x", config=EngineConfig(cooldown_bars=0))
+        signals = evaluate_symbol_history(
+            {"1m": bars},
+            symbol=symbol,
+            exchange="binance",
+            run_id="x",
+            config=EngineConfig(cooldown_bars=0),
+        )
         by_ts = signals.set_index("ts")
         for row in rows.head(25).itertuples():
             ref = settle_signal(by_ts.loc[row.ts], bars)
@@ -181,8 +188,12 @@ def test_auc_and_log_loss() -> None:
     assert roc_auc(y, np.array([0.5, 0.5, 0.5, 0.5])) == 0.5
     assert np.isnan(roc_auc(np.array([1, 1]), np.array([0.2, 0.3])))
     assert log_loss(y, np.full(4, 0.5)) == pytest.approx(np.log(2))
-    m = evaluate(np.array([0.9, 0.2, 0.7, 0.1]), np.array([1, 0, 0, 0]),
-                 np.array([2.0, -1.0, -1.0, 0.5]), threshold=0.5)
+    m = evaluate(
+        np.array([0.9, 0.2, 0.7, 0.1]),
+        np.array([1, 0, 0, 0]),
+        np.array([2.0, -1.0, -1.0, 0.5]),
+        threshold=0.5,
+    )
     assert m["precision_at_threshold"] == 0.5 and m["pass_rate"] == 0.5
     assert m["base_win_rate"] == 0.5 and m["filtered_win_rate"] == 0.5
     assert m["base_avg_return_pct"] == pytest.approx(0.125)

@@ -60,9 +60,7 @@ def insert_signals(conn: psycopg.Connection[Any], rows: list[dict[str, Any]]) ->
     if not rows:
         return
     columns = list(rows[0])
-    values = [
-        tuple(Jsonb(r[c]) if c in _JSON_COLUMNS else r[c] for c in columns) for r in rows
-    ]
+    values = [tuple(Jsonb(r[c]) if c in _JSON_COLUMNS else r[c] for c in columns) for r in rows]
     placeholders = ", ".join(["%s"] * len(columns))
     with conn.cursor() as cur:
         cur.executemany(

@@ -1,0 +1,165 @@
+"""Ingest benchmark: the project's kline write path against raw COPY; prints one JSON object.
+
+Project path: `tasks.validation.validate_klines` + `tasks.storage.store_klines` (timeframes
+1m/5m/15m/1h), one call per symbol, into a fresh migrated database. Ceiling: binary COPY
+of the same rows into an unindexed table with the same columns, in the same run (best of
+two). Goal: project rows/s >= 0.5 x ceiling rows/s. Read: one year of `klines_1h` for one
+symbol through `tasks.storage.load_bars` (the year is stored first, not timed).
+Data generation is not timed. The benchmark creates its database and drops it after.
+
+Run from the repository root: `.venv/bin/python bench/ingest.py [--symbols 10]
+[--minutes 100000] [--url postgresql://postgres@127.0.0.1:5432/postgres]`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from core.migrate import upgrade  # noqa: E402
+from tasks.storage import load_bars, store_klines  # noqa: E402
+from tasks.validation import KLINE_COLUMNS, validate_klines  # noqa: E402
+from tests.utils.bars import make_bars_1m  # noqa: E402
+
+TIMEFRAMES = ["1m", "5m", "15m", "1h"]
+
+
+def copy_payload(frame: pd.DataFrame) -> bytes:
+    import numpy as np
+    parts = [b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8]
+    epoch = pd.Timestamp("2000-01-01", tz="UTC").value // 1000
+    for (exchange, symbol), part in frame.groupby(["exchange", "symbol"], sort=False):
+        e, s = str(exchange).encode(), str(symbol).encode()
+        dtype = np.dtype([("n", ">i2"), ("le", ">i4"), ("e", f"S{len(e)}"), ("ls", ">i4"), ("s", f"S{len(s)}"), ("lt", ">i4"), ("ts", ">i8")] + [x for c in ["open","high","low","close","volume"] for x in ((f"l{c}", ">i4"), (c, ">f8"))])
+        out = np.empty(len(part), dtype=dtype)
+        out["n"] = 8; out["le"] = len(e); out["e"] = e; out["ls"] = len(s); out["s"] = s; out["lt"] = 8
+        out["ts"] = part["ts"].to_numpy().astype("datetime64[us]").astype("int64") - epoch
+        for c in ["open","high","low","close","volume"]:
+            out[f"l{c}"] = 8; out[c] = part[c].to_numpy()
+        parts.append(out.tobytes())
+    parts.append(b"\xff\xff")
+    return b"".join(parts)
+GOAL_RATIO = 0.5
+EXCHANGE = "bench"
+YEAR_MINUTES = 365 * 1440
+
+
+def _frame(symbol: str, minutes: int, seed: int) -> pd.DataFrame:
+    bars = make_bars_1m(minutes=minutes, seed=seed, start="2023-01-01")
+    frame = bars[["open", "high", "low", "close", "volume"]].reset_index()
+    frame.insert(0, "symbol", symbol)
+    frame.insert(0, "exchange", EXCHANGE)
+    return frame[KLINE_COLUMNS]
+
+
+@contextmanager
+def _database(server: str) -> Iterator[str]:
+    name = f"signalengine_bench_{uuid.uuid4().hex[:10]}"
+    with psycopg.connect(server, autocommit=True) as conn:
+        conn.execute(f'CREATE DATABASE "{name}"')
+    try:
+        yield psycopg.conninfo.make_conninfo(server, dbname=name)
+    finally:
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+
+
+def _ceiling(url: str, frames: list[pd.DataFrame]) -> float:
+    """Seconds for one binary COPY of every row into an unindexed table (payload included)."""
+    with psycopg.connect(url, autocommit=True) as conn:
+        conn.execute("DROP TABLE IF EXISTS copy_ceiling")
+        conn.execute("CREATE TABLE copy_ceiling (LIKE klines)")  # no constraints, no index
+        conn.execute("CHECKPOINT")
+        started = time.perf_counter()
+        with conn.transaction(), conn.cursor() as cur:
+            for frame in frames:
+                with cur.copy(f"COPY copy_ceiling ({', '.join(KLINE_COLUMNS)}) "
+                              "FROM STDIN (FORMAT BINARY)") as copy:
+                    copy.write(copy_payload(frame))
+        seconds = time.perf_counter() - started
+        conn.execute("DROP TABLE copy_ceiling")
+    return seconds
+
+
+def _project(url: str, frames: list[pd.DataFrame]) -> tuple[float, int]:
+    """Seconds to validate and store every frame (one call per symbol); rows inserted."""
+    inserted = 0
+    with psycopg.connect(url) as conn:
+        conn.execute("CHECKPOINT")
+        conn.commit()
+        started = time.perf_counter()
+        for frame in frames:
+            result = store_klines(conn, validate_klines(frame), timeframes=TIMEFRAMES,
+                                  source="bench")
+            inserted += result.inserted
+        seconds = time.perf_counter() - started
+    return seconds, inserted
+
+
+def _read_year(url: str, repeats: int) -> dict[str, Any]:
+    frame = _frame("YEAR/USDT", YEAR_MINUTES, seed=999)
+    start, end = frame["ts"].iloc[0], frame["ts"].iloc[0] + pd.Timedelta(days=365)
+    timings = []
+    with psycopg.connect(url) as conn:
+        store_klines(conn, validate_klines(frame), timeframes=TIMEFRAMES, source="bench")
+        for _ in range(repeats):
+            began = time.perf_counter()
+            bars = load_bars(conn, exchange=EXCHANGE, symbols=["YEAR/USDT"], timeframe="1h",
+                             start=start, end=end)["YEAR/USDT"]
+            timings.append(time.perf_counter() - began)
+            conn.rollback()
+    return {
+        "rows": len(bars),
+        "first_seconds": round(timings[0], 4),
+        "median_seconds": round(statistics.median(timings), 4),
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--symbols", type=int, default=10)
+    parser.add_argument("--minutes", type=int, default=100_000)
+    parser.add_argument("--url", default="postgresql://postgres@127.0.0.1:5432/postgres")
+    parser.add_argument("--read-repeats", type=int, default=5)
+    args = parser.parse_args()
+
+    frames = [_frame(f"SYM{i}/USDT", args.minutes, seed=100 + i) for i in range(args.symbols)]
+    rows = sum(len(f) for f in frames)
+    with _database(args.url) as url:
+        upgrade(url)
+        ceiling = min(_ceiling(url, frames) for _ in range(2))
+        project, inserted = _project(url, frames)
+        read = _read_year(url, args.read_repeats)
+    if inserted != rows:
+        raise SystemExit(f"stored {inserted} of {rows} rows")
+    ratio = ceiling / project
+    print(json.dumps({
+        "rows": rows,
+        "symbols": args.symbols,
+        "timeframes": TIMEFRAMES,
+        "project_seconds": round(project, 3),
+        "project_rows_per_second": round(rows / project),
+        "copy_ceiling_seconds": round(ceiling, 3),
+        "copy_ceiling_rows_per_second": round(rows / ceiling),
+        "ratio": round(ratio, 3),
+        "goal_ratio": GOAL_RATIO,
+        "meets_goal": ratio >= GOAL_RATIO,
+        "read_1h_one_year": read,
+    }))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,41 @@
+"""Loading stored history for backtests and writing backtest results back."""
+
+from __future__ import annotations
+
+import pandas as pd
+import psycopg
+
+from tasks.outcomes import write_performance
+from tasks.signal_store import insert_signals
+from tasks.storage import load_bars
+
+OHLCV = ["open", "high", "low", "close", "volume"]
+
+
+def load_history(
+    conn: psycopg.Connection,  # type: ignore[type-arg]
+    *,
+    exchange: str,
+    symbols: list[str],
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+) -> dict[str, pd.DataFrame]:
+    """1m bars per symbol with open time in [start, end), OHLCV float columns."""
+    frames = load_bars(conn, exchange=exchange, symbols=symbols, timeframe="1m",
+                       start=start, end=end)
+    return {symbol: frame[OHLCV] for symbol, frame in frames.items()}
+
+
+def store_backtest(
+    conn: psycopg.Connection,  # type: ignore[type-arg]
+    *,
+    run_id: str,
+    signals: pd.DataFrame,
+    performance: pd.DataFrame,
+) -> int:
+    """Replace a run's rows with these signals and outcomes; returns signals written."""
+    with conn.transaction():
+        conn.execute("DELETE FROM signals WHERE run_id = %s", (run_id,))
+        written = insert_signals(conn, signals)
+        write_performance(conn, performance)
+    return written
