@@ -4,11 +4,15 @@ One code path, two drivers (DESIGN §4 "one engine, two drivers"):
 
 - `evaluate_symbol_history` (backtest/replay) runs the vectorized pipeline over every
   primary bar of a symbol's history;
-- `evaluate_latest` (live stream) runs the *same* function on a trailing window of
-  `live_window_bars` closed bars per timeframe and keeps the primary bar that closed at
-  `at`. With a window of >= 1000 bars the seeds of the recursive indicators (EMA, Wilder
-  RSI/ATR) have decayed below float precision, and the 20-bar statistics are
-  window-local, so both drivers produce the same signals bit for bit.
+- `evaluate_latest` / `evaluate_latest_batch` (live stream) run the *same* functions on
+  a trailing window of `live_window_bars` closed bars per timeframe, for the primary bar
+  that closed at `at`. With a window of >= 1000 bars the seeds of the recursive
+  indicators (EMA, Wilder RSI/ATR) have decayed below float precision, and the 20-bar
+  statistics are window-local, so both drivers produce the same signals bit for bit.
+  Only what that bar reads is computed: the recursive indicators over the window, the
+  window-local features, events and score over its last LIVE_TAIL_BARS rows, stacked
+  across the batch's symbols (`tasks.features.feature_tails`); the other timeframes are
+  read only when the bar fires.
 
 Pipeline per primary bar (open time ts, close time t = ts + tf):
 features (tasks.features) -> events (tasks.events) -> direction and score
@@ -50,7 +54,7 @@ from tasks.features import (
     vote_feature_arrays,
 )
 from tasks.mtf import mtf_agreement, mtf_details, vote, votes_at
-from tasks.resample import OHLCV_COLUMNS, index_ns, resample_bars, timeframe_ns
+from tasks.resample import OHLCV_COLUMNS, ClosedSeries, index_ns, timeframe_ns
 from tasks.scoring import cooldown_mask, score_events
 
 _SIDE = {1: "long", -1: "short"}
@@ -73,73 +77,18 @@ __all__ = [
 ]
 
 
-class _Series:
-    """One timeframe's closed bars (open + tf <= as_of), the last `window` of them.
-
-    Computed on first use: in the live stream most primary bars fire nothing, and then
-    the other timeframes are never read (or resampled).
-    """
-
-    def __init__(
-        self,
-        bars: pd.DataFrame,
-        timeframe: str,
-        *,
-        resample: bool,
-        as_of_ns: int | None,
-        window: int | None,
-    ) -> None:
-        self._bars, self._timeframe, self._resample = bars, timeframe, resample
-        self._as_of_ns, self._window = as_of_ns, window
-        self._rows = slice(0, 0)
-        self._ts: NDArray[np.int64] | None = None
-        self._cols: dict[str, FloatArray] | None = None
-
-    @property
-    def ts(self) -> NDArray[np.int64]:
-        """Open times (ns since the epoch, UTC) of the selected rows."""
-        if self._ts is None:
-            if self._resample:
-                self._bars = resample_bars(self._bars, self._timeframe)
-            ts = index_ns(self._bars)
-            end = ts.size
-            if self._as_of_ns is not None:
-                cutoff = self._as_of_ns - timeframe_ns(self._timeframe)
-                end = int(np.searchsorted(ts, cutoff, "right"))
-            begin = max(0, end - self._window) if self._window is not None else 0
-            self._rows, self._ts = slice(begin, end), ts[begin:end]
-        return self._ts
-
-    @property
-    def cols(self) -> dict[str, FloatArray]:
-        """Contiguous float64 OHLCV arrays of the selected rows."""
-        if self._cols is None:
-            self.ts  # noqa: B018 (selects the rows)
-            rows, bars = self._rows, self._bars
-            try:  # one block copy when every column is numeric (the common case)
-                where = [bars.columns.get_loc(c) for c in OHLCV_COLUMNS]
-                values = bars.to_numpy(dtype=np.float64)
-                picked = [values[rows, j] for j in where]
-            except (TypeError, ValueError):
-                picked = [bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]
-            self._cols = {
-                c: np.ascontiguousarray(a) for c, a in zip(OHLCV_COLUMNS, picked, strict=True)
-            }
-        return self._cols
-
-
 def _prepare(
     bars_by_tf: Mapping[str, pd.DataFrame],
     cfg: EngineConfig,
     *,
     as_of_ns: int | None,
     window: int | None,
-) -> dict[str, _Series]:
+) -> dict[str, ClosedSeries]:
     """Closed bars (open + tf <= as_of) of every configured timeframe, last `window` rows.
 
     A timeframe missing from `bars_by_tf` is resampled from its "1m" frame.
     """
-    out: dict[str, _Series] = {}
+    out: dict[str, ClosedSeries] = {}
     for tf in cfg.timeframes:
         bars = bars_by_tf.get(tf)
         resample = bars is None
@@ -147,7 +96,7 @@ def _prepare(
             if "1m" not in bars_by_tf:
                 raise KeyError(f"no bars for timeframe {tf!r} and no 1m bars to build them")
             bars = bars_by_tf["1m"]
-        out[tf] = _Series(bars, tf, resample=resample, as_of_ns=as_of_ns, window=window)
+        out[tf] = ClosedSeries(bars, tf, as_of_ns=as_of_ns, window=window, resample=resample)
     return out
 
 
@@ -165,26 +114,30 @@ class _Scored:
     score: FloatArray
 
 
-def _score(frame: Mapping[str, FloatArray]) -> tuple[dict[str, EventSeries], Any, Any]:
+def _score(
+    frame: Mapping[str, FloatArray],
+) -> tuple[dict[str, EventSeries], NDArray[np.int8], FloatArray]:
     """(events, side, score) of OHLCV + feature columns, 1-D or stacked 2-D."""
     events = detect_events(frame)
     side, score = score_events(events)
     return events, side, score
 
 
-def _fires(side: NDArray[np.int8], score: FloatArray, atr: FloatArray, cfg: EngineConfig) -> Any:
+def _fires(
+    side: NDArray[np.int8], score: FloatArray, atr: FloatArray, cfg: EngineConfig
+) -> NDArray[np.bool_]:
     """Candidate rows before MTF: a direction, score >= threshold and a usable ATR."""
     return (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
 
 
-def _history_scored(primary: _Series) -> _Scored:
+def _history_scored(primary: ClosedSeries) -> _Scored:
     c = primary.cols
     feats = feature_arrays(c["high"], c["low"], c["close"], c["volume"])
     events, side, score = _score({**c, **feats})
     return _Scored(offset=0, feats=feats, events=events, side=side, score=score)
 
 
-def _latest_scored(primaries: list[_Series], cfg: EngineConfig) -> list[_Scored | None]:
+def _latest_scored(primaries: list[ClosedSeries], cfg: EngineConfig) -> list[_Scored | None]:
     """Per primary series: its last LIVE_TAIL_BARS rows scored if its last row fires, else None.
 
     Series long enough are stacked and go through features' window-local part, the
@@ -235,7 +188,7 @@ class _Candidates:
 
 
 def _votes(
-    series: dict[str, _Series],
+    series: dict[str, ClosedSeries],
     primary_feats: dict[str, FloatArray],
     cfg: EngineConfig,
     rows: NDArray[np.int64],
@@ -258,7 +211,7 @@ def _votes(
 
 
 def _candidates(
-    series: dict[str, _Series],
+    series: dict[str, ClosedSeries],
     cfg: EngineConfig,
     scored: _Scored,
     *,
@@ -439,7 +392,7 @@ def evaluate_latest_batch(
     cfg = engine_config(config)
     at_ns = _ns_of(at)
     primary_tf, tf_ns = cfg.primary_timeframe, timeframe_ns(cfg.primary_timeframe)
-    due: list[tuple[str, dict[str, _Series]]] = []
+    due: list[tuple[str, dict[str, ClosedSeries]]] = []
     for symbol, bars_by_tf in bars_by_symbol.items():
         series = _prepare(bars_by_tf, cfg, as_of_ns=at_ns, window=cfg.live_window_bars)
         ts = series[primary_tf].ts

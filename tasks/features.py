@@ -240,16 +240,13 @@ def feature_tails(
     span = tail + WINDOW_LOOKBACK_BARS
     if tail < 1 or any(cols[2].size < span for cols in series):
         raise ValueError(f"every series needs at least tail + {WINDOW_LOOKBACK_BARS} bars")
-    recursive: dict[str, list[FloatArray]] = {}
+    stacked = {name: np.empty((len(series), tail)) for name in _RECURSIVE_COLUMNS}
     closes, volumes = np.empty((len(series), span)), np.empty((len(series), span))
     for k, cols in enumerate(series):
         high, low, close, volume = _contiguous(*cols)
         for name, values in _recursive_arrays(high, low, close).items():
-            recursive.setdefault(name, []).append(values[-tail:])
+            stacked[name][k] = values[-tail:]
         closes[k], volumes[k] = close[-span:], volume[-span:]
-    stacked = {name: np.array(rows, dtype=np.float64) for name, rows in recursive.items()}
-    if not series:
-        stacked = {name: np.empty((0, tail)) for name in _RECURSIVE_COLUMNS}
     window = {name: v[:, -tail:] for name, v in _window_arrays(closes, volumes).items()}
     return _combined(stacked, window, np.ascontiguousarray(closes[:, -tail:]))
 

@@ -18,9 +18,12 @@ from core.config import TIMEFRAME_MINUTES
 OHLCV_COLUMNS: tuple[str, ...] = ("open", "high", "low", "close", "volume")
 MINUTE_NS: int = 60_000_000_000
 
+FloatArray = NDArray[np.float64]
+
 __all__ = [
     "MINUTE_NS",
     "OHLCV_COLUMNS",
+    "ClosedSeries",
     "closed_bars",
     "index_ns",
     "resample_bars",
@@ -102,3 +105,65 @@ def resample_closed(bars_1m: pd.DataFrame, timeframe: str, as_of: pd.Timestamp) 
     return closed_bars(
         resample_bars(closed_bars(bars_1m, "1m", as_of), timeframe), timeframe, as_of
     )
+
+
+class ClosedSeries:
+    """One timeframe's bars closed by `as_of_ns` (open + tf <= as_of), the last `window` rows.
+
+    `bars`: frame indexed by UTC bar open time with OHLCV columns, of `timeframe` or, with
+    `resample`, of 1m bars to bucket (`resample_bars`). `as_of_ns` None: every row;
+    `window` None: no limit. Lazy: the bucketing, the open times and the arrays are made
+    on first use, so a timeframe nobody reads costs nothing (the live engine reads the
+    other timeframes only for a primary bar that fires).
+    """
+
+    def __init__(
+        self,
+        bars: pd.DataFrame,
+        timeframe: str,
+        *,
+        as_of_ns: int | None,
+        window: int | None,
+        resample: bool = False,
+    ) -> None:
+        self._bars, self._timeframe, self._resample = bars, timeframe, resample
+        self._as_of_ns, self._window = as_of_ns, window
+        self._rows = slice(0, 0)
+        self._ts: NDArray[np.int64] | None = None
+        self._cols: dict[str, FloatArray] | None = None
+
+    def _select(self) -> NDArray[np.int64]:
+        if self._resample:
+            self._bars, self._resample = resample_bars(self._bars, self._timeframe), False
+        ts = index_ns(self._bars)
+        end = ts.size
+        if self._as_of_ns is not None:
+            end = int(np.searchsorted(ts, self._as_of_ns - timeframe_ns(self._timeframe), "right"))
+        begin = max(0, end - self._window) if self._window is not None else 0
+        self._rows = slice(begin, end)
+        return ts[begin:end]
+
+    @property
+    def ts(self) -> NDArray[np.int64]:
+        """Open times of the selected rows, int64 ns since the epoch (UTC), ascending."""
+        if self._ts is None:
+            self._ts = self._select()
+        return self._ts
+
+    @property
+    def cols(self) -> dict[str, FloatArray]:
+        """Contiguous float64 OHLCV arrays of the selected rows."""
+        if self._cols is None:
+            if self._ts is None:  # selects the rows
+                self._ts = self._select()
+            rows, bars = self._rows, self._bars
+            try:  # one block copy when every column is numeric (the common case)
+                where = [bars.columns.get_loc(c) for c in OHLCV_COLUMNS]
+                values = bars.to_numpy(dtype=np.float64)
+                picked = [values[rows, j] for j in where]
+            except (TypeError, ValueError):
+                picked = [bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]
+            self._cols = {
+                c: np.ascontiguousarray(a) for c, a in zip(OHLCV_COLUMNS, picked, strict=True)
+            }
+        return self._cols

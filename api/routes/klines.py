@@ -8,14 +8,14 @@ from fastapi import APIRouter, Query
 
 from api.db.klines import latest_klines
 from api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
-from api.schemas import Kline, KlineSeries
+from api.schemas import ErrorDetail, Kline, KlineSeries
 
 router = APIRouter(prefix="/klines", tags=["klines"])
 
 MAX_LIMIT = 5000
 
 
-@router.get("/{symbol:path}")
+@router.get("/{symbol:path}", responses={404: {"model": ErrorDetail}})
 async def klines(
     conn: ConnDep,
     settings: SettingsDep,

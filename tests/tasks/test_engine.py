@@ -14,6 +14,7 @@ from tasks.engine import (
     CooldownState,
     EngineConfig,
     evaluate_latest,
+    evaluate_latest_batch,
     evaluate_symbol_history,
     signal_id,
 )
@@ -78,6 +79,62 @@ def test_parity_live_stepping_equals_backtest(days: int, cfg: EngineConfig) -> N
     # Not just the key: every column, bit for bit.
     for ours, theirs in zip(live_frame.to_dict("records"), history.to_dict("records"), strict=True):
         assert ours == theirs
+
+
+def test_parity_batch_stepping_equals_backtest_per_symbol() -> None:
+    """evaluate_latest_batch over several symbols at every close == each symbol's history.
+
+    One symbol lists a day later (short windows at first: the unstacked path), one has
+    gaps, and the cooldown state is shared by the batch as the live stream shares it.
+    """
+    bars = {
+        "AAA/USDT": make_bars_1m(days=2, seed=31),
+        "BBB/USDT": make_bars_1m(days=1, seed=32, start="2024-01-02"),
+        "CCC/USDT": make_bars_1m(days=2, seed=33, gap_fraction=0.05),
+    }
+    by_symbol = {s: _by_tf(b, LOOSE) for s, b in bars.items()}
+    history = pd.concat(
+        [
+            evaluate_symbol_history(tfs, symbol=s, exchange="sim", run_id="r1", config=LOOSE)
+            for s, tfs in by_symbol.items()
+        ],
+        ignore_index=True,
+    )
+    state = CooldownState()
+    live = []
+    for ts in by_symbol["AAA/USDT"]["5m"].index:
+        live += evaluate_latest_batch(
+            by_symbol,
+            at=ts + pd.Timedelta("5min"),
+            state=state,
+            exchange="sim",
+            config=LOOSE,
+            run_id="r1",
+        )
+    assert len(history) >= 100 and set(history["symbol"]) == set(bars)
+    live_frame = pd.DataFrame([s.as_record() for s in live], columns=list(SIGNAL_COLUMNS))
+    order = ["symbol", "ts"]
+    ours = live_frame.sort_values(order, kind="stable").to_dict("records")
+    theirs = history.sort_values(order, kind="stable").to_dict("records")
+    assert ours == theirs
+
+
+def test_batch_equals_evaluate_latest_per_symbol() -> None:
+    bars = {f"S{i}/USDT": make_bars_1m(days=4, seed=40 + i) for i in range(8)}
+    by_symbol = {s: _by_tf(b, LOOSE) for s, b in bars.items()}
+    by_symbol["S1/USDT"] = {tf: f.iloc[:-40] for tf, f in by_symbol["S1/USDT"].items()}  # stale
+    kwargs: dict[str, Any] = {"exchange": "sim", "config": LOOSE, "run_id": "r1"}
+    batch_state, single_state = CooldownState(), CooldownState()
+    batch, one_by_one = [], []
+    for ts in by_symbol["S0/USDT"]["5m"].index[-24:]:
+        at = ts + pd.Timedelta("5min")
+        batch += evaluate_latest_batch(by_symbol, at=at, state=batch_state, **kwargs)
+        for symbol, tfs in by_symbol.items():
+            one_by_one += evaluate_latest(tfs, at=at, state=single_state, symbol=symbol, **kwargs)
+    assert batch == one_by_one and len(batch) >= 10
+    assert batch_state == single_state
+    assert "S1/USDT" not in {s.symbol for s in batch}
+    assert evaluate_latest_batch({}, at=at, state=CooldownState(), **kwargs) == []
 
 
 def test_history_ignores_a_trailing_unclosed_bucket() -> None:

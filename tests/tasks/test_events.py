@@ -139,3 +139,25 @@ def test_cooldown_blocks_the_next_bars_and_carries_state() -> None:
 def test_detectors_accept_dataframes() -> None:
     frame = pd.DataFrame({"ema_12": [1.0, 3.0], "ema_26": [2.0, 2.0], "atr_14": [1.0, 1.0]})
     assert _dirs(ema_cross(frame)) == [0, 1]
+
+
+def test_detectors_and_score_on_stacked_series_equal_one_by_one() -> None:
+    """2-D input (one series per row, as the live batch stacks them) == each row alone."""
+    frames = []
+    for seed in (1, 2, 3):
+        bars = resample_bars(make_bars_1m(days=1, seed=seed), "5m")
+        frame = {c: bars[c].to_numpy() for c in ("open", "close")}
+        frames.append({**frame, **compute_features(bars).to_dict("series")})
+    rows = [{k: np.asarray(v, dtype=np.float64) for k, v in f.items()} for f in frames]
+    stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
+    events = detect_events(stacked)
+    side, score = score_events(events)
+    for i, row in enumerate(rows):
+        alone = detect_events(row)
+        for name in EVENT_TYPES:
+            np.testing.assert_array_equal(events[name].direction[i], alone[name].direction)
+            np.testing.assert_array_equal(events[name].strength[i], alone[name].strength)
+        alone_side, alone_score = score_events(alone)
+        np.testing.assert_array_equal(side[i], alone_side)
+        np.testing.assert_array_equal(score[i], alone_score)
+    assert side.any()

@@ -14,8 +14,10 @@ from hypothesis import strategies as st
 from tasks.features import (
     FEATURE_COLUMNS,
     FEATURE_WARMUP_BARS,
+    WINDOW_LOOKBACK_BARS,
     compute_features,
     feature_arrays,
+    feature_tails,
 )
 from tests.utils.bars import make_bars_1m
 
@@ -99,6 +101,26 @@ def test_trailing_window_is_bit_identical_to_full_history(seed: int) -> None:
         )
         for col in FEATURE_COLUMNS:
             assert win[col][-1] == full[col][end - 1], (col, end)
+
+
+def test_feature_tails_are_the_last_rows_bit_for_bit() -> None:
+    """Stacked tails (the live batch) == the last rows of each series' full features."""
+    tail = 6
+    lengths = [tail + WINDOW_LOOKBACK_BARS, 40, 1000, 333]
+    series = []
+    for seed, n in enumerate(lengths):
+        bars = make_bars_1m(minutes=n, seed=20 + seed)
+        series.append(tuple(bars[k].to_numpy() for k in ("high", "low", "close", "volume")))
+    stacked = feature_tails(series, tail=tail)
+    assert list(stacked) == list(FEATURE_COLUMNS)
+    for k, cols in enumerate(series):
+        full = feature_arrays(*cols)
+        for col in FEATURE_COLUMNS:
+            assert stacked[col].shape == (len(series), tail)
+            np.testing.assert_array_equal(stacked[col][k], full[col][-tail:], err_msg=col)
+    with pytest.raises(ValueError, match="at least"):
+        feature_tails([tuple(c[-tail - WINDOW_LOOKBACK_BARS + 1 :] for c in series[0])], tail=tail)
+    assert feature_tails([], tail=tail)["rsi_14"].shape == (0, tail)
 
 
 def test_no_lookahead() -> None:

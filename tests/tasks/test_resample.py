@@ -6,7 +6,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.resample import closed_bars, resample_bars, resample_closed
+from tasks.resample import ClosedSeries, closed_bars, index_ns, resample_bars, resample_closed
 from tests.utils.bars import make_bars_1m
 
 
@@ -53,3 +53,18 @@ def test_only_closed_buckets() -> None:
     assert closed_bars(full, "5m", mid + pd.Timedelta("3min")).index[-1] == mid - pd.Timedelta(
         "2min"
     )
+
+
+def test_closed_series_selects_closed_rows_of_the_window() -> None:
+    bars = make_bars_1m(minutes=180, start="2024-01-01")
+    mid = pd.Timestamp("2024-01-01 01:37", tz="UTC")
+    five = ClosedSeries(bars, "5m", as_of_ns=mid.value, window=4, resample=True)
+    expected = resample_closed(bars, "5m", mid).iloc[-4:]
+    np.testing.assert_array_equal(five.ts, index_ns(expected))
+    for col in ("open", "high", "low", "close", "volume"):
+        np.testing.assert_array_equal(five.cols[col], expected[col].to_numpy())
+        assert five.cols[col].flags["C_CONTIGUOUS"]
+    everything = ClosedSeries(bars, "1m", as_of_ns=None, window=None)
+    np.testing.assert_array_equal(everything.cols["close"], bars["close"].to_numpy())
+    none_yet = ClosedSeries(bars, "1h", as_of_ns=bars.index[0].value, window=10, resample=True)
+    assert none_yet.ts.size == 0 and none_yet.cols["close"].size == 0
