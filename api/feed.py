@@ -16,7 +16,6 @@ import json
 import logging
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Awaitable, Callable
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 from uuid import UUID
@@ -29,6 +28,7 @@ from starlette.websockets import WebSocket, WebSocketState
 from api.cache import VersionedCache
 from api.db.performance import PerformanceFilter
 from api.db.signals import count_signals, get_signals_by_ids, signals_created_since
+from api.feed_client import FeedClient, QueueItem, Subscription
 from api.metrics import ApiMetrics, system_figures
 from api.schemas import Signal
 from api.stats import performance_stats
@@ -59,57 +59,6 @@ LISTEN_PROBE_SECONDS = 30.0
 CATCH_UP_MARGIN = timedelta(seconds=60)
 CLOSE_TOO_SLOW = 1013
 CLOSE_TIMEOUT = 10.0
-
-_QueueItem = tuple[UUID | None, str]
-
-
-@dataclass(frozen=True)
-class Subscription:
-    """A client's filters; None means everything."""
-
-    symbols: frozenset[str] | None = None
-    directions: frozenset[str] | None = None
-    timeframes: frozenset[str] | None = None
-
-    @classmethod
-    def from_message(cls, message: SubscribeMessage) -> Subscription:
-        def _set(values: list[str] | None) -> frozenset[str] | None:
-            return frozenset(values) if values else None
-
-        return cls(
-            symbols=_set(message.symbols),
-            directions=_set(list(message.directions or [])),
-            timeframes=_set(message.timeframes),
-        )
-
-    def matches(self, signal: Signal) -> bool:
-        return (
-            (self.symbols is None or signal.symbol in self.symbols)
-            and (self.directions is None or signal.direction in self.directions)
-            and (self.timeframes is None or signal.timeframe in self.timeframes)
-        )
-
-
-class FeedClient:
-    """One WebSocket client: its filters and its bounded outgoing queue."""
-
-    def __init__(self, websocket: WebSocket, *, queue_size: int) -> None:
-        self.websocket = websocket
-        self.queue: asyncio.Queue[_QueueItem] = asyncio.Queue(maxsize=queue_size)
-        self.subscription = Subscription()
-        self.too_slow = asyncio.Event()
-        self.replayed: set[UUID] = set()
-
-    def offer(self, item: _QueueItem) -> bool:
-        """Queue a message; False (and flagged too slow) when the queue is full."""
-        if self.too_slow.is_set():
-            return False
-        try:
-            self.queue.put_nowait(item)
-        except asyncio.QueueFull:
-            self.too_slow.set()
-            return False
-        return True
 
 
 class Feed:
@@ -248,7 +197,7 @@ class Feed:
             if client.subscription.matches(signal):
                 self._offer(client, (signal.id, text))
 
-    def _offer(self, client: FeedClient, item: _QueueItem) -> None:
+    def _offer(self, client: FeedClient, item: QueueItem) -> None:
         was_slow = client.too_slow.is_set()
         if not client.offer(item) and not was_slow:
             self._metrics.ws_dropped.inc()

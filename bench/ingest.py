@@ -46,7 +46,7 @@ def copy_payload(frame: pd.DataFrame) -> bytes:
         dtype = np.dtype([("n", ">i2"), ("le", ">i4"), ("e", f"S{len(e)}"), ("ls", ">i4"), ("s", f"S{len(s)}"), ("lt", ">i4"), ("ts", ">i8")] + [x for c in ["open","high","low","close","volume"] for x in ((f"l{c}", ">i4"), (c, ">f8"))])
         out = np.empty(len(part), dtype=dtype)
         out["n"] = 8; out["le"] = len(e); out["e"] = e; out["ls"] = len(s); out["s"] = s; out["lt"] = 8
-        out["ts"] = part["ts"].to_numpy().astype("datetime64[us]").astype("int64") - epoch
+        out["ts"] = part["ts"].dt.tz_localize(None).to_numpy("datetime64[us]").view("int64") - epoch
         for c in ["open","high","low","close","volume"]:
             out[f"l{c}"] = 8; out[c] = part[c].to_numpy()
         parts.append(out.tobytes())

@@ -157,6 +157,27 @@ def stream(
     _summary(result)
 
 
+@app.command("backfill")
+def backfill(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "",
+    since: Annotated[str, typer.Option(help="ISO start (UTC).")] = "",
+    until: Annotated[str, typer.Option(help="ISO end (UTC), exclusive.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Fetch history over REST (resumable, idempotent, rate limited)."""
+    import asyncio
+
+    from flows.backfill import backfill as backfill_flow
+
+    try:
+        summary = asyncio.run(backfill_flow(symbols=_symbols(symbols) if symbols else None,
+                                            since=since or None, until=until or None,
+                                            exchange=exchange or None))
+    except ValueError as error:
+        _fail(error)
+    _summary(summary)
+
+
 @app.command("backtest")
 def backtest(
     symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "",

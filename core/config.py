@@ -85,6 +85,10 @@ class Settings(BaseSettings):
         le=1.0,
         description="With an AI filter loaded, candidates it scores below this are dropped.",
     )
+    backfill_requests_per_second: float = Field(
+        default=10.0, gt=0,
+        description="REST requests per second shared by all backfill tasks (Prefect rate limit).",
+    )
     api_host: str = Field(default="127.0.0.1", description="API bind address.")
     api_port: int = Field(default=8000, description="API port.")
     api_token: str | None = Field(default=None, description="Bearer token; unset means open.")

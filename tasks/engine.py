@@ -127,7 +127,8 @@ def _fires(
     side: NDArray[np.int8], score: FloatArray, atr: FloatArray, cfg: EngineConfig
 ) -> NDArray[np.bool_]:
     """Candidate rows before MTF: a direction, score >= threshold and a usable ATR."""
-    return (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
+    fires = (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
+    return np.asarray(fires, dtype=np.bool_)
 
 
 def _history_scored(primary: ClosedSeries) -> _Scored:
@@ -238,7 +239,10 @@ def _candidates(
         keep = keep & (full >= cfg.ai_min_probability)
     kept = np.flatnonzero(keep)
     survive = cooldown_mask(
-        ts_ns[kept], side[rows[kept]], cooldown_ns=cfg.cooldown_bars * tf_ns, last_emitted=last_emitted
+        ts_ns[kept],
+        side[rows[kept]],
+        cooldown_ns=cfg.cooldown_bars * tf_ns,
+        last_emitted=last_emitted,
     )
     sel = kept[survive]
     return _Candidates(

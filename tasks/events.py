@@ -3,8 +3,9 @@
 Each detector reads a frame-like mapping of one series' columns (the OHLCV columns plus
 `tasks.features` columns) and is vectorized over every bar; the columns may also be 2-D
 (one series per row, bars along the last axis), which the live batch uses. A value at bar
-i reads bars i and i-1 (i-5 for the RSI dip: EVENT_LOOKBACK_BARS) only. A bare trigger has strength 0.5; the strength
-rises to 1 with the conviction measure named per detector. Warm-up (NaN) bars never fire.
+i reads bars i and i-1 (i-5 for the RSI dip: EVENT_LOOKBACK_BARS) only. A bare trigger
+has strength 0.5; the strength rises to 1 with the conviction measure named per
+detector. Warm-up (NaN) bars never fire.
 
 | event          | long (+1) when                                  | strength grows with  |
 |----------------|-------------------------------------------------|----------------------|

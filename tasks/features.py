@@ -155,12 +155,16 @@ def vote_feature_arrays(close: FloatArray) -> dict[str, FloatArray]:
     return {"ema_12": ema_12, "ema_26": ema_26, "ema_slope": slope, "rsi_14": rsi}
 
 
-def _recursive_arrays(high: FloatArray, low: FloatArray, close: FloatArray) -> dict[str, FloatArray]:
+def _recursive_arrays(
+    high: FloatArray, low: FloatArray, close: FloatArray
+) -> dict[str, FloatArray]:
     """The TA-Lib (recursive) columns of one 1-D series: EMAs, slope, RSI, ATR, MACD."""
     n = close.size
     out = vote_feature_arrays(close)
     with np.errstate(divide="ignore", invalid="ignore"):
-        out["atr_14"] = np.asarray(talib.ATR(high, low, close, timeperiod=14)) if n > 14 else _nan(n)
+        out["atr_14"] = (
+            np.asarray(talib.ATR(high, low, close, timeperiod=14)) if n > 14 else _nan(n)
+        )
         macd = out["ema_12"] - out["ema_26"]
         signal = _ema(macd, 9)
         out["macd"], out["macd_signal"], out["macd_hist"] = macd, signal, macd - signal

@@ -22,7 +22,7 @@ from api.main import create_app  # noqa: E402
 from core.config import Settings  # noqa: E402
 from tests.api.server import ApiServer  # noqa: E402
 
-MAX_EXAMPLES = 80
+MAX_EXAMPLES = 8
 _SCHEMA = schemathesis.openapi.from_dict(
     create_app(Settings(database_url="postgresql://unused")).openapi()
 )

@@ -11,9 +11,11 @@ import pandas as pd
 import psycopg
 import pytest
 
+from api.main import create_app
 from tasks.features import compute_features
 from tasks.storage import store_klines
 from tasks.validation import validate_klines
+from tests.api.conftest import api_settings
 from tests.utils.klines import random_klines
 from tests.utils.signals import create_random_signal
 
@@ -180,3 +182,14 @@ def test_unknown_query_parameters_are_422(client: httpx.Client) -> None:
     response = client.get("/signals", params={"symbl": "BTCUSDT"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "symbl"]
+
+
+async def test_cors_preflight_follows_the_settings(database_url: str) -> None:
+    settings = api_settings(database_url, cors_origins=["https://grafana.example"])
+    transport = httpx.ASGITransport(app=create_app(settings))
+    async with httpx.AsyncClient(transport=transport, base_url="http://api") as http:
+        for origin, allowed in (("https://grafana.example", True), ("https://evil.example", False)):
+            response = await http.options(
+                "/signals", headers={"Origin": origin, "Access-Control-Request-Method": "GET"}
+            )
+            assert ("access-control-allow-origin" in response.headers) is allowed

@@ -143,12 +143,12 @@ def test_detectors_accept_dataframes() -> None:
 
 def test_detectors_and_score_on_stacked_series_equal_one_by_one() -> None:
     """2-D input (one series per row, as the live batch stacks them) == each row alone."""
-    frames = []
+    rows: list[dict[str, np.ndarray]] = []
     for seed in (1, 2, 3):
         bars = resample_bars(make_bars_1m(days=1, seed=seed), "5m")
-        frame = {c: bars[c].to_numpy() for c in ("open", "close")}
-        frames.append({**frame, **compute_features(bars).to_dict("series")})
-    rows = [{k: np.asarray(v, dtype=np.float64) for k, v in f.items()} for f in frames]
+        feats = compute_features(bars)
+        rows.append({str(c): bars[c].to_numpy(dtype=np.float64) for c in ("open", "close")})
+        rows[-1].update({str(c): feats[c].to_numpy(dtype=np.float64) for c in feats.columns})
     stacked = {k: np.stack([r[k] for r in rows]) for k in rows[0]}
     events = detect_events(stacked)
     side, score = score_events(events)

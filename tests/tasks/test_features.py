@@ -107,10 +107,11 @@ def test_feature_tails_are_the_last_rows_bit_for_bit() -> None:
     """Stacked tails (the live batch) == the last rows of each series' full features."""
     tail = 6
     lengths = [tail + WINDOW_LOOKBACK_BARS, 40, 1000, 333]
-    series = []
+    series: list[tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]] = []
     for seed, n in enumerate(lengths):
         bars = make_bars_1m(minutes=n, seed=20 + seed)
-        series.append(tuple(bars[k].to_numpy() for k in ("high", "low", "close", "volume")))
+        h, lo, c, v = (bars[k].to_numpy() for k in ("high", "low", "close", "volume"))
+        series.append((h, lo, c, v))
     stacked = feature_tails(series, tail=tail)
     assert list(stacked) == list(FEATURE_COLUMNS)
     for k, cols in enumerate(series):
@@ -119,7 +120,8 @@ def test_feature_tails_are_the_last_rows_bit_for_bit() -> None:
             assert stacked[col].shape == (len(series), tail)
             np.testing.assert_array_equal(stacked[col][k], full[col][-tail:], err_msg=col)
     with pytest.raises(ValueError, match="at least"):
-        feature_tails([tuple(c[-tail - WINDOW_LOOKBACK_BARS + 1 :] for c in series[0])], tail=tail)
+        h, lo, c, v = (a[-tail - WINDOW_LOOKBACK_BARS + 1 :] for a in series[0])
+        feature_tails([(h, lo, c, v)], tail=tail)
     assert feature_tails([], tail=tail)["rsi_14"].shape == (0, tail)
 
 
