@@ -89,6 +89,7 @@ class Feed:
         self._pending: asyncio.Queue[UUID] = asyncio.Queue()
         self._seen: OrderedDict[UUID, None] = OrderedDict()
         self._newest_created_at: datetime | None = None
+        self._last_status: tuple[float, str] | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
     # -- lifecycle ---------------------------------------------------------------------
@@ -179,11 +180,15 @@ class Feed:
                 continue
             for signal_id in fresh:
                 row = rows.get(signal_id)
-                if row is not None:
+                if row is None:
+                    continue
+                try:
                     self._publish(Signal.model_validate(row))
-                    # Let client senders run between messages, so a burst does not fill
-                    # the queues of clients that keep up.
-                    await asyncio.sleep(0)
+                except ValidationError as exc:  # a malformed row must not stop the feed
+                    logger.error("cannot publish signal %s: %s", signal_id, exc)
+                # Let client senders run between messages, so a burst does not fill the
+                # queues of clients that keep up.
+                await asyncio.sleep(0)
 
     def _publish(self, signal: Signal) -> None:
         self._seen[signal.id] = None
@@ -218,6 +223,7 @@ class Feed:
         if not self.clients:
             return
         text = (await self.status()).model_dump_json()
+        self._last_status = (asyncio.get_running_loop().time(), text)
         for client in list(self.clients):
             self._offer(client, (None, text))
 
@@ -299,7 +305,15 @@ class Feed:
                 await asyncio.gather(greeting, *tasks, return_exceptions=True)
 
     async def _greet(self, client: FeedClient) -> None:
-        self._offer(client, (None, (await self.status()).model_dump_json()))
+        """Queue a status for a new client; a recent broadcast one is reused, so that a
+        wave of reconnecting clients does not query the database once each."""
+        now = asyncio.get_running_loop().time()
+        if self._last_status is not None and now - self._last_status[0] < self._status_seconds:
+            text = self._last_status[1]
+        else:
+            text = (await self.status()).model_dump_json()
+            self._last_status = (now, text)
+        self._offer(client, (None, text))
 
     async def _send_now(self, client: FeedClient, text: str) -> None:
         await client.websocket.send_text(text)
@@ -310,7 +324,11 @@ class Feed:
         async with self._pool.connection() as conn:
             rows = await signals_created_since(conn=conn, since=since, limit=REPLAY_LIMIT)
         for row in rows:
-            signal = Signal.model_validate(row)
+            try:
+                signal = Signal.model_validate(row)
+            except ValidationError as exc:
+                logger.error("cannot replay signal %s: %s", row.get("id"), exc)
+                continue
             client.replayed.add(signal.id)
             await self._send_now(client, SignalMessage(data=signal).model_dump_json())
 

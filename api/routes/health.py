@@ -16,7 +16,7 @@ HEALTH_POOL_TIMEOUT_SECONDS = 2.0
 
 @router.get("/health", responses={503: {"model": Health}})
 async def health(state: StateDep, response: Response) -> Health:
-    """`ok` when the database answers; `degraded` (503) otherwise."""
+    """`ok` when the database answers and the feed listens; `degraded` otherwise."""
     database = False
     if state.pool is not None:
         try:
@@ -26,12 +26,13 @@ async def health(state: StateDep, response: Response) -> Health:
             database = True
         except (psycopg.Error, PoolTimeout, OSError):
             database = False
-    feed_ok = state.feed is None or state.feed.listening.is_set()
-    healthy = database and feed_ok
-    if not healthy:
+    feed_ok = state.feed is not None and state.feed.listening.is_set()
+    # Only a lost database makes the replica useless (503); while the feed reconnects,
+    # REST still works, so the answer stays 200 with status "degraded".
+    if not database:
         response.status_code = status.HTTP_503_SERVICE_UNAVAILABLE
     return Health(
-        status="ok" if healthy else "degraded",
+        status="ok" if database and feed_ok else "degraded",
         database=database,
         feed=feed_ok,
         version=state.version,

@@ -60,7 +60,7 @@ class ApiServer:
                 return self
             if self._server.started:
                 try:
-                    if httpx.get(f"{self.url}/health", timeout=2).status_code == 200:
+                    if httpx.get(f"{self.url}/health", timeout=2).json().get("status") == "ok":
                         return self
                 except httpx.HTTPError:
                     pass
