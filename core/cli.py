@@ -201,11 +201,12 @@ def backtest(
 
 
 @app.command("settle")
-def settle(run_id: Annotated[str, typer.Option()] = "live") -> None:
+def settle(run_ids: Annotated[str, typer.Option(help="Comma-separated runs.")] = "live,shadow",
+           ) -> None:
     """Settle open signals whose outcome is known."""
     from flows.settle import settle as settle_flow
 
-    _summary(settle_flow(run_id=run_id))
+    _summary(settle_flow(run_ids=[r for r in run_ids.split(",") if r]))
 
 
 @app.command("rollups")

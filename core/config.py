@@ -37,6 +37,18 @@ class Settings(BaseSettings):
     embedded_pg_port: int = Field(
         default=54329, description="Port of the embedded PostgreSQL on 127.0.0.1."
     )
+    timescale_compress_after_days: int | None = Field(
+        default=7,
+        ge=1,
+        description="With TimescaleDB: compress klines chunks older than this many days"
+        " (segmented by exchange, symbol); unset means never compress.",
+    )
+    timescale_retention_days: int | None = Field(
+        default=None,
+        ge=1,
+        description="With TimescaleDB: drop klines chunks older than this many days (the"
+        " timeframe aggregates keep their bars); unset means keep everything.",
+    )
     exchange: str = Field(default="binance", description="ccxt exchange id to ingest from.")
     exchange_url: str | None = Field(
         default=None,
@@ -88,6 +100,32 @@ class Settings(BaseSettings):
     backfill_requests_per_second: float = Field(
         default=10.0, gt=0,
         description="REST requests per second shared by all backfill tasks (Prefect rate limit).",
+    )
+    adaptive_window_days: int = Field(
+        default=30, description="Rollup window (1, 7 or 30 days) the adaptive control reads."
+    )
+    adaptive_min_signals: int = Field(
+        default=30, ge=1, description="Settled signals needed before control acts on a symbol."
+    )
+    adaptive_disable_win_rate: float = Field(
+        default=0.30, ge=0, le=1, description="Live win rate under which a symbol is disabled."
+    )
+    adaptive_enable_win_rate: float = Field(
+        default=0.30, ge=0, le=1, description="Shadow win rate at which it is re-enabled."
+    )
+    adaptive_target_win_rate: float = Field(
+        default=0.45, ge=0, le=1, description="Win rate per-symbol thresholds steer toward."
+    )
+    adaptive_threshold_step: float = Field(
+        default=0.02, gt=0, description="How far a symbol's score threshold moves per rollup."
+    )
+    adaptive_threshold_min: float = Field(default=0.3, ge=0, le=1, description="Lower bound.")
+    adaptive_threshold_max: float = Field(default=0.9, ge=0, le=1, description="Upper bound.")
+    retrain_trigger_window_days: int = Field(
+        default=7, description="Rollup window watched for a decaying live win rate."
+    )
+    retrain_trigger_win_rate: float = Field(
+        default=0.30, ge=0, le=1, description="Live win rate that triggers a retrain run."
     )
     api_host: str = Field(default="127.0.0.1", description="API bind address.")
     api_port: int = Field(default=8000, description="API port.")

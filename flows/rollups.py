@@ -8,25 +8,53 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
+from core.config import get_settings
 from core.db import connect
+from tasks.controls import decide_controls, live_win_rate_decayed, load_controls, save_controls
 from tasks.rollups import refresh_rollups
+
+RETRAIN_DEPLOYMENT = "retrain/retrain"
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
 def refresh() -> dict[str, Any]:
     """Rebuild the rollups table from signal_performance."""
+    settings = get_settings()
     with connect() as conn:
         conn.autocommit = True
         rollups = refresh_rollups(conn, now=pd.Timestamp.now(tz="UTC"))
+        current = load_controls(conn, exchange=settings.exchange)
+        controls = decide_controls(rollups, current, settings=settings)
+        save_controls(conn, controls, exchange=settings.exchange)
     overall = rollups[(rollups["symbol"] == "*") & (rollups["timeframe"] == "*")
                       & (rollups["direction"] == "*") & (rollups["window_days"] == 0)]
     return {"rows": len(rollups),
-            "runs": overall[["run_id", "count", "win_rate", "sharpe"]].to_dict("records")}
+            "runs": overall[["run_id", "count", "win_rate", "sharpe"]].to_dict("records"),
+            "disabled": sorted(s for s, c in controls.items() if not c.enabled),
+            "retrain_needed": live_win_rate_decayed(rollups, settings=settings)}
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15])
+def trigger_retrain() -> str | None:
+    """Start the retrain deployment (without waiting); None when it is not deployed."""
+    from prefect.deployments import run_deployment
+    from prefect.exceptions import ObjectNotFound
+
+    try:
+        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0,
+                             tags=["triggered-by-rollups"])
+    except ObjectNotFound:
+        return None
+    return str(run.id)
 
 
 @flow(name="rollups")
 def rollups() -> dict[str, Any]:
     """Refresh every rollup window."""
+    logger = get_run_logger()
     summary = refresh()
-    get_run_logger().info("rollups refreshed: %d rows", summary["rows"])
+    logger.info("rollups refreshed: %d rows; disabled: %s", summary["rows"], summary["disabled"])
+    if summary["retrain_needed"]:
+        summary["retrain_flow_run"] = trigger_retrain()
+        logger.warning("live win rate decayed; retrain run %s", summary["retrain_flow_run"])
     return summary

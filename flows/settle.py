@@ -22,9 +22,11 @@ def settle_run(run_id: str, fee_bps: float, slippage_bps: float) -> dict[str, An
 
 
 @flow(name="settle")
-def settle(run_id: str = "live") -> dict[str, Any]:
-    """Settle what can be settled now; safe to run concurrently."""
+def settle(run_ids: list[str] | None = None) -> dict[str, Any]:
+    """Settle what can be settled now (live and shadow runs by default); safe concurrently."""
     settings = get_settings()
-    summary = settle_run(run_id, settings.fee_bps, settings.slippage_bps)
-    get_run_logger().info("settled %s signals of run %s", summary["settled"], run_id)
+    summary: dict[str, Any] = {}
+    for run_id in run_ids or ["live", "shadow"]:
+        summary[run_id] = settle_run(run_id, settings.fee_bps, settings.slippage_bps)
+        get_run_logger().info("settled %s signals of run %s", summary[run_id]["settled"], run_id)
     return summary

@@ -8,6 +8,7 @@ at the next unprocessed primary close and evaluates none twice.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from dataclasses import dataclass
 
@@ -17,6 +18,7 @@ import psycopg
 from core.config import TIMEFRAME_MINUTES, Settings
 from tasks import metrics
 from tasks.ai_filter import ChampionFilter
+from tasks.controls import LIVE_RUN, SHADOW_RUN, SymbolControl, load_controls
 from tasks.engine import evaluate_latest
 from tasks.engine_types import CooldownState, EngineConfig
 from tasks.signal_store import insert_signals, load_cooldown_state
@@ -77,6 +79,20 @@ class LiveEngine:
                 by_symbol[symbol][tf] = frame
         return by_symbol
 
+    @property
+    def adaptive(self) -> bool:
+        """Adaptive controls apply to the live run only (replays and backtests are pure)."""
+        return self.run_id == LIVE_RUN
+
+    def _controlled(self, control: SymbolControl | None) -> tuple[EngineConfig, str]:
+        """Config and run id for a symbol: its own threshold; disabled ones go to shadow."""
+        if control is None:
+            return self.config, self.run_id
+        config = self.config
+        if control.score_threshold is not None:
+            config = dataclasses.replace(config, signal_score_threshold=control.score_threshold)
+        return config, self.run_id if control.enabled else SHADOW_RUN
+
     def process_closes(self, conn: psycopg.Connection, closes_ms: list[int]) -> int:  # type: ignore[type-arg]
         """Evaluate every primary close after the watermark; returns signals written."""
         written = 0
@@ -88,11 +104,13 @@ class LiveEngine:
             bars = self._bars(conn, at)
             signal_filter, model_version = (
                 self.ai_filter.current() if self.ai_filter else (None, None))
+            controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
             signals = []
             for symbol in self.symbols:
+                config, run_id = self._controlled(controls.get(symbol))
                 signals.extend(evaluate_latest(
                     bars[symbol], at=at, state=self.cooldown, symbol=symbol,
-                    exchange=self.exchange, config=self.config, run_id=self.run_id,
+                    exchange=self.exchange, config=config, run_id=run_id,
                     signal_filter=signal_filter, model_version=model_version))
             elapsed = time.perf_counter() - started
             metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(len(self.symbols))
