@@ -24,7 +24,17 @@ from api.deps import ApiState, reject_unknown_query, require_token
 from api.errors import install_error_handlers
 from api.feed import Feed
 from api.metrics import ApiMetrics, HttpMetricsMiddleware
-from api.routes import dashboard, features, feed, health, klines, metrics, performance, signals
+from api.routes import (
+    controls,
+    dashboard,
+    features,
+    feed,
+    health,
+    klines,
+    metrics,
+    performance,
+    signals,
+)
 from api.routes.dashboard import STATIC_DIR
 from api.schemas import ErrorDetail
 from core.config import Settings, get_settings
@@ -118,7 +128,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     protected = [Depends(require_token), Depends(reject_unknown_query)]
     app.include_router(health.router)
-    for router in (signals.router, klines.router, features.router, performance.router):
+    for router in (signals.router, klines.router, features.router, performance.router,
+                   controls.router):
         app.include_router(router, dependencies=protected, responses=_ERRORS)
     app.include_router(metrics.router, dependencies=protected, responses=_ERRORS)
     app.include_router(dashboard.router)
