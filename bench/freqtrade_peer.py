@@ -1,41 +1,42 @@
 """freqtrade's backtester on the engine benchmark's data: the peer figure for bench/engine.py.
 
 freqtrade pins many dependencies, so it never enters the project's venv: `ensure_venv`
-builds `bench/.venv-freqtrade` once (`pip install` of FREQTRADE_REQUIREMENTS, gitignored)
+builds `bench/.venv-freqtrade` once (`pip install` of FREQTRADE_REQUIREMENTS; gitignored)
 and every later run reuses it.
 
-One run (`run_peer`): the same seeded synthetic 1m candles as the engine benchmark
-(`tests.utils.bars.make_bars_1m`, one symbol, BTC/USDT), plus their 5m buckets
-(`tasks.resample.resample_bars`), are stored with freqtrade's own feather data handler in
-a temporary `user_data`; then `freqtrade backtesting` runs `PeerStrategy` with timeframe
-5m and `--timeframe-detail 1m` (entries on 5m closes, exits walked on 1m candles, as our
-engine's 5m signals settle on 1m bars).
+One run (`run_peer`): the same seeded synthetic 1m candles as the engine benchmark's
+one-symbol backtest (`tests.utils.bars.make_bars_1m`, seed SEED) and their 5m buckets
+(`tasks.resample.resample_bars`) are stored with freqtrade's own feather data handler in
+a temporary `user_data`; then `freqtrade backtesting` runs PeerStrategy on BTC/USDT with
+timeframe 5m and `--timeframe-detail 1m`: entries on 5m closes, exits walked on the 1m
+candles, as our engine's 5m signals settle on 1m bars.
 
-Offline: freqtrade's exchange object loads the exchange's markets through ccxt even in
-backtesting. Every ccxt Binance URL is pointed (`ccxt_config` / `ccxt_async_config`
-`urls` overrides) at the project's Binance simulator (`simulator.running_simulator`,
-127.0.0.1), which serves `exchangeInfo`; so the real ccxt and freqtrade code run. The
-freqtrade process refuses any socket to a non-loopback address, and, where `unshare` is
-allowed (root), simulator and freqtrade run in a fresh network namespace that has only
-the loopback interface.
+Offline: freqtrade's exchange object loads the markets through ccxt even to backtest.
+Every ccxt Binance URL is pointed (`ccxt_config` / `ccxt_async_config` `urls`) at the
+project's Binance simulator (`simulator.running_simulator`, 127.0.0.1), whose
+`exchangeInfo` ccxt parses, so the real ccxt and freqtrade code run. The freqtrade
+process refuses sockets and name lookups for non-loopback addresses, and where
+`unshare` is allowed (root) simulator and freqtrade run in a new network namespace that
+has only a loopback interface.
 
-Strategy (`PeerStrategy`, long only; spot freqtrade cannot short): enter long on the 5m
-close where EMA12 crosses above EMA26 with RSI14 > 50; take profit via `minimal_roi` at
-`tp_pct`, stop loss via `stoploss` at `-sl_pct`, both fixed percentages set to 2x / 1x
-the median 5m ATR14 of the data (our engine: 2x / 1x the ATR of each signal bar); a
-trade still open after 60 minutes exits (`minimal_roi` {"60": -1}, our expiry of 12 5m
-bars); one trade at a time; fee 0.05 % per side (our 10 bps per trade). Our pipeline
-does much more per bar (20 features, 6 event detectors, 4-timeframe MTF votes, long and
-short, overlapping signals), so the comparison flatters freqtrade, if anything.
+PeerStrategy, long only (spot freqtrade cannot short): enter on the 5m close where EMA12
+crosses above EMA26 with RSI14 > 50; take profit `minimal_roi` tp, stop loss `stoploss`
+-sl, fixed fractions = 2x / 1x the median 5m ATR14/close of the data (our engine: 2x / 1x
+the ATR of each signal bar); a trade still open after 60 minutes exits (`minimal_roi`
+{"60": -1}; our expiry is 12 5m bars); one trade at a time; fee 0.05 % per side (our
+10 bps per trade). Our pipeline does much more per bar (20 features, 6 event detectors,
+4-timeframe MTF votes, both sides, overlapping signals): the comparison flatters
+freqtrade, if anything.
 
 Run: `.venv/bin/python bench/freqtrade_peer.py [--days 365]` prints one JSON object.
+This file is also the driver that the freqtrade venv runs (`_drive`), so it imports
+only the standard library at module level.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -44,26 +45,18 @@ import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import pandas as pd
-
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from simulator import running_simulator  # noqa: E402
-from tasks.features import feature_arrays  # noqa: E402
-from tasks.resample import index_ns, resample_bars  # noqa: E402
-from tests.utils.bars import make_bars_1m  # noqa: E402
-
 VENV = ROOT / "bench" / ".venv-freqtrade"
 FREQTRADE_REQUIREMENTS = ("freqtrade==2026.9", "ta-lib")
 PAIR = "BTC/USDT"
-SEED = 100  # bench/engine.py's one-symbol backtest uses seed 100
+SEED = 100  # the seed of the engine benchmark's one-symbol backtest
 EXPIRY_MINUTES = 60  # EngineConfig().expiry_bars (12) x 5m
 FEE_PER_SIDE = 0.0005  # EngineConfig().fee_bps (10) per trade, split over entry and exit
-_OFFLINE = "_offline"  # the subcommand that runs inside the network namespace
+STRATEGY = "PeerStrategy"
+_OFFLINE, _DRIVE = "_offline", "_drive"  # internal subcommands (see run_peer)
 
-_STRATEGY = '''
+_STRATEGY_SOURCE = '''"""EMA 12/26 cross up with RSI14 > 50; TP, SL and expiry: see the config."""
+
 import talib.abstract as ta
 from pandas import DataFrame
 
@@ -71,13 +64,11 @@ from freqtrade.strategy import IStrategy
 
 
 class PeerStrategy(IStrategy):
-    """EMA 12/26 cross up with RSI14 > 50; fixed TP (minimal_roi) / SL; 60 min expiry."""
-
     INTERFACE_VERSION = 3
     timeframe = "5m"
     can_short = False
-    minimal_roi = {"0": __TP__, "__EXPIRY__": -1}
-    stoploss = -__SL__
+    minimal_roi = {"0": 0.01}
+    stoploss = -0.01
     use_exit_signal = False
     process_only_new_candles = True
     startup_candle_count = 100
@@ -99,157 +90,8 @@ class PeerStrategy(IStrategy):
         return dataframe
 '''
 
-# Runs in the freqtrade venv: socket guard, data files, config, timed `freqtrade backtesting`.
-_DRIVER = '''
-import ipaddress, json, socket, sys, time
-from pathlib import Path
 
-work, sim_url = Path(sys.argv[1]), sys.argv[2]
-_connect, _connect_ex, _getaddrinfo = (
-    socket.socket.connect, socket.socket.connect_ex, socket.getaddrinfo
-)
-
-
-def _loopback(host):
-    try:
-        return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
-    except ValueError:
-        return host == "localhost"
-
-
-def _checked(address):
-    if isinstance(address, tuple) and not _loopback(address[0]):
-        raise OSError(f"peer benchmark: refused a connection to {address!r} (loopback only)")
-    return address
-
-
-socket.socket.connect = lambda self, a: _connect(self, _checked(a))
-socket.socket.connect_ex = lambda self, a: _connect_ex(self, _checked(a))
-
-
-def _resolve(host, *args, **kwargs):
-    if host is not None and not _loopback(host):
-        raise OSError(f"peer benchmark: refused to resolve {host!r} (loopback only)")
-    return _getaddrinfo(host, *args, **kwargs)
-
-
-socket.getaddrinfo = _resolve
-
-import ccxt  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-from freqtrade.data.history import get_datahandler  # noqa: E402
-from freqtrade.enums import CandleType  # noqa: E402
-from freqtrade.optimize.backtesting import Backtesting  # noqa: E402
-
-
-def _point_at(urls):
-    if isinstance(urls, dict):
-        return {k: _point_at(v) for k, v in urls.items()}
-    if isinstance(urls, str) and urls.startswith(("http://", "https://", "ws://", "wss://")):
-        scheme, rest = urls.split("://", 1)
-        path = rest[rest.find("/"):] if "/" in rest else ""
-        base = sim_url if scheme.startswith("http") else "ws" + sim_url[4:]
-        return base + path
-    return urls
-
-
-params = json.loads((work / "params.json").read_text())
-datadir = work / "user_data" / "data" / "binance"
-datadir.mkdir(parents=True, exist_ok=True)
-handler = get_datahandler(datadir, "feather")
-for timeframe in ("1m", "5m"):
-    raw = np.load(work / f"bars_{timeframe}.npz")
-    frame = pd.DataFrame({c: raw[c] for c in ("open", "high", "low", "close", "volume")})
-    frame.insert(0, "date", pd.to_datetime(raw["ts_ms"], unit="ms", utc=True))
-    handler.ohlcv_store(params["pair"], timeframe, frame, CandleType.SPOT)
-
-urls = {"api": _point_at(ccxt.binance().urls["api"])}
-ccxt_cfg = {
-    "urls": urls,
-    "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
-}
-config = {
-    "max_open_trades": 1,
-    "stake_currency": "USDT",
-    "stake_amount": 1000,
-    "dry_run": True,
-    "dry_run_wallet": 10000,
-    "timeframe": "5m",
-    "trading_mode": "spot",
-    "margin_mode": "",
-    "entry_pricing": {"price_side": "same", "use_order_book": False, "price_last_balance": 0.0},
-    "exit_pricing": {"price_side": "same", "use_order_book": False},
-    "exchange": {
-        "name": "binance",
-        "key": "",
-        "secret": "",
-        "pair_whitelist": [params["pair"]],
-        "pair_blacklist": [],
-        "ccxt_config": ccxt_cfg,
-        "ccxt_async_config": ccxt_cfg,
-    },
-    "pairlists": [{"method": "StaticPairList"}],
-    "dataformat_ohlcv": "feather",
-    "backtest_cache": "none",
-    "bot_name": "peer",
-    "db_url": "sqlite://",
-    "internals": {},
-}
-(work / "config.json").write_text(json.dumps(config))
-
-timings, runs = {}, []
-
-
-def _timed(name, fn):
-    def wrapper(self, *args, **kwargs):
-        started = time.perf_counter()
-        try:
-            return fn(self, *args, **kwargs)
-        finally:
-            timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
-            runs.append(self)
-    return wrapper
-
-
-Backtesting.start = _timed("start", Backtesting.start)
-Backtesting.load_bt_data = _timed("load_data", Backtesting.load_bt_data)
-Backtesting._load_bt_data_detail = _timed("load_detail_data", Backtesting._load_bt_data_detail)
-Backtesting.backtest = _timed("backtest_loop", Backtesting.backtest)
-
-from freqtrade.main import main  # noqa: E402
-
-argv = [
-    "backtesting",
-    "--config", str(work / "config.json"),
-    "--userdir", str(work / "user_data"),
-    "--datadir", str(datadir),
-    "--strategy", "PeerStrategy",
-    "--strategy-path", str(work),
-    "--timeframe", "5m",
-    "--timeframe-detail", "1m",
-    "--fee", str(params["fee"]),
-    "--export", "none",
-    "--cache", "none",
-]
-try:
-    main(argv)
-except SystemExit as exit_:
-    if exit_.code not in (0, None):
-        raise
-stats = runs[-1].results["strategy"]["PeerStrategy"]
-exits = {row["key"]: row["trades"] for row in stats.get("exit_reason_summary", [])}
-result = {
-    "timings": timings,
-    "trades": stats["total_trades"],
-    "wins": stats["wins"],
-    "profit_total_pct": round(100 * stats["profit_total"], 4),
-    "exit_reasons": exits,
-    "backtest_start": str(stats["backtest_start"]),
-    "backtest_end": str(stats["backtest_end"]),
-}
-(work / "result.json").write_text(json.dumps(result))
-'''
+# --- in the project's venv ------------------------------------------------------------
 
 
 def _venv_python() -> Path:
@@ -260,14 +102,16 @@ def ensure_venv() -> dict[str, Any]:
     """Create `bench/.venv-freqtrade` with freqtrade unless it works already; returns facts."""
     started = time.perf_counter()
     check = [str(_venv_python()), "-c", "import freqtrade, talib; print(freqtrade.__version__)"]
-    probe = subprocess.run(check, capture_output=True, text=True, check=False)  # noqa: S603
-    created = probe.returncode != 0
+    created = not _venv_python().exists()
+    if not created:
+        probe = subprocess.run(check, capture_output=True, text=True, check=False)
+        created = probe.returncode != 0
     if created:
         shutil.rmtree(VENV, ignore_errors=True)
-        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)  # noqa: S603
+        subprocess.run([sys.executable, "-m", "venv", str(VENV)], check=True)
         pip = [str(_venv_python()), "-m", "pip", "install", "-q", *FREQTRADE_REQUIREMENTS]
-        subprocess.run(pip, check=True)  # noqa: S603
-        probe = subprocess.run(check, capture_output=True, text=True, check=True)  # noqa: S603
+        subprocess.run(pip, check=True)
+        probe = subprocess.run(check, capture_output=True, text=True, check=True)
     return {
         "freqtrade_version": probe.stdout.strip(),
         "venv_created": created,
@@ -275,99 +119,101 @@ def ensure_venv() -> dict[str, Any]:
     }
 
 
-def _npz(path: Path, bars: pd.DataFrame) -> None:
-    cols = {c: bars[c].to_numpy(dtype=np.float64) for c in ("open", "high", "low", "close")}
-    np.savez(
-        path,
-        ts_ms=index_ns(bars) // 1_000_000,
-        volume=bars["volume"].to_numpy(dtype=np.float64),
-        **cols,
-    )
-
-
-def _exits(bars_5m: pd.DataFrame) -> tuple[float, float]:
-    """(tp, sl) as fractions of the entry: 2x and 1x the median 5m ATR14 / close."""
-    cols = {c: bars_5m[c].to_numpy(dtype=np.float64) for c in ("high", "low", "close", "volume")}
-    atr_pct = feature_arrays(cols["high"], cols["low"], cols["close"], cols["volume"])["atr_pct"]
-    median = float(np.nanmedian(atr_pct)) / 100.0
-    return round(2.0 * median, 6), round(1.0 * median, 6)
-
-
 def _prepare(work: Path, days: float) -> dict[str, Any]:
-    bars_1m = make_bars_1m(days=days, seed=SEED)
-    bars_5m = resample_bars(bars_1m, "5m")
-    _npz(work / "bars_1m.npz", bars_1m)
-    _npz(work / "bars_5m.npz", bars_5m)
-    tp, sl = _exits(bars_5m)
-    strategy = (
-        _STRATEGY.replace("__TP__", repr(tp))
-        .replace("__SL__", repr(sl))
-        .replace("__EXPIRY__", str(EXPIRY_MINUTES))
-    )
-    (work / "peer_strategy.py").write_text(strategy)
-    (work / "driver.py").write_text(_DRIVER)
-    params = {"pair": PAIR, "fee": FEE_PER_SIDE, "bars_1m": len(bars_1m), "tp": tp, "sl": sl}
+    """Candles (npz: ts_ms + OHLCV, 1m and 5m), strategy file and run parameters in `work`."""
+    import numpy as np
+
+    sys.path.insert(0, str(ROOT))
+    from tasks.features import feature_arrays
+    from tasks.resample import OHLCV_COLUMNS, index_ns, resample_bars
+    from tests.utils.bars import make_bars_1m
+
+    bars = {"1m": make_bars_1m(days=days, seed=SEED)}
+    bars["5m"] = resample_bars(bars["1m"], "5m")
+    for tf, frame in bars.items():
+        arrays: dict[str, Any] = {"ts_ms": index_ns(frame) // 1_000_000}
+        arrays.update({c: frame[c].to_numpy(dtype=np.float64) for c in OHLCV_COLUMNS})
+        np.savez(work / f"bars_{tf}.npz", **arrays)
+    five = {c: bars["5m"][c].to_numpy(dtype=np.float64) for c in ("high", "low", "close")}
+    volume = bars["5m"]["volume"].to_numpy(dtype=np.float64)
+    atr_pct = feature_arrays(five["high"], five["low"], five["close"], volume)["atr_pct"]
+    median = float(np.nanmedian(atr_pct)) / 100.0
+    (work / "peer_strategy.py").write_text(_STRATEGY_SOURCE)
+    params = {
+        "pair": PAIR,
+        "fee": FEE_PER_SIDE,
+        "bars_1m": len(bars["1m"]),
+        "tp": round(2.0 * median, 6),
+        "sl": round(1.0 * median, 6),
+        "expiry_minutes": EXPIRY_MINUTES,
+    }
     (work / "params.json").write_text(json.dumps(params))
     return params
 
 
 def _run_offline(work: Path) -> None:
-    """Simulator + freqtrade (inside the namespace, when there is one); writes timing.json."""
+    """Simulator + the freqtrade driver (inside the namespace, if any); writes timing.json."""
+    sys.path.insert(0, str(ROOT))
+    from simulator import running_simulator
+
     with running_simulator(symbols=(PAIR,)) as sim_url:
         started = time.perf_counter()
-        proc = subprocess.run(  # noqa: S603
-            [str(_venv_python()), str(work / "driver.py"), str(work), sim_url],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
+        cmd = [str(_venv_python()), str(Path(__file__).resolve()), _DRIVE, str(work), sim_url]
+        proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
         seconds = time.perf_counter() - started
     (work / "freqtrade.log").write_text(proc.stdout + proc.stderr)
-    if os.environ.get("PEER_KEEP_LOG"):
-        shutil.copy(work / "freqtrade.log", os.environ["PEER_KEEP_LOG"])
     timing = {"returncode": proc.returncode, "process_seconds": seconds}
     (work / "timing.json").write_text(json.dumps(timing))
 
 
 def _namespace_prefix() -> list[str]:
-    """`unshare` into a fresh network namespace (loopback only), if this user may."""
+    """`unshare` into a new network namespace with only loopback, if this user may."""
     unshare, ip = shutil.which("unshare"), shutil.which("ip")
     if unshare is None or ip is None:
         return []
     probe = [unshare, "--net", "--", ip, "link", "set", "lo", "up"]
-    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:  # noqa: S603
+    if subprocess.run(probe, capture_output=True, check=False).returncode != 0:
         return []
     return [unshare, "--net", "--", "sh", "-c", f'{ip} link set lo up && exec "$0" "$@"']
 
 
-def run_peer(days: float = 365.0) -> dict[str, Any]:
-    """Backtest `days` of 1m candles of one symbol with freqtrade; JSON-safe figures."""
+def run_peer(days: float = 365.0, *, keep_log: Path | None = None) -> dict[str, Any]:
+    """Backtest `days` of 1m candles of one symbol with freqtrade; JSON-safe figures.
+
+    `backtest_seconds` is the wall time of freqtrade's `Backtesting.start` (read the
+    feather files, indicators and signals, the candle loop, the statistics);
+    `process_seconds` that of the whole freqtrade process (imports, config, markets
+    from the simulator, report). Building the venv and writing the data are not timed.
+    """
     venv = ensure_venv()
+    prefix = _namespace_prefix()
     with tempfile.TemporaryDirectory(prefix="freqtrade-peer-") as tmp:
         work = Path(tmp)
         params = _prepare(work, days)
-        prefix = _namespace_prefix()
         cmd = [*prefix, sys.executable, str(Path(__file__).resolve()), _OFFLINE, str(work)]
-        subprocess.run(cmd, check=True, env={**os.environ, "PYTHONPATH": str(ROOT)})  # noqa: S603
+        subprocess.run(cmd, check=True)
+        if keep_log is not None:
+            shutil.copy(work / "freqtrade.log", keep_log)
         timing = json.loads((work / "timing.json").read_text())
         if timing["returncode"] != 0 or not (work / "result.json").exists():
             log = (work / "freqtrade.log").read_text()[-4000:]
             raise RuntimeError(f"freqtrade backtesting failed:\n{log}")
         result = json.loads((work / "result.json").read_text())
-    backtest_s = result["timings"]["start"]
+    seconds = result["timings"]["start"]
     return {
         **venv,
         "network": "own namespace, loopback only" if prefix else "loopback-only socket guard",
+        "markets_from_simulator": result["markets"],
         "pair": PAIR,
         "timeframe": "5m",
         "timeframe_detail": "1m",
         "bars_1m": params["bars_1m"],
         "take_profit_pct": round(100 * params["tp"], 4),
         "stop_loss_pct": round(100 * params["sl"], 4),
-        "backtest_seconds": round(backtest_s, 3),
+        "backtest_seconds": round(seconds, 3),
         "backtest_breakdown_seconds": {k: round(v, 3) for k, v in result["timings"].items()},
         "process_seconds": round(timing["process_seconds"], 3),
-        "bars_per_second": round(params["bars_1m"] / backtest_s),
+        "bars_per_second": round(params["bars_1m"] / seconds),
         "trades": result["trades"],
         "wins": result["wins"],
         "profit_total_pct": result["profit_total_pct"],
@@ -375,14 +221,164 @@ def run_peer(days: float = 365.0) -> dict[str, Any]:
     }
 
 
+# --- in the freqtrade venv --------------------------------------------------------------
+
+
+def _guard_sockets() -> None:
+    """Refuse connections and name lookups for anything but loopback (before ccxt loads)."""
+    import ipaddress
+    import socket
+
+    def loopback(host: object) -> bool:
+        try:
+            return ipaddress.ip_address(str(host).split("%")[0]).is_loopback
+        except ValueError:
+            return host == "localhost"
+
+    def checked(address: Any) -> Any:
+        if isinstance(address, tuple) and not loopback(address[0]):
+            raise OSError(f"freqtrade peer: refused to connect to {address!r} (loopback only)")
+        return address
+
+    connect, connect_ex, getaddrinfo = (
+        socket.socket.connect,
+        socket.socket.connect_ex,
+        socket.getaddrinfo,
+    )
+
+    def resolve(host: Any, *args: Any, **kwargs: Any) -> Any:
+        if host is not None and not loopback(host):
+            raise OSError(f"freqtrade peer: refused to resolve {host!r} (loopback only)")
+        return getaddrinfo(host, *args, **kwargs)
+
+    socket.socket.connect = lambda self, a: connect(self, checked(a))  # type: ignore[method-assign]
+    socket.socket.connect_ex = lambda self, a: connect_ex(self, checked(a))  # type: ignore[method-assign]
+    socket.getaddrinfo = resolve
+
+
+def _point_at(urls: Any, sim_url: str) -> Any:
+    """Every URL in a ccxt `urls['api']` tree moved to the simulator, path kept."""
+    if isinstance(urls, dict):
+        return {key: _point_at(value, sim_url) for key, value in urls.items()}
+    if isinstance(urls, str) and "://" in urls:
+        scheme, rest = urls.split("://", 1)
+        path = rest[rest.find("/") :] if "/" in rest else ""
+        return (sim_url if scheme.startswith("http") else "ws" + sim_url[4:]) + path
+    return urls
+
+
+def _freqtrade_config(params: dict[str, Any], sim_url: str) -> dict[str, Any]:
+    import ccxt
+
+    ccxt_config = {
+        "urls": {"api": _point_at(ccxt.binance().urls["api"], sim_url)},
+        "options": {"fetchMarkets": {"types": ["spot"]}, "fetchCurrencies": False},
+    }
+    return {
+        "max_open_trades": 1,
+        "stake_currency": "USDT",
+        "stake_amount": 1000,
+        "dry_run": True,
+        "dry_run_wallet": 10000,
+        "timeframe": "5m",
+        "trading_mode": "spot",
+        "margin_mode": "",
+        "minimal_roi": {"0": params["tp"], str(params["expiry_minutes"]): -1},
+        "stoploss": -params["sl"],
+        "entry_pricing": {"price_side": "same", "use_order_book": False},
+        "exit_pricing": {"price_side": "same", "use_order_book": False},
+        "exchange": {
+            "name": "binance",
+            "key": "",
+            "secret": "",
+            "pair_whitelist": [params["pair"]],
+            "pair_blacklist": [],
+            "ccxt_config": ccxt_config,
+            "ccxt_async_config": ccxt_config,
+        },
+        "pairlists": [{"method": "StaticPairList"}],
+        "dataformat_ohlcv": "feather",
+        "backtest_cache": "none",
+        "bot_name": "peer",
+        "db_url": "sqlite://",
+        "internals": {},
+    }
+
+
+def _drive(work: Path, sim_url: str) -> None:
+    """Store the candles, write the config, run `freqtrade backtesting`; writes result.json."""
+    _guard_sockets()
+    import numpy as np
+    import pandas as pd
+    from freqtrade.data.history import get_datahandler
+    from freqtrade.enums import CandleType
+    from freqtrade.main import main as freqtrade_main
+    from freqtrade.optimize.backtesting import Backtesting
+
+    params = json.loads((work / "params.json").read_text())
+    datadir = work / "user_data" / "data" / "binance"
+    datadir.mkdir(parents=True)
+    handler = get_datahandler(datadir, "feather")
+    for tf in ("1m", "5m"):
+        raw = np.load(work / f"bars_{tf}.npz")
+        frame = pd.DataFrame({c: raw[c] for c in ("open", "high", "low", "close", "volume")})
+        frame.insert(0, "date", pd.to_datetime(raw["ts_ms"], unit="ms", utc=True))
+        handler.ohlcv_store(params["pair"], tf, frame, CandleType.SPOT)
+    config = work / "config.json"
+    config.write_text(json.dumps(_freqtrade_config(params, sim_url)))
+
+    timings: dict[str, float] = {}
+    instances: list[Any] = []
+
+    def timed(name: str, method: Any) -> Any:
+        def wrapper(self: Any, *args: Any, **kwargs: Any) -> Any:
+            started = time.perf_counter()
+            try:
+                return method(self, *args, **kwargs)
+            finally:
+                timings[name] = timings.get(name, 0.0) + time.perf_counter() - started
+                instances.append(self)
+
+        return wrapper
+
+    Backtesting.start = timed("start", Backtesting.start)
+    Backtesting.load_bt_data = timed("load_data", Backtesting.load_bt_data)
+    Backtesting.backtest = timed("candle_loop", Backtesting.backtest)
+    # freqtrade's own command line, as a user would run it.
+    args = ["backtesting", "--config", str(config), "--userdir", str(work / "user_data")]
+    args += ["--datadir", str(datadir), "--strategy", STRATEGY, "--strategy-path", str(work)]
+    args += ["--timeframe", "5m", "--timeframe-detail", "1m", "--fee", str(params["fee"])]
+    args += ["--export", "none", "--cache", "none"]
+    try:
+        freqtrade_main(args)
+    except SystemExit as done:
+        if done.code not in (0, None):
+            raise
+    backtesting = instances[-1]
+    stats = backtesting.results["strategy"][STRATEGY]
+    result = {
+        "timings": timings,
+        "markets": sorted(backtesting.exchange.markets),  # as ccxt parsed the simulator's
+        "trades": stats["total_trades"],
+        "wins": stats["wins"],
+        "profit_total_pct": round(100 * stats["profit_total"], 4),
+        "exit_reasons": {row["key"]: row["trades"] for row in stats["exit_reason_summary"]},
+    }
+    (work / "result.json").write_text(json.dumps(result))
+
+
 def main() -> None:
-    if len(sys.argv) == 3 and sys.argv[1] == _OFFLINE:
+    if len(sys.argv) >= 3 and sys.argv[1] == _OFFLINE:
         _run_offline(Path(sys.argv[2]))
+        return
+    if len(sys.argv) >= 4 and sys.argv[1] == _DRIVE:
+        _drive(Path(sys.argv[2]), sys.argv[3])
         return
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--days", type=float, default=365.0)
+    parser.add_argument("--keep-log", type=Path, help="copy freqtrade's output here")
     args = parser.parse_args()
-    print(json.dumps(run_peer(args.days), indent=2))  # noqa: T201
+    print(json.dumps(run_peer(args.days, keep_log=args.keep_log), indent=2))
 
 
 if __name__ == "__main__":

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pydantic import Field, field_validator
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 TIMEFRAME_MINUTES: dict[str, int] = {
@@ -195,6 +195,33 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Simulated seconds per real second in the simulator."
     )
     sim_seed: int = Field(default=7, description="Seed of the synthetic market.")
+    webhook_urls: list[str] = Field(
+        default=[],
+        description='Alert webhook URLs (http/https) that receive strong live signals as JSON,'
+        ' e.g. \'["https://hooks.example/se"]\'; empty means no webhooks.',
+    )
+    webhook_min_score: float = Field(
+        default=0.8, ge=0.0, le=1.0, description="Only signals with score >= this are posted."
+    )
+    webhook_secret: SecretStr | None = Field(
+        default=None,
+        description="HMAC-SHA256 key of the X-SignalEngine-Signature header; unset means"
+        " unsigned webhooks.",
+    )
+    webhook_timeout_seconds: float = Field(
+        default=5.0, gt=0, description="Timeout of one webhook POST (connect and read), seconds."
+    )
+    webhook_max_attempts: int = Field(
+        default=5,
+        ge=1,
+        description="Tries per webhook delivery (connection errors, 5xx and 429 are retried"
+        " with exponential backoff).",
+    )
+    webhook_queue_size: int = Field(
+        default=1000,
+        ge=1,
+        description="Deliveries waiting per webhook URL; when full the oldest is dropped.",
+    )
 
     @field_validator("timeframes")
     @classmethod

@@ -27,7 +27,6 @@ from __future__ import annotations
 
 from collections.abc import Mapping, MutableMapping
 from dataclasses import dataclass
-from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -36,15 +35,17 @@ from numpy.typing import NDArray
 from core.config import Settings
 from tasks.engine_types import (
     SIGNAL_COLUMNS,
+    Candidates,
     CooldownState,
     EngineConfig,
     Signal,
     SignalFilter,
+    candidate_records,
     engine_config,
     signal_id,
     signals_to_frame,
 )
-from tasks.events import EVENT_LOOKBACK_BARS, EVENT_TYPES, EventSeries, detect_events
+from tasks.events import EVENT_LOOKBACK_BARS, EventSeries, detect_events
 from tasks.features import (
     FEATURE_COLUMNS,
     WINDOW_LOOKBACK_BARS,
@@ -53,11 +54,10 @@ from tasks.features import (
     feature_tails,
     vote_feature_arrays,
 )
-from tasks.mtf import mtf_agreement, mtf_details, vote, votes_at
+from tasks.mtf import mtf_agreement, vote, votes_at
 from tasks.resample import OHLCV_COLUMNS, ClosedSeries, index_ns, timeframe_ns
 from tasks.scoring import cooldown_mask, score_events
 
-_SIDE = {1: "long", -1: "short"}
 # Primary rows the live stream scores: the closing bar and the ones its events read.
 LIVE_TAIL_BARS = EVENT_LOOKBACK_BARS + 1
 # Shorter live series (fresh listings) take the plain full-series path instead.
@@ -102,9 +102,9 @@ def _prepare(
 
 @dataclass(frozen=True)
 class _Scored:
-    """Features, events, direction and score of the primary series' rows `offset`..
+    """Features, events, direction and score of the primary series from row `offset` on.
 
-    (all of them in a backtest, the last few in the live stream).
+    A backtest scores every row (offset 0), the live stream the last LIVE_TAIL_BARS.
     """
 
     offset: int
@@ -171,23 +171,6 @@ def _latest_scored(primaries: list[ClosedSeries], cfg: EngineConfig) -> list[_Sc
     return out
 
 
-@dataclass(frozen=True)
-class _Candidates:
-    """Emitted rows (of `_Scored` arrays) and what the signal records need."""
-
-    rows: NDArray[np.int64]
-    ts_ns: NDArray[np.int64]
-    entry: FloatArray
-    side: NDArray[np.int8]
-    score: FloatArray
-    votes: NDArray[np.int8]
-    aligned: NDArray[np.bool_]
-    mtf_score: FloatArray
-    probability: FloatArray | None
-    events: dict[str, EventSeries]
-    features: dict[str, FloatArray]
-
-
 def _votes(
     series: dict[str, ClosedSeries],
     primary_feats: dict[str, FloatArray],
@@ -219,7 +202,7 @@ def _candidates(
     rows: NDArray[np.int64],
     last_emitted: MutableMapping[int, int],
     signal_filter: SignalFilter | None,
-) -> _Candidates:
+) -> Candidates:
     """MTF, AI filter and cooldown over the primary `rows` that fired (see module docstring)."""
     p = series[cfg.primary_timeframe]
     tf_ns = timeframe_ns(cfg.primary_timeframe)
@@ -245,7 +228,7 @@ def _candidates(
         last_emitted=last_emitted,
     )
     sel = kept[survive]
-    return _Candidates(
+    return Candidates(
         rows=rows[sel],
         ts_ns=ts_ns[sel],
         entry=p.cols["close"][scored.offset + rows[sel]],
@@ -258,74 +241,6 @@ def _candidates(
         events=scored.events,
         features=feats,
     )
-
-
-def _json_float(value: float) -> float | None:
-    return float(value) if np.isfinite(value) else None
-
-
-def _records(
-    cand: _Candidates,
-    cfg: EngineConfig,
-    *,
-    symbol: str,
-    exchange: str,
-    run_id: str,
-    model_version: str | None,
-) -> list[dict[str, Any]]:
-    """Signal records (SIGNAL_COLUMNS) of the emitted candidates."""
-    tf = cfg.primary_timeframe
-    tf_ns = timeframe_ns(tf)
-    records: list[dict[str, Any]] = []
-    for k, row in enumerate(cand.rows.tolist()):
-        side = int(cand.side[k])
-        direction = _SIDE[side]
-        ts = pd.Timestamp(int(cand.ts_ns[k]), unit="ns", tz="UTC")
-        entry = float(cand.entry[k])
-        atr = float(cand.features["atr_14"][row])
-        events = [
-            {
-                "type": name,
-                "direction": _SIDE[int(cand.events[name].direction[row])],
-                "strength": float(cand.events[name].strength[row]),
-            }
-            for name in EVENT_TYPES
-            if cand.events[name].direction[row] != 0
-        ]
-        prob = None if cand.probability is None else _json_float(cand.probability[k])
-        records.append(
-            {
-                "id": signal_id(
-                    run_id=run_id,
-                    exchange=exchange,
-                    symbol=symbol,
-                    timeframe=tf,
-                    direction=direction,
-                    ts=ts,
-                ),
-                "run_id": run_id,
-                "exchange": exchange,
-                "symbol": symbol,
-                "timeframe": tf,
-                "direction": direction,
-                "ts": ts,
-                "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
-                "entry_price": entry,
-                "take_profit": entry + side * cfg.tp_atr_multiple * atr,
-                "stop_loss": entry - side * cfg.sl_atr_multiple * atr,
-                "expires_at": ts + pd.Timedelta((1 + cfg.expiry_bars) * tf_ns, unit="ns"),
-                "score": float(cand.score[k]),
-                "events": events,
-                "mtf_aligned": bool(cand.aligned[k]),
-                "mtf_score": float(cand.mtf_score[k]),
-                "mtf_details": mtf_details(cand.votes[k].tolist(), cfg.timeframes),
-                "ai_probability": prob,
-                "model_version": model_version if prob is not None else None,
-                "features": {c: _json_float(cand.features[c][row]) for c in FEATURE_COLUMNS},
-                "status": "open",
-            }
-        )
-    return records
 
 
 def _ns_of(value: pd.Timestamp) -> int:
@@ -369,7 +284,7 @@ def evaluate_symbol_history(
         last_emitted={},
         signal_filter=signal_filter,
     )
-    records = _records(
+    records = candidate_records(
         cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
     )
     return signals_to_frame(records)
@@ -415,7 +330,7 @@ def evaluate_latest_batch(
             last_emitted=state.for_series(symbol, primary_tf),
             signal_filter=signal_filter,
         )
-        records = _records(
+        records = candidate_records(
             cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
         )
         signals.extend(Signal(**r) for r in records)

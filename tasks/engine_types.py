@@ -1,4 +1,5 @@
-"""Value types of the signal engine: its config, the Signal record, cooldown state, ids."""
+"""Value types of the signal engine: its config, the Signal record (and how candidates
+become records), cooldown state, ids."""
 
 from __future__ import annotations
 
@@ -12,6 +13,10 @@ import pandas as pd
 from numpy.typing import NDArray
 
 from core.config import TIMEFRAME_MINUTES, Settings
+from tasks.events import EVENT_TYPES, EventSeries
+from tasks.features import FEATURE_COLUMNS, FloatArray
+from tasks.mtf import mtf_details
+from tasks.resample import timeframe_ns
 
 # Row-wise model: candidate features (FEATURE_COLUMNS + direction (+1/-1), score, mtf_score)
 # -> probability per row. It must score each row on its own so that live and backtest agree.
@@ -43,14 +48,17 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
 )
 DEFAULT_LIVE_WINDOW_BARS = 1000
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "signalengine/signals")
+_SIDE = {1: "long", -1: "short"}
 
 __all__ = [
     "DEFAULT_LIVE_WINDOW_BARS",
     "SIGNAL_COLUMNS",
+    "Candidates",
     "CooldownState",
     "EngineConfig",
     "Signal",
     "SignalFilter",
+    "candidate_records",
     "engine_config",
     "signal_id",
     "signals_to_frame",
@@ -171,6 +179,95 @@ class CooldownState:
             series = state.for_series(str(symbol), str(timeframe))
             series[side] = max(ts_ns, series.get(side, ts_ns))
         return state
+
+
+@dataclass(frozen=True)
+class Candidates:
+    """The engine's emitted candidates of one symbol: what their signal records need.
+
+    `rows` index the per-row arrays `events` / `features` (the engine's scored rows); the
+    other arrays have one entry per candidate.
+    """
+
+    rows: NDArray[np.int64]
+    ts_ns: NDArray[np.int64]
+    entry: FloatArray
+    side: NDArray[np.int8]
+    score: FloatArray
+    votes: NDArray[np.int8]
+    aligned: NDArray[np.bool_]
+    mtf_score: FloatArray
+    probability: FloatArray | None
+    events: dict[str, EventSeries]
+    features: dict[str, FloatArray]
+
+
+def _json_float(value: float) -> float | None:
+    return float(value) if np.isfinite(value) else None
+
+
+def candidate_records(
+    cand: Candidates,
+    cfg: EngineConfig,
+    *,
+    symbol: str,
+    exchange: str,
+    run_id: str,
+    model_version: str | None,
+) -> list[dict[str, Any]]:
+    """Signal records (SIGNAL_COLUMNS, as dicts) of the emitted candidates."""
+    tf = cfg.primary_timeframe
+    tf_ns = timeframe_ns(tf)
+    records: list[dict[str, Any]] = []
+    for k, row in enumerate(cand.rows.tolist()):
+        side = int(cand.side[k])
+        direction = _SIDE[side]
+        ts = pd.Timestamp(int(cand.ts_ns[k]), unit="ns", tz="UTC")
+        entry = float(cand.entry[k])
+        atr = float(cand.features["atr_14"][row])
+        events = [
+            {
+                "type": name,
+                "direction": _SIDE[int(cand.events[name].direction[row])],
+                "strength": float(cand.events[name].strength[row]),
+            }
+            for name in EVENT_TYPES
+            if cand.events[name].direction[row] != 0
+        ]
+        prob = None if cand.probability is None else _json_float(cand.probability[k])
+        records.append(
+            {
+                "id": signal_id(
+                    run_id=run_id,
+                    exchange=exchange,
+                    symbol=symbol,
+                    timeframe=tf,
+                    direction=direction,
+                    ts=ts,
+                ),
+                "run_id": run_id,
+                "exchange": exchange,
+                "symbol": symbol,
+                "timeframe": tf,
+                "direction": direction,
+                "ts": ts,
+                "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
+                "entry_price": entry,
+                "take_profit": entry + side * cfg.tp_atr_multiple * atr,
+                "stop_loss": entry - side * cfg.sl_atr_multiple * atr,
+                "expires_at": ts + pd.Timedelta((1 + cfg.expiry_bars) * tf_ns, unit="ns"),
+                "score": float(cand.score[k]),
+                "events": events,
+                "mtf_aligned": bool(cand.aligned[k]),
+                "mtf_score": float(cand.mtf_score[k]),
+                "mtf_details": mtf_details(cand.votes[k].tolist(), cfg.timeframes),
+                "ai_probability": prob,
+                "model_version": model_version if prob is not None else None,
+                "features": {c: _json_float(cand.features[c][row]) for c in FEATURE_COLUMNS},
+                "status": "open",
+            }
+        )
+    return records
 
 
 def signal_id(

@@ -29,6 +29,11 @@ window's own values (two-pass, fixed summation order) rather than with running s
 they are bit-identical whether the series starts 20 bars or a year earlier; that is what
 lets the live window and the full-history backtest agree exactly. They match
 `talib.BBANDS(20, 2, 2)` / `talib.STDDEV` to ~1e-12.
+
+`feature_tails` gives the last rows of many series at once (the live batch): the
+recursive columns over each whole series, the window-local ones (which read
+WINDOW_LOOKBACK_BARS bars back) over all the series' tails stacked in one 2-D array;
+the values are bit-identical to `feature_arrays`'.
 """
 
 from __future__ import annotations
@@ -76,13 +81,6 @@ VOLUME_PERIOD = 20
 RV_PERIOD = 20
 # Bars before a row that its window-local columns read (ret_20, rv_20 and volume_z: 20).
 WINDOW_LOOKBACK_BARS = 20
-_RECURSIVE_COLUMNS: tuple[str, ...] = (
-    *VOTE_COLUMNS,
-    "atr_14",
-    "macd",
-    "macd_signal",
-    "macd_hist",
-)
 
 __all__ = [
     "FEATURE_COLUMNS",
@@ -244,12 +242,14 @@ def feature_tails(
     span = tail + WINDOW_LOOKBACK_BARS
     if tail < 1 or any(cols[2].size < span for cols in series):
         raise ValueError(f"every series needs at least tail + {WINDOW_LOOKBACK_BARS} bars")
-    stacked = {name: np.empty((len(series), tail)) for name in _RECURSIVE_COLUMNS}
+    empty = np.empty(0)
+    stacked = {name: np.empty((len(series), tail)) for name in _recursive_arrays(*[empty] * 3)}
     closes, volumes = np.empty((len(series), span)), np.empty((len(series), span))
     for k, cols in enumerate(series):
         high, low, close, volume = _contiguous(*cols)
-        for name, values in _recursive_arrays(high, low, close).items():
-            stacked[name][k] = values[-tail:]
+        recursive = _recursive_arrays(high, low, close)
+        for name, rows in stacked.items():
+            rows[k] = recursive[name][-tail:]
         closes[k], volumes[k] = close[-span:], volume[-span:]
     window = {name: v[:, -tail:] for name, v in _window_arrays(closes, volumes).items()}
     return _combined(stacked, window, np.ascontiguousarray(closes[:, -tail:]))

@@ -19,7 +19,7 @@ from core.config import TIMEFRAME_MINUTES, Settings
 from tasks import metrics
 from tasks.ai_filter import ChampionFilter
 from tasks.controls import LIVE_RUN, SHADOW_RUN, SymbolControl, load_controls
-from tasks.engine import evaluate_latest
+from tasks.engine import evaluate_latest_batch
 from tasks.engine_types import CooldownState, EngineConfig
 from tasks.signal_store import insert_signals, load_cooldown_state
 from tasks.storage import load_bars
@@ -105,13 +105,15 @@ class LiveEngine:
             signal_filter, model_version = (
                 self.ai_filter.current() if self.ai_filter else (None, None))
             controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
-            signals = []
+            # symbols sharing a config and run are evaluated together (usually all of them)
+            groups: dict[tuple[EngineConfig, str], dict[str, dict[str, pd.DataFrame]]] = {}
             for symbol in self.symbols:
-                config, run_id = self._controlled(controls.get(symbol))
-                signals.extend(evaluate_latest(
-                    bars[symbol], at=at, state=self.cooldown, symbol=symbol,
-                    exchange=self.exchange, config=config, run_id=run_id,
-                    signal_filter=signal_filter, model_version=model_version))
+                groups.setdefault(self._controlled(controls.get(symbol)), {})[symbol] = bars[symbol]
+            signals = []
+            for (config, run_id), group in groups.items():
+                signals.extend(evaluate_latest_batch(
+                    group, at=at, state=self.cooldown, exchange=self.exchange, config=config,
+                    run_id=run_id, signal_filter=signal_filter, model_version=model_version))
             elapsed = time.perf_counter() - started
             metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(len(self.symbols))
             metrics.FEATURE_DURATION.labels(self.config.primary_timeframe).observe(elapsed)
