@@ -150,6 +150,7 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
                 metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
     finally:
         await client.close()
+        engine.close()
         db.close()
     return {"symbols": len(chosen), "minutes": minutes_done, "bars_stored": stored,
             "signals": emitted}

@@ -23,6 +23,7 @@ from tasks.engine import evaluate_latest_batch
 from tasks.engine_types import CooldownState, EngineConfig
 from tasks.signal_store import insert_signals, load_cooldown_state
 from tasks.storage import load_bars
+from tasks.webhooks import WebhookDispatcher
 
 MS = 1_000_000  # ns per ms
 
@@ -40,6 +41,7 @@ class LiveEngine:
     watermark_ms: int
     cooldown: CooldownState
     ai_filter: ChampionFilter | None = None
+    webhooks: WebhookDispatcher | None = None
 
     @classmethod
     def start(cls, conn: psycopg.Connection, *, settings: Settings, symbols: list[str],  # type: ignore[type-arg]
@@ -51,7 +53,8 @@ class LiveEngine:
                    exchange=settings.exchange, symbols=symbols, run_id=run_id,
                    watermark_name=name, watermark_ms=mark,
                    cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
-                   ai_filter=ChampionFilter.from_settings(settings))
+                   ai_filter=ChampionFilter.from_settings(settings),
+                   webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None)
 
     def ensure_watermark(self, conn: psycopg.Connection, now_ms: int) -> None:  # type: ignore[type-arg]
         """On a first start, begin at the current primary close: history is not replayed."""
@@ -93,6 +96,11 @@ class LiveEngine:
             config = dataclasses.replace(config, signal_score_threshold=control.score_threshold)
         return config, self.run_id if control.enabled else SHADOW_RUN
 
+    def close(self) -> None:
+        """Stop background helpers (webhook delivery threads)."""
+        if self.webhooks is not None:
+            self.webhooks.close()
+
     def process_closes(self, conn: psycopg.Connection, closes_ms: list[int]) -> int:  # type: ignore[type-arg]
         """Evaluate every primary close after the watermark; returns signals written."""
         written = 0
@@ -123,6 +131,8 @@ class LiveEngine:
                 metrics.SIGNALS_EMITTED.labels(signal.symbol, signal.direction, signal.timeframe,
                                                str(signal.mtf_aligned).lower()).inc()
             written += insert_signals(conn, signals)
+            if self.webhooks is not None:
+                self.webhooks.dispatch(signals)  # queued; never blocks the stream
             self._save(conn, close_ms)
             metrics.EVENT_PROCESSING.observe(time.perf_counter() - started)
         return written
