@@ -229,6 +229,22 @@ def retrain(
                           symbols=_symbols(symbols) if symbols else None))
 
 
+@app.command("schedule")
+def schedule() -> None:
+    """Serve the scheduled flows (settle, rollups, retrain) with Prefect's scheduler."""
+    from flows.schedules import serve_schedules
+
+    serve_schedules()
+
+
+@app.command("automations")
+def automations() -> None:
+    """Create or update the Prefect automations (zombie runs, stream reruns)."""
+    from core.automations import apply_automations
+
+    _summary({"applied": str(apply_automations())})
+
+
 @app.command("up")
 def up() -> None:
     """Start everything on this machine: database, Prefect, MLflow, simulator, stream, API."""

@@ -102,6 +102,7 @@ def _children(settings: Settings, env: dict[str, str]) -> list[Child]:
         Child("api", [*exe, "api"], logs / "api.log",
               f"http://127.0.0.1:{settings.api_port}/health"),
         Child("stream", [*exe, "stream"], logs / "stream.log"),
+        Child("scheduler", [*exe, "schedule"], logs / "scheduler.log"),
     ]
     for child in children:
         child.env = env

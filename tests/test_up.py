@@ -88,13 +88,18 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
         flows = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/flows/filter", json={}).json()
         names = {f["id"]: f["name"] for f in flows}
         assert "stream" in {names.get(r["flow_id"]) for r in runs}
+        deployments = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter",
+                                 json={}).json()
+        served = {d["name"]: d for d in deployments}
+        assert {"settle", "rollups", "retrain"} <= set(served)
+        assert served["settle"]["schedules"][0]["schedule"]["interval"] == 60
         metrics = httpx.get(f"{api}/metrics")
         assert metrics.headers["content-type"].startswith("text/plain")
         assert "# TYPE http_requests_total counter" in metrics.text
         stream_metrics = httpx.get(f"http://127.0.0.1:{ports['STREAM_METRICS']}/metrics").text
         assert "collector_messages_total" in stream_metrics
         descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert len(descendants) >= 5
+        assert len(descendants) >= 6
     finally:
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=60)[0].decode()

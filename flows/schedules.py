@@ -1,0 +1,29 @@
+"""The scheduled flows served from one process (what `signalengine up` runs).
+
+Prefect's own scheduler creates the runs; `prefect.serve` executes them here. In the
+production shape the same schedules come from `prefect.yaml` and run on workers.
+"""
+
+from __future__ import annotations
+
+from prefect import serve
+
+from flows.retrain import retrain
+from flows.rollups import rollups
+from flows.settle import settle
+
+SETTLE_EVERY_SECONDS = 60
+ROLLUPS_EVERY_SECONDS = 300
+RETRAIN_CRON = "17 3 * * *"
+
+
+def serve_schedules() -> None:
+    """Serve settle (every minute), rollups (every 5 minutes) and retrain (daily); blocks."""
+    serve(
+        settle.to_deployment(name="settle", interval=SETTLE_EVERY_SECONDS,
+                             tags=["signalengine"]),
+        rollups.to_deployment(name="rollups", interval=ROLLUPS_EVERY_SECONDS,
+                              tags=["signalengine"]),
+        retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, tags=["signalengine"]),
+        print_starting_message=False,
+    )
