@@ -128,8 +128,13 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         )
     protected = [Depends(require_token), Depends(reject_unknown_query)]
     app.include_router(health.router)
-    for router in (signals.router, klines.router, features.router, performance.router,
-                   controls.router):
+    for router in (
+        signals.router,
+        klines.router,
+        features.router,
+        performance.router,
+        controls.router,
+    ):
         app.include_router(router, dependencies=protected, responses=_ERRORS)
     app.include_router(metrics.router, dependencies=protected, responses=_ERRORS)
     app.include_router(dashboard.router)

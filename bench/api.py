@@ -46,17 +46,50 @@ def _fill(url: str, n: int) -> None:
         ret = float(rng.normal(0.1, 1.0))
         symbol = SYMBOLS[i % len(SYMBOLS)]
         direction = "long" if i % 2 else "short"
-        signals.append((sid, "live", "binance", symbol, "5m", direction, f"{ts}Z", f"{emitted}Z",
-                        100.0, 102.0, 99.0, f"{emitted + np.timedelta64(60, 'm')}Z",
-                        float(rng.uniform(0.5, 1)), outcome))
+        signals.append(
+            (
+                sid,
+                "live",
+                "binance",
+                symbol,
+                "5m",
+                direction,
+                f"{ts}Z",
+                f"{emitted}Z",
+                100.0,
+                102.0,
+                99.0,
+                f"{emitted + np.timedelta64(60, 'm')}Z",
+                float(rng.uniform(0.5, 1)),
+                outcome,
+            )
+        )
         exit_time = emitted + np.timedelta64(int(rng.integers(1, 60)), "m")
-        outcomes.append((sid, "live", "binance", symbol, direction, "5m", 100.0, 100.0 + ret,
-                         f"{emitted}Z", f"{exit_time}Z", outcome, ret, 600.0, 0.7))
+        outcomes.append(
+            (
+                sid,
+                "live",
+                "binance",
+                symbol,
+                direction,
+                "5m",
+                100.0,
+                100.0 + ret,
+                f"{emitted}Z",
+                f"{exit_time}Z",
+                outcome,
+                ret,
+                600.0,
+                0.7,
+            )
+        )
     with psycopg.connect(url) as conn, conn.cursor() as cur:
         cur.execute("SET session_replication_role = replica")
-        with cur.copy("COPY signals (id, run_id, exchange, symbol, timeframe, direction, ts,"
-                      " emitted_at, entry_price, take_profit, stop_loss, expires_at, score,"
-                      " status) FROM STDIN") as copy:
+        with cur.copy(
+            "COPY signals (id, run_id, exchange, symbol, timeframe, direction, ts,"
+            " emitted_at, entry_price, take_profit, stop_loss, expires_at, score,"
+            " status) FROM STDIN"
+        ) as copy:
             for row in signals:
                 copy.write_row(row)
         with cur.copy("COPY signal_performance FROM STDIN") as copy:
@@ -88,8 +121,11 @@ async def _load(base: str, path: str, *, requests: int, concurrency: int) -> dic
         await asyncio.gather(*[worker(client) for _ in range(concurrency)])
         elapsed = time.perf_counter() - started
     ms = np.array(latencies) * 1000
-    return {"rps": round(requests / elapsed, 1), "p50_ms": round(float(np.percentile(ms, 50)), 2),
-            "p99_ms": round(float(np.percentile(ms, 99)), 2)}
+    return {
+        "rps": round(requests / elapsed, 1),
+        "p50_ms": round(float(np.percentile(ms, 50)), 2),
+        "p99_ms": round(float(np.percentile(ms, 99)), 2),
+    }
 
 
 async def _fanout(ws_url: str, db_url: str, *, clients: int, signals: int) -> dict[str, float]:
@@ -118,20 +154,27 @@ async def _fanout(ws_url: str, db_url: str, *, clients: int, signals: int) -> di
                 "INSERT INTO signals (id, exchange, symbol, timeframe, direction, ts, emitted_at,"
                 " entry_price, take_profit, stop_loss, expires_at, score) VALUES (%s, 'binance',"
                 " 'BTC/USDT', '5m', 'long', to_timestamp(%s), to_timestamp(%s), 1, 2, 0.5,"
-                " to_timestamp(%s), 0.9)", (sid, now, now, now + 3600))
+                " to_timestamp(%s), 0.9)",
+                (sid, now, now, now + 3600),
+            )
             sent[sid] = time.perf_counter()
             await asyncio.sleep(0.25)
     await asyncio.sleep(3)
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    lat = np.array([(t - sent[sid]) * 1000 for sid, times in arrivals.items() if sid in sent
-                    for t in times])
+    lat = np.array(
+        [(t - sent[sid]) * 1000 for sid, times in arrivals.items() if sid in sent for t in times]
+    )
     delivered = sum(len(times) for sid, times in arrivals.items() if sid in sent)
-    return {"clients": clients, "signals": signals, "delivered": delivered,
-            "expected": clients * signals,
-            "p50_ms": round(float(np.percentile(lat, 50)), 2),
-            "p99_ms": round(float(np.percentile(lat, 99)), 2)}
+    return {
+        "clients": clients,
+        "signals": signals,
+        "delivered": delivered,
+        "expected": clients * signals,
+        "p50_ms": round(float(np.percentile(lat, 50)), 2),
+        "p99_ms": round(float(np.percentile(lat, 99)), 2),
+    }
 
 
 async def main(n: int, clients: int) -> dict[str, object]:
@@ -147,8 +190,12 @@ async def main(n: int, clients: int) -> dict[str, object]:
         _fill(url, n)
         fill_s = time.perf_counter() - t0
         env = {**os.environ, "SIGNALENGINE_DATABASE_URL": url, "DO_NOT_TRACK": "1"}
-        proc = subprocess.Popen([sys.executable, "-m", "core", "api", "--port", str(port)],
-                                env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "core", "api", "--port", str(port)],
+            env=env,
+            stdout=subprocess.DEVNULL,
+            stderr=subprocess.DEVNULL,
+        )
         base = f"http://127.0.0.1:{port}"
         for _ in range(100):
             try:
@@ -157,16 +204,23 @@ async def main(n: int, clients: int) -> dict[str, object]:
             except httpx.HTTPError:
                 time.sleep(0.2)
         return {
-            "signals_in_db": n, "fill_seconds": round(fill_s, 2),
-            "signals_limit_50": await _load(base, "/signals?limit=50", requests=2000,
-                                            concurrency=8),
-            "performance_stats": await _load(base, "/performance/stats", requests=2000,
-                                             concurrency=8),
+            "signals_in_db": n,
+            "fill_seconds": round(fill_s, 2),
+            "signals_limit_50": await _load(
+                base, "/signals?limit=50", requests=2000, concurrency=8
+            ),
+            "performance_stats": await _load(
+                base, "/performance/stats", requests=2000, concurrency=8
+            ),
             "performance_stats_filtered": await _load(
-                base, "/performance/stats?symbol=ETHUSDT&direction=long&lookback_days=30",
-                requests=2000, concurrency=8),
-            "ws_fanout": await _fanout(f"ws://127.0.0.1:{port}/ws/feed", url,
-                                       clients=clients, signals=20),
+                base,
+                "/performance/stats?symbol=ETHUSDT&direction=long&lookback_days=30",
+                requests=2000,
+                concurrency=8,
+            ),
+            "ws_fanout": await _fanout(
+                f"ws://127.0.0.1:{port}/ws/feed", url, clients=clients, signals=20
+            ),
         }
     finally:
         if proc is not None:

@@ -107,9 +107,13 @@ def sim(
     from simulator import Faults, serve
 
     settings = get_settings()
-    faults = Faults(ws_drop_every_s=ws_drop_every, duplicate_rate=duplicate_rate,
-                    out_of_order_rate=out_of_order_rate, malformed_rate=malformed_rate,
-                    rest_429_every=rest_429_every)
+    faults = Faults(
+        ws_drop_every_s=ws_drop_every,
+        duplicate_rate=duplicate_rate,
+        out_of_order_rate=out_of_order_rate,
+        malformed_rate=malformed_rate,
+        rest_429_every=rest_429_every,
+    )
     serve(
         host="127.0.0.1",
         port=port or settings.sim_port,
@@ -139,7 +143,9 @@ def stream(
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
     shard: Annotated[str, typer.Option(help="i/n: this process takes its share.")] = "",
     source: Annotated[str, typer.Option(help="live or replay")] = "live",
-    run_id: Annotated[str, typer.Option(help="Run id; replays default to replay-<start>.")] = "live",
+    run_id: Annotated[
+        str, typer.Option(help="Run id; replays default to replay-<start>.")
+    ] = "live",
     start: Annotated[str, typer.Option(help="Replay: ISO start (UTC).")] = "",
     end: Annotated[str, typer.Option(help="Replay: ISO end (UTC), exclusive.")] = "",
 ) -> None:
@@ -149,9 +155,16 @@ def stream(
     from flows.stream import stream as stream_flow
 
     try:
-        result = asyncio.run(stream_flow(symbols=_symbols(symbols) if symbols else None,
-                                         shard=shard or None, source=source, run_id=run_id,
-                                         start=start or None, end=end or None))
+        result = asyncio.run(
+            stream_flow(
+                symbols=_symbols(symbols) if symbols else None,
+                shard=shard or None,
+                source=source,
+                run_id=run_id,
+                start=start or None,
+                end=end or None,
+            )
+        )
     except ValueError as error:
         _fail(error)
     _summary(result)
@@ -170,9 +183,14 @@ def backfill(
     from flows.backfill import backfill as backfill_flow
 
     try:
-        summary = asyncio.run(backfill_flow(symbols=_symbols(symbols) if symbols else None,
-                                            since=since or None, until=until or None,
-                                            exchange=exchange or None))
+        summary = asyncio.run(
+            backfill_flow(
+                symbols=_symbols(symbols) if symbols else None,
+                since=since or None,
+                until=until or None,
+                exchange=exchange or None,
+            )
+        )
     except ValueError as error:
         _fail(error)
     _summary(summary)
@@ -191,18 +209,23 @@ def backtest(
     from flows.backtest import backtest as backtest_flow
 
     try:
-        summary = backtest_flow(symbols=_symbols(symbols) if symbols else None,
-                                start=start or None, end=end or None,
-                                exchange=exchange or None, run_id=run_id or None,
-                                out=out or None)
+        summary = backtest_flow(
+            symbols=_symbols(symbols) if symbols else None,
+            start=start or None,
+            end=end or None,
+            exchange=exchange or None,
+            run_id=run_id or None,
+            out=out or None,
+        )
     except ValueError as error:
         _fail(error)
     _summary(summary)
 
 
 @app.command("settle")
-def settle(run_ids: Annotated[str, typer.Option(help="Comma-separated runs.")] = "live,shadow",
-           ) -> None:
+def settle(
+    run_ids: Annotated[str, typer.Option(help="Comma-separated runs.")] = "live,shadow",
+) -> None:
     """Settle open signals whose outcome is known."""
     from flows.settle import settle as settle_flow
 
@@ -225,8 +248,9 @@ def retrain(
     """Train the LightGBM filter, log it to MLflow, promote it when it beats the champion."""
     from flows.retrain import retrain as retrain_flow
 
-    _summary(retrain_flow(lookback_days=lookback_days,
-                          symbols=_symbols(symbols) if symbols else None))
+    _summary(
+        retrain_flow(lookback_days=lookback_days, symbols=_symbols(symbols) if symbols else None)
+    )
 
 
 @app.command("schedule")

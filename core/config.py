@@ -61,7 +61,9 @@ class Settings(BaseSettings):
     timeframes: list[str] = Field(
         default=["1m", "5m", "15m", "1h"], description="Timeframes with features and MTF votes."
     )
-    primary_timeframe: str = Field(default="5m", description="Timeframe whose bars trigger signals.")
+    primary_timeframe: str = Field(
+        default="5m", description="Timeframe whose bars trigger signals."
+    )
     mtf_alignment_required: bool = Field(
         default=True, description="Drop candidates that fewer than mtf_min_aligned timeframes back."
     )
@@ -98,7 +100,8 @@ class Settings(BaseSettings):
         description="With an AI filter loaded, candidates it scores below this are dropped.",
     )
     backfill_requests_per_second: float = Field(
-        default=10.0, gt=0,
+        default=10.0,
+        gt=0,
         description="REST requests per second shared by all backfill tasks (Prefect rate limit).",
     )
     adaptive_window_days: int = Field(
@@ -197,8 +200,8 @@ class Settings(BaseSettings):
     sim_seed: int = Field(default=7, description="Seed of the synthetic market.")
     webhook_urls: list[str] = Field(
         default=[],
-        description='Alert webhook URLs (http/https) that receive strong live signals as JSON,'
-        ' e.g. \'["https://hooks.example/se"]\'; empty means no webhooks.',
+        description="Alert webhook URLs (http/https) that receive strong live signals as JSON,"
+        " e.g. '[\"https://hooks.example/se\"]'; empty means no webhooks.",
     )
     webhook_min_score: float = Field(
         default=0.8, ge=0.0, le=1.0, description="Only signals with score >= this are posted."

@@ -131,8 +131,19 @@ def ensure_embedded_postgres(state_dir: Path, *, port: int = DEFAULT_PORT) -> Em
         os.chown(datadir, entry.pw_uid, entry.pw_gid)
         _make_traversable(state_dir)
     if not (datadir / "PG_VERSION").exists():
-        _run([str(_bin("initdb")), "-D", str(datadir), "--auth=trust", "-U", "postgres",
-              "--encoding=UTF8", "--no-instructions"], timeout=120)
+        _run(
+            [
+                str(_bin("initdb")),
+                "-D",
+                str(datadir),
+                "--auth=trust",
+                "-U",
+                "postgres",
+                "--encoding=UTF8",
+                "--no-instructions",
+            ],
+            timeout=120,
+        )
     log = datadir / "server.log"
     options = f"-h 127.0.0.1 -p {port} -k {datadir}"
     _pg_ctl(datadir, ["-w", "-l", str(log), "-o", options, "start"])

@@ -1,11 +1,11 @@
 """The project's exception tree.
 
-    SignalEngineError
-    ├── ConfigurationError     bad settings or arguments: reported to the user, never retried
-    ├── TemporaryError         a lost connection or a rate limit: retried with backoff
-    │   ├── TemporaryExchangeError
-    │   └── TemporaryDatabaseError
-    └── ExchangeError          the exchange refused the request for good: stop and report
+SignalEngineError
+├── ConfigurationError     bad settings or arguments: reported to the user, never retried
+├── TemporaryError         a lost connection or a rate limit: retried with backoff
+│   ├── TemporaryExchangeError
+│   └── TemporaryDatabaseError
+└── ExchangeError          the exchange refused the request for good: stop and report
 """
 
 from __future__ import annotations

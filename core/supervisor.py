@@ -45,8 +45,12 @@ class Child:
         self.log.parent.mkdir(parents=True, exist_ok=True)
         with self.log.open("ab") as sink:
             self.process = subprocess.Popen(
-                self.argv, stdout=sink, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=self.env, start_new_session=True,
+                self.argv,
+                stdout=sink,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=self.env,
+                start_new_session=True,
             )
 
     def alive(self) -> bool:
@@ -89,18 +93,52 @@ def _children(settings: Settings, env: dict[str, str]) -> list[Child]:
     mlflow_dir = state / "mlflow"
     mlflow_dir.mkdir(parents=True, exist_ok=True)
     children = [
-        Child("prefect", [sys.executable, "-m", "prefect", "server", "start", "--host",
-                          "127.0.0.1", "--port", str(settings.prefect_port)],
-              logs / "prefect.log", f"http://127.0.0.1:{settings.prefect_port}/api/health"),
-        Child("mlflow", [sys.executable, "-m", "mlflow", "server", "--host", "127.0.0.1",
-                         "--port", str(settings.mlflow_port), "--workers", "1",
-                         "--backend-store-uri", f"sqlite:///{mlflow_dir / 'mlflow.db'}",
-                         "--artifacts-destination", str(mlflow_dir / "artifacts")],
-              logs / "mlflow.log", f"http://127.0.0.1:{settings.mlflow_port}/health"),
-        Child("simulator", [*exe, "sim"], logs / "simulator.log",
-              f"http://127.0.0.1:{settings.sim_port}/api/v3/ping"),
-        Child("api", [*exe, "api"], logs / "api.log",
-              f"http://127.0.0.1:{settings.api_port}/health"),
+        Child(
+            "prefect",
+            [
+                sys.executable,
+                "-m",
+                "prefect",
+                "server",
+                "start",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.prefect_port),
+            ],
+            logs / "prefect.log",
+            f"http://127.0.0.1:{settings.prefect_port}/api/health",
+        ),
+        Child(
+            "mlflow",
+            [
+                sys.executable,
+                "-m",
+                "mlflow",
+                "server",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(settings.mlflow_port),
+                "--workers",
+                "1",
+                "--backend-store-uri",
+                f"sqlite:///{mlflow_dir / 'mlflow.db'}",
+                "--artifacts-destination",
+                str(mlflow_dir / "artifacts"),
+            ],
+            logs / "mlflow.log",
+            f"http://127.0.0.1:{settings.mlflow_port}/health",
+        ),
+        Child(
+            "simulator",
+            [*exe, "sim"],
+            logs / "simulator.log",
+            f"http://127.0.0.1:{settings.sim_port}/api/v3/ping",
+        ),
+        Child(
+            "api", [*exe, "api"], logs / "api.log", f"http://127.0.0.1:{settings.api_port}/health"
+        ),
         Child("stream", [*exe, "stream"], logs / "stream.log"),
         Child("scheduler", [*exe, "schedule"], logs / "scheduler.log"),
     ]
@@ -113,31 +151,36 @@ def _stack_env(settings: Settings, database_url: str) -> dict[str, str]:
     state = settings.state_dir.resolve()
     env = dict(os.environ)
     env.update(TELEMETRY_OFF)
-    env.update({
-        "SIGNALENGINE_DATABASE_URL": database_url,
-        "SIGNALENGINE_STATE_DIR": str(state),
-        "SIGNALENGINE_EXCHANGE_URL": f"http://127.0.0.1:{settings.sim_port}",
-        "SIGNALENGINE_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
-        "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
-        "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
-        "PREFECT_HOME": str(state / "prefect"),
-        "PREFECT_UI_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
-        "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
-    })
+    env.update(
+        {
+            "SIGNALENGINE_DATABASE_URL": database_url,
+            "SIGNALENGINE_STATE_DIR": str(state),
+            "SIGNALENGINE_EXCHANGE_URL": f"http://127.0.0.1:{settings.sim_port}",
+            "SIGNALENGINE_MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
+            "MLFLOW_TRACKING_URI": f"http://127.0.0.1:{settings.mlflow_port}",
+            "PREFECT_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+            "PREFECT_HOME": str(state / "prefect"),
+            "PREFECT_UI_API_URL": f"http://127.0.0.1:{settings.prefect_port}/api",
+            "PREFECT_SERVER_LOGGING_LEVEL": "WARNING",
+        }
+    )
     return env
 
 
 def check_ports(settings: Settings) -> None:
     """Fail early, by name, when a port the stack needs is taken."""
     wanted = {
-        "Prefect": settings.prefect_port, "MLflow": settings.mlflow_port,
-        "simulator": settings.sim_port, "API": settings.api_port,
+        "Prefect": settings.prefect_port,
+        "MLflow": settings.mlflow_port,
+        "simulator": settings.sim_port,
+        "API": settings.api_port,
         "stream metrics": settings.stream_metrics_port,
     }
     busy = [f"{name} port {port}" for name, port in wanted.items() if not port_free(port)]
     if busy:
         raise ConfigurationError(
-            "already in use on 127.0.0.1: " + ", ".join(busy)
+            "already in use on 127.0.0.1: "
+            + ", ".join(busy)
             + " (stop the other program or set SIGNALENGINE_*_PORT)"
         )
 
@@ -165,10 +208,13 @@ def _supervise(children: list[Child], stopping: list[bool]) -> None:
             if child.alive() or stopping:
                 continue
             if child.next_start == 0.0:
-                delay = RESTART_BACKOFF_SECONDS[min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)]
+                delay = RESTART_BACKOFF_SECONDS[
+                    min(child.restarts, len(RESTART_BACKOFF_SECONDS) - 1)
+                ]
                 child.next_start = now + delay
-                print(f"{child.name} exited; restarting in {delay:.0f} s (log: {child.log})",
-                      file=sys.stderr)
+                sys.stderr.write(
+                    f"{child.name} exited; restarting in {delay:.0f} s (log: {child.log})\n"
+                )
             elif now >= child.next_start:
                 child.restarts += 1
                 child.next_start = 0.0
@@ -209,7 +255,8 @@ def run_stack(settings: Settings) -> int:
         for child in children:
             if not child.ready_url and not stopping:
                 child.start()
-        print(_banner(settings, database_url), file=sys.stderr, flush=True)
+        sys.stderr.write(_banner(settings, database_url) + "\n")
+        sys.stderr.flush()
         _supervise(children, stopping)
     finally:
         _stop_all(children)
@@ -219,14 +266,16 @@ def run_stack(settings: Settings) -> int:
 
 
 def _banner(settings: Settings, database_url: str) -> str:
-    return "\n".join([
-        "SignalEngine is up:",
-        f"  dashboard   http://127.0.0.1:{settings.api_port}/dashboard",
-        f"  API         http://127.0.0.1:{settings.api_port}/docs",
-        f"  metrics     http://127.0.0.1:{settings.api_port}/metrics",
-        f"  Prefect UI  http://127.0.0.1:{settings.prefect_port}",
-        f"  MLflow UI   http://127.0.0.1:{settings.mlflow_port}",
-        f"  simulator   http://127.0.0.1:{settings.sim_port}",
-        f"  database    {database_url}",
-        "Press Ctrl-C to stop everything.",
-    ])
+    return "\n".join(
+        [
+            "SignalEngine is up:",
+            f"  dashboard   http://127.0.0.1:{settings.api_port}/dashboard",
+            f"  API         http://127.0.0.1:{settings.api_port}/docs",
+            f"  metrics     http://127.0.0.1:{settings.api_port}/metrics",
+            f"  Prefect UI  http://127.0.0.1:{settings.prefect_port}",
+            f"  MLflow UI   http://127.0.0.1:{settings.mlflow_port}",
+            f"  simulator   http://127.0.0.1:{settings.sim_port}",
+            f"  database    {database_url}",
+            "Press Ctrl-C to stop everything.",
+        ]
+    )

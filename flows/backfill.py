@@ -25,16 +25,27 @@ async def ensure_rate_limit(name: str, per_second: float) -> str:
     slots = max(1, int(per_second))
     async with get_client() as client:
         try:
-            await client.create_global_concurrency_limit(GlobalConcurrencyLimitCreate(
-                name=name, limit=slots, slot_decay_per_second=per_second))
+            await client.create_global_concurrency_limit(
+                GlobalConcurrencyLimitCreate(
+                    name=name, limit=slots, slot_decay_per_second=per_second
+                )
+            )
         except ObjectAlreadyExists:
             pass
     return name
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
-async def backfill_one(symbol: str, *, exchange: str, base_url: str | None, since_ms: int,
-                       until_ms: int, timeframes: list[str], limit_name: str) -> dict[str, Any]:
+async def backfill_one(
+    symbol: str,
+    *,
+    exchange: str,
+    base_url: str | None,
+    since_ms: int,
+    until_ms: int,
+    timeframes: list[str],
+    limit_name: str,
+) -> dict[str, Any]:
     """One symbol, page by page; every page waits for a slot of the shared rate limit."""
     from tasks.exchange import create_exchange
 
@@ -52,36 +63,57 @@ async def backfill_one(symbol: str, *, exchange: str, base_url: str | None, sinc
     try:
         with connect(database_url()) as conn:
             conn.autocommit = True
-            result = await backfill_symbol(client, conn, exchange=exchange, symbol=symbol,
-                                           since_ms=since_ms, until_ms=until_ms,
-                                           timeframes=timeframes, acquire=acquire,
-                                           on_page=progress)
+            result = await backfill_symbol(
+                client,
+                conn,
+                exchange=exchange,
+                symbol=symbol,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                timeframes=timeframes,
+                acquire=acquire,
+                on_page=progress,
+            )
     finally:
         await client.close()
     return result.as_dict()
 
 
 @flow(name="backfill")
-async def backfill(symbols: list[str] | None = None, since: str | None = None,
-                   until: str | None = None, exchange: str | None = None) -> dict[str, Any]:
+async def backfill(
+    symbols: list[str] | None = None,
+    since: str | None = None,
+    until: str | None = None,
+    exchange: str | None = None,
+) -> dict[str, Any]:
     """Backfill 1m klines of `symbols` for [since, until) (default: backfill_days to now)."""
     settings = get_settings()
     exchange = exchange or settings.exchange
     chosen = symbols or settings.symbols
     end = pd.Timestamp(until, tz="UTC") if until else pd.Timestamp.now(tz="UTC").floor("min")
-    start = (pd.Timestamp(since, tz="UTC") if since
-             else end - pd.Timedelta(days=settings.backfill_days))
+    start = (
+        pd.Timestamp(since, tz="UTC") if since else end - pd.Timedelta(days=settings.backfill_days)
+    )
     if start >= end:
         raise ValueError(f"since {start} must be before until {end}")
-    limit_name = await ensure_rate_limit(f"exchange-{exchange}-rest",
-                                         settings.backfill_requests_per_second)
+    limit_name = await ensure_rate_limit(
+        f"exchange-{exchange}-rest", settings.backfill_requests_per_second
+    )
     since_ms, until_ms = int(start.value // 1_000_000), int(end.value // 1_000_000)
-    results = await asyncio.gather(*[
-        backfill_one(symbol, exchange=exchange, base_url=settings.exchange_url,
-                     since_ms=since_ms, until_ms=until_ms, timeframes=settings.timeframes,
-                     limit_name=limit_name)
-        for symbol in chosen
-    ])
+    results = await asyncio.gather(
+        *[
+            backfill_one(
+                symbol,
+                exchange=exchange,
+                base_url=settings.exchange_url,
+                since_ms=since_ms,
+                until_ms=until_ms,
+                timeframes=settings.timeframes,
+                limit_name=limit_name,
+            )
+            for symbol in chosen
+        ]
+    )
     summary = {
         "symbols": len(chosen),
         "inserted": sum(r["inserted"] for r in results),

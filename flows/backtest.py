@@ -18,16 +18,18 @@ from tasks.report import write_report
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def load(exchange: str, symbols: list[str], start: pd.Timestamp,
-         end: pd.Timestamp) -> dict[str, pd.DataFrame]:
+def load(
+    exchange: str, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp
+) -> dict[str, pd.DataFrame]:
     """Read the 1m bars of the period."""
     with connect() as conn:
         return load_history(conn, exchange=exchange, symbols=symbols, start=start, end=end)
 
 
 @task(cache_policy=NO_CACHE)
-def simulate(bars: dict[str, pd.DataFrame], exchange: str,
-             run_id: str) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+def simulate(
+    bars: dict[str, pd.DataFrame], exchange: str, run_id: str
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Run the engine and the settlement over the history."""
     return run_backtest(bars, config=get_settings(), run_id=run_id, exchange=exchange)
 
@@ -41,18 +43,29 @@ def store(run_id: str, signals: pd.DataFrame, performance: pd.DataFrame) -> int:
 
 
 @task(cache_policy=NO_CACHE)
-def report(out: str, summary: dict[str, Any], signals: pd.DataFrame,
-           performance: pd.DataFrame, bars: dict[str, pd.DataFrame]) -> str:
+def report(
+    out: str,
+    summary: dict[str, Any],
+    signals: pd.DataFrame,
+    performance: pd.DataFrame,
+    bars: dict[str, pd.DataFrame],
+) -> str:
     """Write the HTML report with its charts."""
-    path = write_report(Path(out), summary=summary, signals=signals,
-                        performance=performance, bars_1m=bars)
+    path = write_report(
+        Path(out), summary=summary, signals=signals, performance=performance, bars_1m=bars
+    )
     return str(path)
 
 
 @flow(name="backtest")
-def backtest(symbols: list[str] | None = None, start: str | None = None,
-             end: str | None = None, exchange: str | None = None,
-             run_id: str | None = None, out: str | None = None) -> dict[str, Any]:
+def backtest(
+    symbols: list[str] | None = None,
+    start: str | None = None,
+    end: str | None = None,
+    exchange: str | None = None,
+    run_id: str | None = None,
+    out: str | None = None,
+) -> dict[str, Any]:
     """Backtest `symbols` over [start, end) (default: the last 30 days) and summarize."""
     settings = get_settings()
     logger = get_run_logger()
@@ -69,6 +82,7 @@ def backtest(symbols: list[str] | None = None, start: str | None = None,
     summary["stored_signals"] = store(run_id, signals, performance)
     if out:
         summary["report"] = report(out, summary, signals, performance, bars)
-    logger.info("backtest %s: %d signals, win rate %s", run_id, summary["signals"],
-                summary["win_rate"])
+    logger.info(
+        "backtest %s: %d signals, win rate %s", run_id, summary["signals"], summary["win_rate"]
+    )
     return summary

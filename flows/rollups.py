@@ -26,12 +26,18 @@ def refresh() -> dict[str, Any]:
         current = load_controls(conn, exchange=settings.exchange)
         controls = decide_controls(rollups, current, settings=settings)
         save_controls(conn, controls, exchange=settings.exchange)
-    overall = rollups[(rollups["symbol"] == "*") & (rollups["timeframe"] == "*")
-                      & (rollups["direction"] == "*") & (rollups["window_days"] == 0)]
-    return {"rows": len(rollups),
-            "runs": overall[["run_id", "count", "win_rate", "sharpe"]].to_dict("records"),
-            "disabled": sorted(s for s, c in controls.items() if not c.enabled),
-            "retrain_needed": live_win_rate_decayed(rollups, settings=settings)}
+    overall = rollups[
+        (rollups["symbol"] == "*")
+        & (rollups["timeframe"] == "*")
+        & (rollups["direction"] == "*")
+        & (rollups["window_days"] == 0)
+    ]
+    return {
+        "rows": len(rollups),
+        "runs": overall[["run_id", "count", "win_rate", "sharpe"]].to_dict("records"),
+        "disabled": sorted(s for s, c in controls.items() if not c.enabled),
+        "retrain_needed": live_win_rate_decayed(rollups, settings=settings),
+    }
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15])
@@ -41,8 +47,7 @@ def trigger_retrain() -> str | None:
     from prefect.exceptions import ObjectNotFound
 
     try:
-        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0,
-                             tags=["triggered-by-rollups"])
+        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, tags=["triggered-by-rollups"])
     except ObjectNotFound:
         return None
     return str(run.id)

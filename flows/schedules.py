@@ -20,10 +20,10 @@ RETRAIN_CRON = "17 3 * * *"
 def serve_schedules() -> None:
     """Serve settle (every minute), rollups (every 5 minutes) and retrain (daily); blocks."""
     serve(
-        settle.to_deployment(name="settle", interval=SETTLE_EVERY_SECONDS,
-                             tags=["signalengine"]),
-        rollups.to_deployment(name="rollups", interval=ROLLUPS_EVERY_SECONDS,
-                              tags=["signalengine"]),
+        settle.to_deployment(name="settle", interval=SETTLE_EVERY_SECONDS, tags=["signalengine"]),
+        rollups.to_deployment(
+            name="rollups", interval=ROLLUPS_EVERY_SECONDS, tags=["signalengine"]
+        ),
         retrain.to_deployment(name="retrain", cron=RETRAIN_CRON, tags=["signalengine"]),
         print_starting_message=False,
     )

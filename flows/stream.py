@@ -30,21 +30,46 @@ RECONNECT_MAX_SECONDS = 30.0
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
-async def catch_up(db: ReconnectingConnection, client: Any, marks: Watermarks, *,
-                   upto_ms: int, default_start_ms: int, timeframes: list[str]) -> int:
+async def catch_up(
+    db: ReconnectingConnection,
+    client: Any,
+    marks: Watermarks,
+    *,
+    upto_ms: int,
+    default_start_ms: int,
+    timeframes: list[str],
+) -> int:
     """Backfill every missing minute before `upto_ms` over REST."""
-    return await fill_gaps(db.get(), client, marks=marks, upto_ms=upto_ms,
-                           default_start_ms=default_start_ms, timeframes=timeframes)
+    return await fill_gaps(
+        db.get(),
+        client,
+        marks=marks,
+        upto_ms=upto_ms,
+        default_start_ms=default_start_ms,
+        timeframes=timeframes,
+    )
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
-async def ingest_minute(db: ReconnectingConnection, client: Any, marks: Watermarks, *,
-                        minute_ms: int, bars: dict[str, dict[str, Any]],
-                        timeframes: list[str]) -> dict[str, int]:
+async def ingest_minute(
+    db: ReconnectingConnection,
+    client: Any,
+    marks: Watermarks,
+    *,
+    minute_ms: int,
+    bars: dict[str, dict[str, Any]],
+    timeframes: list[str],
+) -> dict[str, int]:
     """Fill any gap before this minute, then store the minute's closed bars."""
     conn = db.get()
-    await fill_gaps(conn, client, marks=marks, upto_ms=minute_ms, default_start_ms=minute_ms,
-                    timeframes=timeframes)
+    await fill_gaps(
+        conn,
+        client,
+        marks=marks,
+        upto_ms=minute_ms,
+        default_start_ms=minute_ms,
+        timeframes=timeframes,
+    )
     return store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
 
 
@@ -55,21 +80,35 @@ def emit_signals(db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: l
 
 
 def _backoff(attempt: int) -> float:
-    return min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
+    return min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(
+        0.5, 1.5
+    )
 
 
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
 
 
 @task(cache_policy=NO_CACHE)
-def replay_window(db: ReconnectingConnection, *, exchange: str, symbols: list[str],
-                  start: str | None, end: str | None) -> tuple[int, int]:
+def replay_window(
+    db: ReconnectingConnection,
+    *,
+    exchange: str,
+    symbols: list[str],
+    start: str | None,
+    end: str | None,
+) -> tuple[int, int]:
     """The [first, last] 1m open times (ms) to replay: the request clipped to what is stored."""
     return stored_span(db.get(), exchange=exchange, symbols=symbols, start=start, end=end)
 
 
-async def _replay(db: ReconnectingConnection, engine: LiveEngine, *, first_ms: int,
-                  last_ms: int, primary_minutes: int) -> int:
+async def _replay(
+    db: ReconnectingConnection,
+    engine: LiveEngine,
+    *,
+    first_ms: int,
+    last_ms: int,
+    primary_minutes: int,
+) -> int:
     closes = primary_closes(first_ms, last_ms + MINUTE_MS, primary_minutes)
     emitted = 0
     for i in range(0, len(closes), REPLAY_CHUNK_CLOSES):
@@ -78,10 +117,15 @@ async def _replay(db: ReconnectingConnection, engine: LiveEngine, *, first_ms: i
 
 
 @flow(name="stream")
-async def stream(symbols: list[str] | None = None, shard: str | None = None,
-                 source: str = "live", run_id: str = "live",
-                 max_minutes: int | None = None, start: str | None = None,
-                 end: str | None = None) -> dict[str, Any]:
+async def stream(
+    symbols: list[str] | None = None,
+    shard: str | None = None,
+    source: str = "live",
+    run_id: str = "live",
+    max_minutes: int | None = None,
+    start: str | None = None,
+    end: str | None = None,
+) -> dict[str, Any]:
     """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`).
 
     With `source="replay"` the same engine driver runs over stored klines in [start, end)
@@ -95,13 +139,16 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
     primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
     if source == "replay":
         db = ReconnectingConnection(database_url(settings))
-        first_ms, last_ms = replay_window(db, exchange=settings.exchange, symbols=chosen,
-                                          start=start, end=end)
+        first_ms, last_ms = replay_window(
+            db, exchange=settings.exchange, symbols=chosen, start=start, end=end
+        )
         run_id = run_id if run_id != "live" else f"replay-{first_ms}"
-        engine = LiveEngine.start(db.get(), settings=settings, symbols=chosen, run_id=run_id,
-                                  shard=shard)
-        emitted = await _replay(db, engine, first_ms=first_ms, last_ms=last_ms,
-                                primary_minutes=primary)
+        engine = LiveEngine.start(
+            db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
+        )
+        emitted = await _replay(
+            db, engine, first_ms=first_ms, last_ms=last_ms, primary_minutes=primary
+        )
         db.close()
         logger.info("replay %s: %d signals", run_id, emitted)
         return {"run_id": run_id, "symbols": len(chosen), "signals": emitted}
@@ -112,15 +159,22 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
     db = ReconnectingConnection(database_url(settings))
     client = create_exchange(settings.exchange, base_url=settings.exchange_url)
     marks = Watermarks.load(db.get(), exchange=settings.exchange, symbols=chosen)
-    engine = LiveEngine.start(db.get(), settings=settings, symbols=chosen, run_id=run_id,
-                              shard=shard)
+    engine = LiveEngine.start(
+        db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
+    )
     minutes_done, stored, emitted, attempt = 0, 0, 0, 0
     try:
         now_ms = await exchange_time_ms(client)
         current_minute = now_ms // MINUTE_MS * MINUTE_MS
         start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
-        stored += await catch_up(db, client, marks, upto_ms=current_minute,
-                                 default_start_ms=start_ms, timeframes=settings.timeframes)
+        stored += await catch_up(
+            db,
+            client,
+            marks,
+            upto_ms=current_minute,
+            default_start_ms=start_ms,
+            timeframes=settings.timeframes,
+        )
         engine.ensure_watermark(db.get(), current_minute)
         logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
         batcher = MinuteBatcher(chosen)
@@ -140,8 +194,14 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
                 continue
             metrics.EVENT_QUEUE_DEPTH.set(batcher.depth())
             for minute_ms, bars in batcher.ready():
-                summary = await ingest_minute(db, client, marks, minute_ms=minute_ms, bars=bars,
-                                              timeframes=settings.timeframes)
+                summary = await ingest_minute(
+                    db,
+                    client,
+                    marks,
+                    minute_ms=minute_ms,
+                    bars=bars,
+                    timeframes=settings.timeframes,
+                )
                 stored += summary["inserted"]
                 minutes_done += 1
                 closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
@@ -152,5 +212,9 @@ async def stream(symbols: list[str] | None = None, shard: str | None = None,
         await client.close()
         engine.close()
         db.close()
-    return {"symbols": len(chosen), "minutes": minutes_done, "bars_stored": stored,
-            "signals": emitted}
+    return {
+        "symbols": len(chosen),
+        "minutes": minutes_done,
+        "bars_stored": stored,
+        "signals": emitted,
+    }

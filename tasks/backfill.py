@@ -49,8 +49,13 @@ class BackfillResult:
         return dict(self.__dict__)
 
 
-def resume_point(conn: psycopg.Connection, *, exchange: str, symbol: str,  # type: ignore[type-arg]
-                 since_ms: int) -> int:
+def resume_point(
+    conn: psycopg.Connection,
+    *,
+    exchange: str,
+    symbol: str,  # type: ignore[type-arg]
+    since_ms: int,
+) -> int:
     """Where to start: after the newest stored bar when the store already reaches `since`."""
     last = last_stored_ts(conn, exchange=exchange, symbol=symbol)
     if last is None:
@@ -59,14 +64,21 @@ def resume_point(conn: psycopg.Connection, *, exchange: str, symbol: str,  # typ
     return max(since_ms, last_ms + MINUTE_MS)
 
 
-async def _fetch_page(client: Any, symbol: str, since_ms: int, until_ms: int,
-                      result: BackfillResult, acquire: Acquire | None) -> list[list[Any]]:
+async def _fetch_page(
+    client: Any,
+    symbol: str,
+    since_ms: int,
+    until_ms: int,
+    result: BackfillResult,
+    acquire: Acquire | None,
+) -> list[list[Any]]:
     for attempt in range(MAX_PAGE_ATTEMPTS):
         if acquire is not None:
             await acquire()
         try:
             page: list[list[Any]] = await client.fetch_ohlcv(
-                symbol, "1m", since=since_ms, limit=PAGE_BARS, params={"until": until_ms - 1})
+                symbol, "1m", since=since_ms, limit=PAGE_BARS, params={"until": until_ms - 1}
+            )
             return [row for row in page if since_ms <= row[0] < until_ms]
         except (ccxt.NetworkError, TemporaryExchangeError) as error:  # 418/429 included
             result.retries += 1
@@ -96,8 +108,14 @@ async def backfill_symbol(
         rows = await _fetch_page(client, symbol, cursor, until_ms, result, acquire)
         if not rows:
             break
-        stored = store_frame(conn, frame_from_ohlcv(exchange, symbol, rows), exchange=exchange,
-                             known_symbols=[symbol], timeframes=timeframes, source="backfill")
+        stored = store_frame(
+            conn,
+            frame_from_ohlcv(exchange, symbol, rows),
+            exchange=exchange,
+            known_symbols=[symbol],
+            timeframes=timeframes,
+            source="backfill",
+        )
         result.pages += 1
         result.fetched += len(rows)
         result.inserted += stored.inserted

@@ -76,13 +76,21 @@ def frame_from_ohlcv(exchange: str, symbol: str, rows: Iterable[list[Any]]) -> p
 def frame_from_raw_klines(exchange: str, bars: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Binance kline payloads (`k` objects: t, o, h, l, c, v as sent) per symbol."""
     rows = [
-        {"exchange": exchange, "symbol": symbol, "ts": raw.get("t"), "open": raw.get("o"),
-         "high": raw.get("h"), "low": raw.get("l"), "close": raw.get("c"),
-         "volume": raw.get("v")}
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": raw.get("t"),
+            "open": raw.get("o"),
+            "high": raw.get("h"),
+            "low": raw.get("l"),
+            "close": raw.get("c"),
+            "volume": raw.get("v"),
+        }
         for symbol, raw in bars.items()
     ]
-    return pd.DataFrame(rows, columns=["exchange", "symbol", "ts", "open", "high", "low",
-                                       "close", "volume"])
+    return pd.DataFrame(
+        rows, columns=["exchange", "symbol", "ts", "open", "high", "low", "close", "volume"]
+    )
 
 
 def missing_range(last_stored_ms: int | None, incoming_ms: int) -> tuple[int, int] | None:

@@ -32,9 +32,13 @@ class SymbolControl:
 
 
 def _window_figures(rollups: pd.DataFrame, run_id: str, window_days: int) -> pd.DataFrame:
-    part = rollups[(rollups["run_id"] == run_id) & (rollups["window_days"] == window_days)
-                   & (rollups["timeframe"] == "*") & (rollups["direction"] == "*")
-                   & (rollups["symbol"] != "*")]
+    part = rollups[
+        (rollups["run_id"] == run_id)
+        & (rollups["window_days"] == window_days)
+        & (rollups["timeframe"] == "*")
+        & (rollups["direction"] == "*")
+        & (rollups["symbol"] != "*")
+    ]
     return part.set_index("symbol")[["count", "win_rate"]]
 
 
@@ -53,25 +57,37 @@ def decide_controls(
         before = current.get(symbol, SymbolControl())
         enabled, reason = before.enabled, before.reason
         figures = live.loc[symbol] if symbol in live.index else None
-        if enabled and figures is not None and figures["count"] >= settings.adaptive_min_signals \
-                and figures["win_rate"] < settings.adaptive_disable_win_rate:
+        if (
+            enabled
+            and figures is not None
+            and figures["count"] >= settings.adaptive_min_signals
+            and figures["win_rate"] < settings.adaptive_disable_win_rate
+        ):
             enabled = False
-            reason = (f"win rate {figures['win_rate']:.1%} over {int(figures['count'])} signals"
-                      f" in {window} days is under {settings.adaptive_disable_win_rate:.0%}")
+            reason = (
+                f"win rate {figures['win_rate']:.1%} over {int(figures['count'])} signals"
+                f" in {window} days is under {settings.adaptive_disable_win_rate:.0%}"
+            )
         elif not enabled and symbol in shadow.index:
             trial = shadow.loc[symbol]
-            if trial["count"] >= settings.adaptive_min_signals \
-                    and trial["win_rate"] >= settings.adaptive_enable_win_rate:
+            if (
+                trial["count"] >= settings.adaptive_min_signals
+                and trial["win_rate"] >= settings.adaptive_enable_win_rate
+            ):
                 enabled, reason = True, None
         threshold = before.score_threshold
         observed = figures if enabled else (shadow.loc[symbol] if symbol in shadow.index else None)
         if observed is not None and observed["count"] >= settings.adaptive_min_signals:
             base = settings.signal_score_threshold if threshold is None else threshold
             step = settings.adaptive_threshold_step
-            moved = base + step if observed["win_rate"] < settings.adaptive_target_win_rate \
+            moved = (
+                base + step
+                if observed["win_rate"] < settings.adaptive_target_win_rate
                 else base - step
-            threshold = round(min(settings.adaptive_threshold_max,
-                                  max(settings.adaptive_threshold_min, moved)), 6)
+            )
+            threshold = round(
+                min(settings.adaptive_threshold_max, max(settings.adaptive_threshold_min, moved)), 6
+            )
         decided[symbol] = SymbolControl(enabled, reason, threshold)
     return decided
 
@@ -79,15 +95,20 @@ def decide_controls(
 def load_controls(conn: psycopg.Connection, *, exchange: str) -> dict[str, SymbolControl]:  # type: ignore[type-arg]
     """The stored controls of an exchange's symbols."""
     rows = conn.execute(
-        "SELECT symbol, enabled, reason, score_threshold FROM symbol_controls"
-        " WHERE exchange = %s", (exchange,),
+        "SELECT symbol, enabled, reason, score_threshold FROM symbol_controls WHERE exchange = %s",
+        (exchange,),
     ).fetchall()
-    return {r["symbol"]: SymbolControl(r["enabled"], r["reason"], r["score_threshold"])
-            for r in rows}
+    return {
+        r["symbol"]: SymbolControl(r["enabled"], r["reason"], r["score_threshold"]) for r in rows
+    }
 
 
-def save_controls(conn: psycopg.Connection, controls: dict[str, SymbolControl], *,  # type: ignore[type-arg]
-                  exchange: str) -> None:
+def save_controls(
+    conn: psycopg.Connection,
+    controls: dict[str, SymbolControl],
+    *,  # type: ignore[type-arg]
+    exchange: str,
+) -> None:
     """Upsert controls (updated_at moves only when something changed)."""
     with conn.cursor() as cur:
         cur.executemany(
@@ -104,12 +125,17 @@ def save_controls(conn: psycopg.Connection, controls: dict[str, SymbolControl], 
 
 def live_win_rate_decayed(rollups: pd.DataFrame, *, settings: Settings) -> bool:
     """True when the overall live win rate over the trigger window fell under its floor."""
-    part = rollups[(rollups["run_id"] == LIVE_RUN)
-                   & (rollups["window_days"] == settings.retrain_trigger_window_days)
-                   & (rollups["symbol"] == "*") & (rollups["timeframe"] == "*")
-                   & (rollups["direction"] == "*")]
+    part = rollups[
+        (rollups["run_id"] == LIVE_RUN)
+        & (rollups["window_days"] == settings.retrain_trigger_window_days)
+        & (rollups["symbol"] == "*")
+        & (rollups["timeframe"] == "*")
+        & (rollups["direction"] == "*")
+    ]
     if part.empty:
         return False
     row = part.iloc[0]
-    return bool(row["count"] >= settings.adaptive_min_signals
-                and row["win_rate"] < settings.retrain_trigger_win_rate)
+    return bool(
+        row["count"] >= settings.adaptive_min_signals
+        and row["win_rate"] < settings.retrain_trigger_win_rate
+    )

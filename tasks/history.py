@@ -21,8 +21,9 @@ def load_history(
     end: pd.Timestamp,
 ) -> dict[str, pd.DataFrame]:
     """1m bars per symbol with open time in [start, end), OHLCV float columns."""
-    frames = load_bars(conn, exchange=exchange, symbols=symbols, timeframe="1m",
-                       start=start, end=end)
+    frames = load_bars(
+        conn, exchange=exchange, symbols=symbols, timeframe="1m", start=start, end=end
+    )
     return {symbol: frame[OHLCV] for symbol, frame in frames.items()}
 
 

@@ -73,9 +73,7 @@ def store_frame(
     return result
 
 
-async def fetch_range(
-    client: Any, *, symbol: str, start_ms: int, end_ms: int
-) -> list[list[Any]]:
+async def fetch_range(client: Any, *, symbol: str, start_ms: int, end_ms: int) -> list[list[Any]]:
     """1m OHLCV rows with open time in [start_ms, end_ms) through ccxt pagination."""
     from tasks.exchange import fetch_ohlcv_range
 
@@ -103,8 +101,15 @@ async def fill_gaps(
             continue
         rows = await fetch_range(client, symbol=symbol, start_ms=span[0], end_ms=span[1])
         frame = frame_from_ohlcv(marks.exchange, symbol, rows)
-        result = store_frame(conn, frame, exchange=marks.exchange, known_symbols=symbols,
-                             timeframes=timeframes, source="rest", marks=marks)
+        result = store_frame(
+            conn,
+            frame,
+            exchange=marks.exchange,
+            known_symbols=symbols,
+            timeframes=timeframes,
+            source="rest",
+            marks=marks,
+        )
         stored += result.inserted
         if last is not None:
             metrics.GAP_BACKFILLED.labels(marks.exchange).inc(result.inserted)
@@ -120,8 +125,15 @@ def store_live_minute(
 ) -> StoreResult:
     """Store one minute of closed bars received over the WebSocket."""
     frame = frame_from_raw_klines(marks.exchange, bars)
-    return store_frame(conn, frame, exchange=marks.exchange, known_symbols=list(marks.by_symbol),
-                       timeframes=timeframes, source="ws", marks=marks)
+    return store_frame(
+        conn,
+        frame,
+        exchange=marks.exchange,
+        known_symbols=list(marks.by_symbol),
+        timeframes=timeframes,
+        source="ws",
+        marks=marks,
+    )
 
 
 def primary_closes(after_ms: int, upto_ms: int, primary_minutes: int) -> list[int]:
@@ -160,5 +172,7 @@ def stored_span(
     ).fetchone()
     if row is None or row["lo"] is None:
         raise ValueError(f"no stored klines for {symbols} on {exchange} in [{start}, {end})")
-    return (int(pd.Timestamp(row["lo"]).value // 1_000_000),
-            int(pd.Timestamp(row["hi"]).value // 1_000_000))
+    return (
+        int(pd.Timestamp(row["lo"]).value // 1_000_000),
+        int(pd.Timestamp(row["hi"]).value // 1_000_000),
+    )

@@ -44,17 +44,30 @@ class LiveEngine:
     webhooks: WebhookDispatcher | None = None
 
     @classmethod
-    def start(cls, conn: psycopg.Connection, *, settings: Settings, symbols: list[str],  # type: ignore[type-arg]
-              run_id: str, shard: str | None) -> LiveEngine:
+    def start(
+        cls,
+        conn: psycopg.Connection,
+        *,
+        settings: Settings,
+        symbols: list[str],  # type: ignore[type-arg]
+        run_id: str,
+        shard: str | None,
+    ) -> LiveEngine:
         name = f"{run_id}:{settings.exchange}:{shard or 'all'}"
         row = conn.execute("SELECT ts FROM stream_watermarks WHERE name = %s", (name,)).fetchone()
         mark = -1 if row is None else int(pd.Timestamp(row["ts"]).value // MS)
-        return cls(settings=settings, config=EngineConfig.from_settings(settings),
-                   exchange=settings.exchange, symbols=symbols, run_id=run_id,
-                   watermark_name=name, watermark_ms=mark,
-                   cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
-                   ai_filter=ChampionFilter.from_settings(settings),
-                   webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None)
+        return cls(
+            settings=settings,
+            config=EngineConfig.from_settings(settings),
+            exchange=settings.exchange,
+            symbols=symbols,
+            run_id=run_id,
+            watermark_name=name,
+            watermark_ms=mark,
+            cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
+            ai_filter=ChampionFilter.from_settings(settings),
+            webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None,
+        )
 
     def ensure_watermark(self, conn: psycopg.Connection, now_ms: int) -> None:  # type: ignore[type-arg]
         """On a first start, begin at the current primary close: history is not replayed."""
@@ -70,14 +83,22 @@ class LiveEngine:
         )
         self.watermark_ms = close_ms
 
-    def _bars(self, conn: psycopg.Connection, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:  # type: ignore[type-arg]
+    def _bars(
+        self, conn: psycopg.Connection, at: pd.Timestamp
+    ) -> dict[str, dict[str, pd.DataFrame]]:  # type: ignore[type-arg]
         """symbol -> timeframe -> closed bars of the trailing window."""
         window = self.config.live_window_bars
         by_symbol: dict[str, dict[str, pd.DataFrame]] = {s: {} for s in self.symbols}
         for tf in self.config.timeframes:
             width = pd.Timedelta(minutes=TIMEFRAME_MINUTES[tf])
-            frames = load_bars(conn, exchange=self.exchange, symbols=self.symbols, timeframe=tf,
-                               start=at - width * (window + 1), closed_by=at)
+            frames = load_bars(
+                conn,
+                exchange=self.exchange,
+                symbols=self.symbols,
+                timeframe=tf,
+                start=at - width * (window + 1),
+                closed_by=at,
+            )
             for symbol, frame in frames.items():
                 by_symbol[symbol][tf] = frame
         return by_symbol
@@ -111,7 +132,8 @@ class LiveEngine:
             at = pd.Timestamp(close_ms * MS, tz="UTC")
             bars = self._bars(conn, at)
             signal_filter, model_version = (
-                self.ai_filter.current() if self.ai_filter else (None, None))
+                self.ai_filter.current() if self.ai_filter else (None, None)
+            )
             controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
             # symbols sharing a config and run are evaluated together (usually all of them)
             groups: dict[tuple[EngineConfig, str], dict[str, dict[str, pd.DataFrame]]] = {}
@@ -119,17 +141,32 @@ class LiveEngine:
                 groups.setdefault(self._controlled(controls.get(symbol)), {})[symbol] = bars[symbol]
             signals = []
             for (config, run_id), group in groups.items():
-                signals.extend(evaluate_latest_batch(
-                    group, at=at, state=self.cooldown, exchange=self.exchange, config=config,
-                    run_id=run_id, signal_filter=signal_filter, model_version=model_version))
+                signals.extend(
+                    evaluate_latest_batch(
+                        group,
+                        at=at,
+                        state=self.cooldown,
+                        exchange=self.exchange,
+                        config=config,
+                        run_id=run_id,
+                        signal_filter=signal_filter,
+                        model_version=model_version,
+                    )
+                )
             elapsed = time.perf_counter() - started
-            metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(len(self.symbols))
+            metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(
+                len(self.symbols)
+            )
             metrics.FEATURE_DURATION.labels(self.config.primary_timeframe).observe(elapsed)
             for signal in signals:
                 for event in signal.events:
                     metrics.EVENTS_DETECTED.labels(str(event.get("type"))).inc()
-                metrics.SIGNALS_EMITTED.labels(signal.symbol, signal.direction, signal.timeframe,
-                                               str(signal.mtf_aligned).lower()).inc()
+                metrics.SIGNALS_EMITTED.labels(
+                    signal.symbol,
+                    signal.direction,
+                    signal.timeframe,
+                    str(signal.mtf_aligned).lower(),
+                ).inc()
             written += insert_signals(conn, signals)
             if self.webhooks is not None:
                 self.webhooks.dispatch(signals)  # queued; never blocks the stream

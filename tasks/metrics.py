@@ -11,70 +11,101 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, star
 REGISTRY = CollectorRegistry(auto_describe=True)
 
 COLLECTOR_MESSAGES = Counter(
-    "collector_messages_total", "Closed klines received from the exchange.",
-    ["exchange", "symbol"], registry=REGISTRY,
+    "collector_messages_total",
+    "Closed klines received from the exchange.",
+    ["exchange", "symbol"],
+    registry=REGISTRY,
 )
 COLLECTOR_ERRORS = Counter(
-    "collector_errors_total", "Errors while collecting klines, by kind.",
-    ["exchange", "kind"], registry=REGISTRY,
+    "collector_errors_total",
+    "Errors while collecting klines, by kind.",
+    ["exchange", "kind"],
+    registry=REGISTRY,
 )
 COLLECTOR_RECONNECTS = Counter(
-    "collector_reconnects_total", "Reconnections of the live kline stream.",
-    ["exchange"], registry=REGISTRY,
+    "collector_reconnects_total",
+    "Reconnections of the live kline stream.",
+    ["exchange"],
+    registry=REGISTRY,
 )
 KLINES_REJECTED = Counter(
-    "klines_rejected_total", "Klines refused by validation or conflicting with stored bars.",
-    ["exchange", "source"], registry=REGISTRY,
+    "klines_rejected_total",
+    "Klines refused by validation or conflicting with stored bars.",
+    ["exchange", "source"],
+    registry=REGISTRY,
 )
 KLINES_STORED = Counter(
-    "klines_stored_total", "New 1m klines written to the database.",
-    ["exchange", "source"], registry=REGISTRY,
+    "klines_stored_total",
+    "New 1m klines written to the database.",
+    ["exchange", "source"],
+    registry=REGISTRY,
 )
 GAP_BACKFILLED = Counter(
-    "collector_gap_bars_backfilled_total", "Missing minutes fetched over REST after a gap.",
-    ["exchange"], registry=REGISTRY,
+    "collector_gap_bars_backfilled_total",
+    "Missing minutes fetched over REST after a gap.",
+    ["exchange"],
+    registry=REGISTRY,
 )
 FEATURE_COMPUTATIONS = Counter(
-    "feature_computations_total", "Feature frames computed, per timeframe.",
-    ["timeframe"], registry=REGISTRY,
+    "feature_computations_total",
+    "Feature frames computed, per timeframe.",
+    ["timeframe"],
+    registry=REGISTRY,
 )
 FEATURE_DURATION = Histogram(
-    "feature_computation_duration_seconds", "Time to compute features for one batch.",
-    ["timeframe"], registry=REGISTRY,
+    "feature_computation_duration_seconds",
+    "Time to compute features for one batch.",
+    ["timeframe"],
+    registry=REGISTRY,
     buckets=(0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
 )
 EVENTS_DETECTED = Counter(
-    "events_detected_total", "Events detected on the primary timeframe, by type.",
-    ["type"], registry=REGISTRY,
+    "events_detected_total",
+    "Events detected on the primary timeframe, by type.",
+    ["type"],
+    registry=REGISTRY,
 )
 EVENT_QUEUE_DEPTH = Gauge(
-    "event_queue_depth", "Closed bars waiting to be processed.", registry=REGISTRY,
+    "event_queue_depth",
+    "Closed bars waiting to be processed.",
+    registry=REGISTRY,
 )
 EVENT_PROCESSING = Histogram(
-    "event_processing_duration_seconds", "Time from a closed batch to its signals.",
-    registry=REGISTRY, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+    "event_processing_duration_seconds",
+    "Time from a closed batch to its signals.",
+    registry=REGISTRY,
+    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
 )
 SIGNALS_EMITTED = Counter(
-    "stream_signals_emitted_total", "Signals written by this stream process.",
-    ["symbol", "direction", "timeframe", "mtf_aligned"], registry=REGISTRY,
+    "stream_signals_emitted_total",
+    "Signals written by this stream process.",
+    ["symbol", "direction", "timeframe", "mtf_aligned"],
+    registry=REGISTRY,
 )
 AI_INFERENCE = Counter(
-    "ai_inference_total", "Candidates scored by the AI filter, by decision.",
-    ["decision"], registry=REGISTRY,
+    "ai_inference_total",
+    "Candidates scored by the AI filter, by decision.",
+    ["decision"],
+    registry=REGISTRY,
 )
 AI_INFERENCE_DURATION = Histogram(
-    "ai_inference_duration_seconds", "Time to score one batch of candidates.",
+    "ai_inference_duration_seconds",
+    "Time to score one batch of candidates.",
     registry=REGISTRY,
 )
 AI_MODEL_RELOADS = Counter(
-    "ai_model_reloads_total", "Times the champion model was (re)loaded.", registry=REGISTRY,
+    "ai_model_reloads_total",
+    "Times the champion model was (re)loaded.",
+    registry=REGISTRY,
 )
 LAST_BAR_TS = Gauge(
-    "stream_last_bar_timestamp_seconds", "Open time of the newest stored 1m bar (Unix s).",
+    "stream_last_bar_timestamp_seconds",
+    "Open time of the newest stored 1m bar (Unix s).",
     registry=REGISTRY,
 )
 INGEST_LAG = Gauge(
-    "stream_ingest_lag_seconds", "Exchange time minus the close time of the newest stored bar.",
+    "stream_ingest_lag_seconds",
+    "Exchange time minus the close time of the newest stored bar.",
     registry=REGISTRY,
 )
 

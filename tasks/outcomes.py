@@ -15,8 +15,10 @@ import psycopg
 from tasks.settlement import PERFORMANCE_COLUMNS, settle_signals
 from tasks.storage import load_bars
 
-_SIGNAL_FIELDS = ("id, run_id, exchange, symbol, direction, timeframe, entry_price, take_profit,"
-                  " stop_loss, emitted_at, expires_at, score")
+_SIGNAL_FIELDS = (
+    "id, run_id, exchange, symbol, direction, timeframe, entry_price, take_profit,"
+    " stop_loss, emitted_at, expires_at, score"
+)
 
 
 def write_performance(conn: psycopg.Connection, rows: pd.DataFrame) -> int:  # type: ignore[type-arg]
@@ -79,8 +81,9 @@ def _bars_for(
 ) -> pd.DataFrame:
     start = pd.Timestamp(group["emitted_at"].min())
     end = pd.Timestamp(group["expires_at"].max())
-    return load_bars(conn, exchange=exchange, symbols=[symbol], timeframe="1m",
-                     start=start, end=end)[symbol]
+    return load_bars(
+        conn, exchange=exchange, symbols=[symbol], timeframe="1m", start=start, end=end
+    )[symbol]
 
 
 def settlement_summary(rows: pd.DataFrame) -> dict[str, Any]:

@@ -31,8 +31,10 @@ def equity_curve(performance: pd.DataFrame) -> pd.Series:
 
 def per_symbol_table(performance: pd.DataFrame) -> pd.DataFrame:
     """One row of rollup figures per symbol."""
-    rows = [{"symbol": symbol, **summarize(trades)}
-            for symbol, trades in performance.groupby("symbol", sort=True)]
+    rows = [
+        {"symbol": symbol, **summarize(trades)}
+        for symbol, trades in performance.groupby("symbol", sort=True)
+    ]
     return pd.DataFrame(rows)
 
 
@@ -56,8 +58,15 @@ def _plot_price(symbol: str, bars: pd.DataFrame, signals: pd.DataFrame, path: Pa
     ax.plot(hourly.index, hourly.to_numpy(), color="#444", linewidth=0.8)
     for direction, marker, color in (("long", "^", "#2ca02c"), ("short", "v", "#d62728")):
         part = signals[signals["direction"] == direction]
-        ax.scatter(pd.to_datetime(part["emitted_at"], utc=True), part["entry_price"],
-                   marker=marker, color=color, s=28, label=direction, zorder=3)
+        ax.scatter(
+            pd.to_datetime(part["emitted_at"], utc=True),
+            part["entry_price"],
+            marker=marker,
+            color=color,
+            s=28,
+            label=direction,
+            zorder=3,
+        )
     ax.set_title(f"{symbol}: close with signals")
     ax.legend(loc="upper left")
     fig.autofmt_xdate()
@@ -67,8 +76,9 @@ def _plot_price(symbol: str, bars: pd.DataFrame, signals: pd.DataFrame, path: Pa
 
 
 def _table(frame: pd.DataFrame) -> str:
-    return frame.to_html(index=False, float_format=lambda v: f"{v:.4g}", na_rep="–",
-                         border=0, classes="t")
+    return frame.to_html(
+        index=False, float_format=lambda v: f"{v:.4g}", na_rep="–", border=0, classes="t"
+    )
 
 
 def write_report(
@@ -85,14 +95,12 @@ def write_report(
     charts = []
     for symbol in list(bars_1m)[:MAX_PRICE_CHARTS]:
         name = f"price_{symbol.replace('/', '-')}.png"
-        _plot_price(symbol, bars_1m[symbol], signals[signals["symbol"] == symbol],
-                    out_dir / name)
+        _plot_price(symbol, bars_1m[symbol], signals[signals["symbol"] == symbol], out_dir / name)
         charts.append((symbol, name))
     facts = pd.DataFrame([{"figure": k, "value": v} for k, v in summary.items()])
     table = per_symbol_table(performance) if not performance.empty else pd.DataFrame()
     price_html = "".join(
-        f'<h3>{html.escape(s)}</h3><img src="{n}" alt="{html.escape(s)} price">'
-        for s, n in charts
+        f'<h3>{html.escape(s)}</h3><img src="{n}" alt="{html.escape(s)} price">' for s, n in charts
     )
     page = f"""<!doctype html><html lang="en"><head><meta charset="utf-8">
 <meta name="viewport" content="width=device-width, initial-scale=1">

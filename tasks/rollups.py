@@ -17,9 +17,23 @@ import psycopg
 WINDOWS_DAYS = (1, 7, 30, 0)  # 0 = all time
 ALL = "*"
 ROLLUP_COLUMNS = [
-    "run_id", "symbol", "timeframe", "direction", "window_days", "count", "wins", "losses",
-    "expired", "win_rate", "avg_return_pct", "median_return_pct", "total_return_pct",
-    "profit_factor", "sharpe", "max_drawdown_pct", "avg_duration_sec",
+    "run_id",
+    "symbol",
+    "timeframe",
+    "direction",
+    "window_days",
+    "count",
+    "wins",
+    "losses",
+    "expired",
+    "win_rate",
+    "avg_return_pct",
+    "median_return_pct",
+    "total_return_pct",
+    "profit_factor",
+    "sharpe",
+    "max_drawdown_pct",
+    "avg_duration_sec",
 ]
 
 
@@ -42,7 +56,10 @@ def summarize(trades: pd.DataFrame) -> dict[str, float | int | None]:
     gains, pains = float(r[r > 0].sum()), float(-r[r < 0].sum())
     std = float(np.std(r, ddof=1)) if n > 1 else 0.0
     return {
-        "count": n, "wins": wins, "losses": losses, "expired": n - wins - losses,
+        "count": n,
+        "wins": wins,
+        "losses": losses,
+        "expired": n - wins - losses,
         "win_rate": wins / n if n else 0.0,
         "avg_return_pct": float(r.mean()) if n else 0.0,
         "median_return_pct": float(np.median(r)) if n else 0.0,
@@ -74,9 +91,16 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
             for (run_id, symbol, timeframe, direction), trades in grouped.groupby(
                 ["run_id", *keys], sort=False
             ):
-                rows.append({"run_id": run_id, "symbol": symbol, "timeframe": timeframe,
-                             "direction": direction, "window_days": window,
-                             **summarize(trades)})
+                rows.append(
+                    {
+                        "run_id": run_id,
+                        "symbol": symbol,
+                        "timeframe": timeframe,
+                        "direction": direction,
+                        "window_days": window,
+                        **summarize(trades),
+                    }
+                )
     return pd.DataFrame(rows, columns=ROLLUP_COLUMNS)
 
 
@@ -95,6 +119,7 @@ def refresh_rollups(conn: psycopg.Connection, *, now: pd.Timestamp) -> pd.DataFr
     ]
     with conn.transaction(), conn.cursor() as cur:
         cur.execute("DELETE FROM performance_rollups")
-        cur.executemany(f"INSERT INTO performance_rollups ({columns}) VALUES ({placeholders})",
-                        records)
+        cur.executemany(
+            f"INSERT INTO performance_rollups ({columns}) VALUES ({placeholders})", records
+        )
     return rollups

@@ -15,9 +15,7 @@ _JSON_COLUMNS = {"events", "mtf_details", "features"}
 
 
 def _row(record: dict[str, Any]) -> tuple[Any, ...]:
-    return tuple(
-        Jsonb(record[c]) if c in _JSON_COLUMNS else record[c] for c in SIGNAL_COLUMNS
-    )
+    return tuple(Jsonb(record[c]) if c in _JSON_COLUMNS else record[c] for c in SIGNAL_COLUMNS)
 
 
 def insert_signals(
@@ -40,8 +38,7 @@ def insert_signals(
     with conn.transaction(), conn.cursor() as cur:
         for record in records:
             cur.execute(
-                f"INSERT INTO signals ({columns}) VALUES ({placeholders})"
-                " ON CONFLICT DO NOTHING",
+                f"INSERT INTO signals ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
                 _row(record),
             )
             inserted += cur.rowcount

@@ -67,8 +67,10 @@ def _reasons(frame: pd.DataFrame, known_symbols: Collection[str] | None) -> pd.S
     flag(frame["ts"].isna(), "unparseable timestamp")
     for column in _PRICE_COLUMNS:
         flag(~np.isfinite(frame[column]), f"{column} is not a finite number")
-    flag(frame["ts"].notna() & (frame["ts"].astype("int64") % _MINUTE_NS != 0),
-         "timestamp is not aligned to a minute")
+    flag(
+        frame["ts"].notna() & (frame["ts"].astype("int64") % _MINUTE_NS != 0),
+        "timestamp is not aligned to a minute",
+    )
     flag(frame["high"] < frame[["open", "close"]].max(axis=1), "high below max(open, close)")
     flag(frame["low"] > frame[["open", "close"]].min(axis=1), "low above min(open, close)")
     flag(frame["volume"] < 0, "negative volume")

@@ -3,14 +3,14 @@
 from __future__ import annotations
 
 import json
-import shutil
-import tempfile
-from collections.abc import Iterator
 import os
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
@@ -58,20 +58,28 @@ def state_dir() -> Iterator[Path]:
 
 
 async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
-    ports = {name: free_port() for name in ("PREFECT", "MLFLOW", "SIM", "API",
-                                             "STREAM_METRICS", "EMBEDDED_PG")}
+    ports = {
+        name: free_port()
+        for name in ("PREFECT", "MLFLOW", "SIM", "API", "STREAM_METRICS", "EMBEDDED_PG")
+    }
     env = {k: v for k, v in os.environ.items() if k != "SIGNALENGINE_DATABASE_URL"}
     env.update({f"SIGNALENGINE_{name}_PORT": str(port) for name, port in ports.items()})
-    env.update({
-        "SIGNALENGINE_STATE_DIR": str(state_dir),
-        "SIGNALENGINE_SIM_SPEED": "300",
-        # a livelier market setting so that a signal shows within the test's patience
-        "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
-        "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
-        "SIGNALENGINE_COOLDOWN_BARS": "0",
-    })
-    proc = subprocess.Popen([sys.executable, "-m", "core", "up"], env=env,
-                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    env.update(
+        {
+            "SIGNALENGINE_STATE_DIR": str(state_dir),
+            "SIGNALENGINE_SIM_SPEED": "300",
+            # a livelier market setting so that a signal shows within the test's patience
+            "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
+            "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
+            "SIGNALENGINE_COOLDOWN_BARS": "0",
+        }
+    )
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "core", "up"],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.STDOUT,
+    )
     try:
         api = f"http://127.0.0.1:{ports['API']}"
         try:
@@ -83,13 +91,16 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
         assert first["type"] == "connected"
         assert sig["data"]["direction"] in {"long", "short"}
         assert sig["data"]["symbol"] in {"BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"}
-        runs = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/flow_runs/filter",
-                          json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}}).json()
+        runs = httpx.post(
+            f"http://127.0.0.1:{ports['PREFECT']}/api/flow_runs/filter",
+            json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}},
+        ).json()
         flows = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/flows/filter", json={}).json()
         names = {f["id"]: f["name"] for f in flows}
         assert "stream" in {names.get(r["flow_id"]) for r in runs}
-        deployments = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter",
-                                 json={}).json()
+        deployments = httpx.post(
+            f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter", json={}
+        ).json()
         served = {d["name"]: d for d in deployments}
         assert {"settle", "rollups", "retrain"} <= set(served)
         assert served["settle"]["schedules"][0]["schedule"]["interval"] == 60

@@ -198,8 +198,14 @@ async def test_cors_preflight_follows_the_settings(database_url: str) -> None:
 def test_controls_show_disabled_symbols_with_reason(client, db) -> None:  # type: ignore[no-untyped-def]
     from tasks.controls import SymbolControl, save_controls
 
-    save_controls(db, {"BAD/USDT": SymbolControl(False, "win rate 20.0% over 40 signals", 0.7),
-                       "OK/USDT": SymbolControl(True, None, None)}, exchange="binance")
+    save_controls(
+        db,
+        {
+            "BAD/USDT": SymbolControl(False, "win rate 20.0% over 40 signals", 0.7),
+            "OK/USDT": SymbolControl(True, None, None),
+        },
+        exchange="binance",
+    )
     body = client.get("/controls").json()
     assert [(c["symbol"], c["enabled"]) for c in body] == [("BAD/USDT", False), ("OK/USDT", True)]
     assert body[0]["reason"].startswith("win rate") and body[0]["score_threshold"] == 0.7

@@ -27,6 +27,15 @@ def test_upgrade_twice_is_a_no_op(database_url: str) -> None:
 
 def test_contract_relations_exist(database_url: str) -> None:
     tables = {row[0] for row in _schema(database_url)}
-    for name in ("klines", "klines_1m", "klines_5m", "klines_15m", "klines_1h",
-                 "klines_rejected", "signals", "signal_performance", "feature_importance"):
+    for name in (
+        "klines",
+        "klines_1m",
+        "klines_5m",
+        "klines_15m",
+        "klines_1h",
+        "klines_rejected",
+        "signals",
+        "signal_performance",
+        "feature_importance",
+    ):
         assert name in tables

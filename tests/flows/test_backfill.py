@@ -12,15 +12,19 @@ ANCHOR_MS = int(pd.Timestamp("2025-04-10", tz="UTC").value // 1_000_000)
 
 
 def _stored(db, symbol: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
-    rows = db.execute("SELECT exchange, symbol, ts, open, high, low, close, volume FROM klines"
-                      " WHERE symbol = %s ORDER BY ts", (symbol,)).fetchall()
+    rows = db.execute(
+        "SELECT exchange, symbol, ts, open, high, low, close, volume FROM klines"
+        " WHERE symbol = %s ORDER BY ts",
+        (symbol,),
+    ).fetchall()
     frame = pd.DataFrame(rows)
     frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
     return frame
 
 
 async def test_backfill_is_exact_resumable_and_survives_rate_limits(
-        db, prefect_harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    db, prefect_harness, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from flows.backfill import backfill
 
     faults = Faults(rest_429_every=4, retry_after_s=0)

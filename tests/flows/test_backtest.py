@@ -26,25 +26,40 @@ def _keys(db, run_id: str) -> set[tuple]:  # type: ignore[no-untyped-def,type-ar
     return {tuple(r.values()) for r in rows}
 
 
-async def test_replay_and_backtest_emit_identical_signals(history, prefect_harness,
-                                                          tmp_path: Path) -> None:
+async def test_replay_and_backtest_emit_identical_signals(
+    history, prefect_harness, tmp_path: Path
+) -> None:
     from flows.backtest import backtest
     from flows.stream import stream
 
-    summary = backtest(symbols=SYMBOLS, start="2025-02-01", end="2025-02-05", run_id="bt",
-                       out=str(tmp_path / "report"))
-    replay = await stream(symbols=SYMBOLS, source="replay", run_id="rp",
-                          start="2025-02-01", end="2025-02-05")
+    summary = backtest(
+        symbols=SYMBOLS,
+        start="2025-02-01",
+        end="2025-02-05",
+        run_id="bt",
+        out=str(tmp_path / "report"),
+    )
+    replay = await stream(
+        symbols=SYMBOLS, source="replay", run_id="rp", start="2025-02-01", end="2025-02-05"
+    )
     backtested, replayed = _keys(history, "bt"), _keys(history, "rp")
     assert len(backtested) >= 10
     assert replayed == backtested
     assert replay["signals"] == summary["signals"] == len(backtested)
-    for key in ("signals", "win_rate", "avg_return_pct", "sharpe", "max_drawdown_pct",
-                "bars_processed", "seconds"):
+    for key in (
+        "signals",
+        "win_rate",
+        "avg_return_pct",
+        "sharpe",
+        "max_drawdown_pct",
+        "bars_processed",
+        "seconds",
+    ):
         assert key in summary
     assert summary["bars_processed"] == 2 * 4 * 1440
     settled = history.execute(
-        "SELECT count(*) AS n FROM signal_performance WHERE run_id = 'bt'").fetchone()["n"]
+        "SELECT count(*) AS n FROM signal_performance WHERE run_id = 'bt'"
+    ).fetchone()["n"]
     assert settled == summary["settled"] > 0
     report = (tmp_path / "report" / "report.html").read_text()
     assert "equity.png" in report and "price_BTC-USDT.png" in report

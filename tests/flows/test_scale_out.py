@@ -35,23 +35,27 @@ def _env(database_url: str, sim_url: str) -> dict[str, str]:
     from prefect.settings import PREFECT_API_URL
 
     env = dict(os.environ)
-    env.update({
-        "SIGNALENGINE_DATABASE_URL": database_url,
-        "SIGNALENGINE_EXCHANGE_URL": sim_url,
-        "SIGNALENGINE_SYMBOLS": json.dumps(SYMBOLS),
-        "SIGNALENGINE_BACKFILL_DAYS": "0.5",
-        "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
-        "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
-        "SIGNALENGINE_COOLDOWN_BARS": "0",
-        "PREFECT_API_URL": str(PREFECT_API_URL.value()),
-    })
+    env.update(
+        {
+            "SIGNALENGINE_DATABASE_URL": database_url,
+            "SIGNALENGINE_EXCHANGE_URL": sim_url,
+            "SIGNALENGINE_SYMBOLS": json.dumps(SYMBOLS),
+            "SIGNALENGINE_BACKFILL_DAYS": "0.5",
+            "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
+            "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
+            "SIGNALENGINE_COOLDOWN_BARS": "0",
+            "PREFECT_API_URL": str(PREFECT_API_URL.value()),
+        }
+    )
     return env
 
 
 def _assert_bars_match_truth(db) -> None:  # type: ignore[no-untyped-def]
     for symbol in SYMBOLS:
-        rows = db.execute("SELECT ts, open, high, low, close, volume FROM klines"
-                          " WHERE symbol = %s ORDER BY ts", (symbol,)).fetchall()
+        rows = db.execute(
+            "SELECT ts, open, high, low, close, volume FROM klines WHERE symbol = %s ORDER BY ts",
+            (symbol,),
+        ).fetchall()
         stored = pd.DataFrame(rows)
         stored["ts"] = pd.to_datetime(stored["ts"], utc=True)
         truth = _truth(symbol, stored["ts"].iloc[0], stored["ts"].iloc[-1] + pd.Timedelta("1min"))
@@ -77,26 +81,34 @@ async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_pa
         env = _env(database_url, sim_url)
         api_ports = [free_port(), free_port()]
         metric_ports = [free_port(), free_port()]
-        apis = [signalengine(["api", "--port", str(p)], env=env, log=tmp_path / f"api{i}.log")
-                for i, p in enumerate(api_ports)]
+        apis = [
+            signalengine(["api", "--port", str(p)], env=env, log=tmp_path / f"api{i}.log")
+            for i, p in enumerate(api_ports)
+        ]
         with running(apis):
             for proc, port in zip(apis, api_ports, strict=True):
                 wait_http(f"http://127.0.0.1:{port}/health", timeout=30, proc=proc)
-            shards = [signalengine(["stream", "--shard", f"{i}/2"],
-                                   env={**env, "SIGNALENGINE_STREAM_METRICS_PORT": str(mp)},
-                                   log=tmp_path / f"shard{i}.log")
-                      for i, mp in enumerate(metric_ports)]
+            shards = [
+                signalengine(
+                    ["stream", "--shard", f"{i}/2"],
+                    env={**env, "SIGNALENGINE_STREAM_METRICS_PORT": str(mp)},
+                    log=tmp_path / f"shard{i}.log",
+                )
+                for i, mp in enumerate(metric_ports)
+            ]
             with running(shards):
                 received: list[list[dict]] = [[], [], [], []]  # type: ignore[type-arg]
                 urls = [f"ws://127.0.0.1:{p}/ws/feed" for p in api_ports for _ in range(2)]
-                await asyncio.gather(*[_collect(u, 40, r)
-                                       for u, r in zip(urls, received, strict=True)])
-                messages = [httpx.get(f"http://127.0.0.1:{mp}/metrics").text
-                            for mp in metric_ports]
+                await asyncio.gather(
+                    *[_collect(u, 40, r) for u, r in zip(urls, received, strict=True)]
+                )
+                messages = [httpx.get(f"http://127.0.0.1:{mp}/metrics").text for mp in metric_ports]
                 for proc in shards:
                     stop(proc, sig=signal.SIGTERM)
-    live = {r["id"] for r in db.execute(
-        "SELECT id::text AS id FROM signals WHERE run_id = 'live'").fetchall()}
+    live = {
+        r["id"]
+        for r in db.execute("SELECT id::text AS id FROM signals WHERE run_id = 'live'").fetchall()
+    }
     assert live, "no live signal in 40 s"
     for got in received:
         ids = [m["id"] for m in got]
@@ -104,14 +116,16 @@ async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_pa
         assert set(ids) <= live and len(set(ids)) >= len(live) - 4  # all but the in-flight
     # every symbol was collected by exactly one shard
     for symbol in SYMBOLS:
-        owners = [m for m in messages if f'symbol="{symbol}"' in m
-                  and "collector_messages_total{" in m]
+        owners = [
+            m for m in messages if f'symbol="{symbol}"' in m and "collector_messages_total{" in m
+        ]
         assert len(owners) == 1, symbol
     _assert_bars_match_truth(db)
 
 
-async def test_stream_killed_mid_run_resumes_without_loss(db, database_url, prefect_harness,
-                                                          tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+async def test_stream_killed_mid_run_resumes_without_loss(
+    db, database_url, prefect_harness, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
     anchor_ms = int(ANCHOR.value // 1_000_000)
     with running_simulator(symbols=SYMBOLS, speed=600, anchor_ms=anchor_ms) as sim_url:
         env = {**_env(database_url, sim_url), "SIGNALENGINE_STREAM_METRICS_PORT": "0"}
@@ -135,10 +149,12 @@ async def test_stream_killed_mid_run_resumes_without_loss(db, database_url, pref
 
     await stream(symbols=SYMBOLS, source="replay", run_id="rp")
     window = "emitted_at > %s AND emitted_at <= %s"
-    live = db.execute(f"SELECT {KEY} FROM signals WHERE run_id = 'live' AND {window}",
-                      (start_mark, end_mark)).fetchall()
-    replayed = db.execute(f"SELECT {KEY} FROM signals WHERE run_id = 'rp' AND {window}",
-                          (start_mark, end_mark)).fetchall()
+    live = db.execute(
+        f"SELECT {KEY} FROM signals WHERE run_id = 'live' AND {window}", (start_mark, end_mark)
+    ).fetchall()
+    replayed = db.execute(
+        f"SELECT {KEY} FROM signals WHERE run_id = 'rp' AND {window}", (start_mark, end_mark)
+    ).fetchall()
     assert {tuple(r.values()) for r in live} == {tuple(r.values()) for r in replayed}
 
 

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import pytest
 
 from simulator import market_bars, running_simulator
 from tests.utils.net import free_port
@@ -23,10 +22,12 @@ def _stored(db, symbol: str) -> pd.DataFrame:
 
 def _truth(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
     bars = market_bars(symbol, int(start.value // 1_000_000), int(end.value // 1_000_000))
-    return pd.DataFrame({
-        "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
-        **{c: bars[c].astype("float64") for c in ("open", "high", "low", "close", "volume")},
-    })
+    return pd.DataFrame(
+        {
+            "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
+            **{c: bars[c].astype("float64") for c in ("open", "high", "low", "close", "volume")},
+        }
+    )
 
 
 async def test_stream_stores_exactly_the_exchange_bars(db, prefect_harness, monkeypatch) -> None:

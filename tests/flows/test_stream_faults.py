@@ -34,8 +34,9 @@ def _assert_truth(db) -> None:  # type: ignore[no-untyped-def]
 async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from flows.stream import stream
 
-    faults = Faults(ws_drop_every_s=2.0, duplicate_rate=0.2, out_of_order_rate=0.2,
-                    malformed_rate=0.2)
+    faults = Faults(
+        ws_drop_every_s=2.0, duplicate_rate=0.2, out_of_order_rate=0.2, malformed_rate=0.2
+    )
     anchor_ms = int(ANCHOR.value // 1_000_000)
     with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms, faults=faults) as url:
         _configure(monkeypatch, url)
@@ -46,7 +47,8 @@ async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkey
     assert summary["minutes"] >= 40
     _assert_truth(db)
     rejected = db.execute(
-        "SELECT reason, count(*) AS n FROM klines_rejected GROUP BY reason").fetchall()
+        "SELECT reason, count(*) AS n FROM klines_rejected GROUP BY reason"
+    ).fetchall()
     reasons = {r["reason"]: r["n"] for r in rejected}
     injected = status["injected"]
     assert injected["malformed"] > 0 and injected["ws_drops"] > 0
@@ -56,8 +58,9 @@ async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkey
     assert "differs from the stored bar" not in reasons
 
 
-async def test_database_connection_killed_mid_stream(db, database_url, prefect_harness,
-                                                     monkeypatch) -> None:  # type: ignore[no-untyped-def]
+async def test_database_connection_killed_mid_stream(
+    db, database_url, prefect_harness, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
     from flows.stream import stream
 
     anchor_ms = int(ANCHOR.value // 1_000_000)
@@ -71,7 +74,9 @@ async def test_database_connection_killed_mid_stream(db, database_url, prefect_h
                 rows = conn.execute(
                     "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
                     " WHERE datname = current_database() AND pid <> pg_backend_pid()"
-                    " AND pid <> %s", (spared,)).fetchall()
+                    " AND pid <> %s",
+                    (spared,),
+                ).fetchall()
                 kills.append(len(rows))
 
     with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms) as url:
@@ -85,6 +90,5 @@ async def test_database_connection_killed_mid_stream(db, database_url, prefect_h
             thread.join()
     assert summary["minutes"] >= 30
     assert sum(kills) >= 3  # the stream's connection really was cut, repeatedly
-    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row,
-                         autocommit=True) as fresh:
+    with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row, autocommit=True) as fresh:
         _assert_truth(fresh)

@@ -17,15 +17,34 @@ from tests.utils.klines import random_klines
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
 
 
-def _signal(db, *, direction: str, ts: pd.Timestamp, entry: float, tp: float, sl: float,
-            expiry_min: int = 30) -> str:
+def _signal(
+    db,
+    *,
+    direction: str,
+    ts: pd.Timestamp,
+    entry: float,
+    tp: float,
+    sl: float,
+    expiry_min: int = 30,
+) -> str:
     sid = str(uuid.uuid4())
     db.execute(
         "INSERT INTO signals (id, run_id, exchange, symbol, timeframe, direction, ts, emitted_at,"
         " entry_price, take_profit, stop_loss, expires_at, score, events, features)"
-        " VALUES (%s, 'live', 'binance', 'BTC/USDT', '5m', %s, %s, %s, %s, %s, %s, %s, 0.7, %s, %s)",
-        (sid, direction, ts, ts + pd.Timedelta(minutes=5), entry, tp, sl,
-         ts + pd.Timedelta(minutes=5 + expiry_min), Jsonb([]), Jsonb({})),
+        " VALUES (%s, 'live', 'binance', 'BTC/USDT', '5m',"
+        " %s, %s, %s, %s, %s, %s, %s, 0.7, %s, %s)",
+        (
+            sid,
+            direction,
+            ts,
+            ts + pd.Timedelta(minutes=5),
+            entry,
+            tp,
+            sl,
+            ts + pd.Timedelta(minutes=5 + expiry_min),
+            Jsonb([]),
+            Jsonb({}),
+        ),
     )
     return sid
 
@@ -39,8 +58,14 @@ def test_settle_claims_each_open_signal_once(db) -> None:
         _signal(db, direction="long", ts=T0, entry=entry, tp=entry * 1.5, sl=entry * 0.5),
         _signal(db, direction="short", ts=T0, entry=entry, tp=entry * 0.999, sl=entry * 1.001),
         # expires after the last stored bar: stays open
-        _signal(db, direction="long", ts=T0 + pd.Timedelta(minutes=230), entry=entry,
-                tp=entry * 2, sl=entry * 0.1),
+        _signal(
+            db,
+            direction="long",
+            ts=T0 + pd.Timedelta(minutes=230),
+            entry=entry,
+            tp=entry * 2,
+            sl=entry * 0.1,
+        ),
     ]
     rows = settle_open(db, fee_bps=10, slippage_bps=0)
     assert set(rows["signal_id"].astype(str)) == set(ids[:2])
@@ -49,8 +74,10 @@ def test_settle_claims_each_open_signal_once(db) -> None:
     last_bar = T0 + pd.Timedelta(minutes=34)  # last 1m bar closing by expires_at (T0+35m)
     assert expired["exit_price"] == closes[last_bar]
     assert np.isclose(expired["return_pct"], (closes[last_bar] / entry - 1) * 100 - 0.1)
-    statuses = {r["id"]: r["status"]
-                for r in db.execute("SELECT id::text AS id, status FROM signals").fetchall()}
+    statuses = {
+        r["id"]: r["status"]
+        for r in db.execute("SELECT id::text AS id, status FROM signals").fetchall()
+    }
     assert statuses[ids[2]] == "open" and statuses[ids[0]] == "expired"
     assert statuses[ids[1]] in {"tp_hit", "sl_hit"}
     assert settle_open(db, fee_bps=10, slippage_bps=0).empty  # nothing twice
@@ -61,23 +88,36 @@ def test_settle_claims_each_open_signal_once(db) -> None:
 def _performance(n: int, seed: int = 2) -> pd.DataFrame:
     rng = np.random.default_rng(seed)
     outcome = rng.choice(["tp_hit", "sl_hit", "expired"], n, p=[0.4, 0.4, 0.2])
-    ret = np.where(outcome == "tp_hit", rng.uniform(0.5, 2, n),
-                   np.where(outcome == "sl_hit", -rng.uniform(0.3, 1, n), rng.normal(0, 0.3, n)))
-    return pd.DataFrame({
-        "run_id": "live", "symbol": rng.choice(["BTC/USDT", "ETH/USDT"], n),
-        "timeframe": "5m", "direction": rng.choice(["long", "short"], n), "outcome": outcome,
-        "return_pct": ret, "duration_sec": rng.uniform(60, 3600, n),
-        "exit_time": T0 + pd.to_timedelta(rng.uniform(0, 40 * 86400, n), unit="s"),
-    })
+    ret = np.where(
+        outcome == "tp_hit",
+        rng.uniform(0.5, 2, n),
+        np.where(outcome == "sl_hit", -rng.uniform(0.3, 1, n), rng.normal(0, 0.3, n)),
+    )
+    return pd.DataFrame(
+        {
+            "run_id": "live",
+            "symbol": rng.choice(["BTC/USDT", "ETH/USDT"], n),
+            "timeframe": "5m",
+            "direction": rng.choice(["long", "short"], n),
+            "outcome": outcome,
+            "return_pct": ret,
+            "duration_sec": rng.uniform(60, 3600, n),
+            "exit_time": T0 + pd.to_timedelta(rng.uniform(0, 40 * 86400, n), unit="s"),
+        }
+    )
 
 
 def test_rollups_match_an_independent_computation() -> None:
     perf = _performance(500)
     now = T0 + pd.Timedelta(days=40)
     rollups = compute_rollups(perf, now=now).set_index(
-        ["symbol", "timeframe", "direction", "window_days"])
-    week = perf[(perf["exit_time"] > now - pd.Timedelta(days=7)) & (perf["symbol"] == "ETH/USDT")
-                & (perf["direction"] == "short")].sort_values("exit_time")
+        ["symbol", "timeframe", "direction", "window_days"]
+    )
+    week = perf[
+        (perf["exit_time"] > now - pd.Timedelta(days=7))
+        & (perf["symbol"] == "ETH/USDT")
+        & (perf["direction"] == "short")
+    ].sort_values("exit_time")
     row = rollups.loc[("ETH/USDT", "5m", "short", 7)]
     r = week["return_pct"].to_numpy()
     assert row["count"] == len(week)
@@ -86,7 +126,9 @@ def test_rollups_match_an_independent_computation() -> None:
     assert np.isclose(row["median_return_pct"], np.median(r))
     assert np.isclose(row["profit_factor"], r[r > 0].sum() / -r[r < 0].sum())
     equity = pd.Series(np.cumprod(1 + r / 100))
-    assert np.isclose(row["max_drawdown_pct"], ((equity.cummax() - equity) / equity.cummax()).max() * 100)
+    assert np.isclose(
+        row["max_drawdown_pct"], ((equity.cummax() - equity) / equity.cummax()).max() * 100
+    )
     total = rollups.loc[("*", "*", "*", 0)]
     assert total["count"] == 500 and np.isclose(total["total_return_pct"], perf["return_pct"].sum())
 
@@ -110,13 +152,27 @@ def refresh_rollups_from(db, perf: pd.DataFrame) -> int:
             "INSERT INTO signals (id, exchange, symbol, timeframe, direction, ts, emitted_at,"
             " entry_price, take_profit, stop_loss, expires_at, score)"
             " VALUES (%s, 'binance', %s, '5m', %s, %s, %s, 1, 2, 0.5, %s, 0.5)",
-            (sid, rec["symbol"], rec["direction"], rec["exit_time"], rec["exit_time"],
-             rec["exit_time"]),
+            (
+                sid,
+                rec["symbol"],
+                rec["direction"],
+                rec["exit_time"],
+                rec["exit_time"],
+                rec["exit_time"],
+            ),
         )
         db.execute(
             "INSERT INTO signal_performance VALUES (%s, 'live', 'binance', %s, %s, '5m', 1, 1,"
             " %s, %s, %s, %s, %s, 0.5)",
-            (sid, rec["symbol"], rec["direction"], rec["exit_time"], rec["exit_time"],
-             rec["outcome"], rec["return_pct"], rec["duration_sec"]),
+            (
+                sid,
+                rec["symbol"],
+                rec["direction"],
+                rec["exit_time"],
+                rec["exit_time"],
+                rec["outcome"],
+                rec["return_pct"],
+                rec["duration_sec"],
+            ),
         )
     return len(refresh_rollups(db, now=T0 + pd.Timedelta(days=40)))

@@ -38,8 +38,10 @@ def test_timeframes_equal_pandas_resample_with_gaps(db, rule: str, timeframe: st
     want = _pandas_resample(frame, rule)
     assert list(got.index) == list(want.index)
     pd.testing.assert_frame_equal(
-        got[["open", "high", "low", "close", "bars"]], want[["open", "high", "low", "close", "bars"]],
-        check_exact=True, check_freq=False,
+        got[["open", "high", "low", "close", "bars"]],
+        want[["open", "high", "low", "close", "bars"]],
+        check_exact=True,
+        check_freq=False,
     )
     pd.testing.assert_series_equal(got["volume"], want["volume"], rtol=1e-9, check_freq=False)
 
@@ -56,10 +58,14 @@ def test_duplicates_conflicts_and_rejects_lose_nothing_else(db) -> None:
     fresh = random_klines(minutes=40).iloc[30:]
     summary = _store(db, pd.concat([again, changed, bad, fresh], ignore_index=True))
     assert summary == {"rows_read": 18, "inserted": 10, "duplicates": 5, "rejected": 3}
-    reasons = [r["reason"] for r in db.execute(
-        "SELECT reason FROM klines_rejected ORDER BY id").fetchall()]
-    assert reasons == ["high below max(open, close)", "differs from the stored bar",
-                       "differs from the stored bar"]
+    reasons = [
+        r["reason"] for r in db.execute("SELECT reason FROM klines_rejected ORDER BY id").fetchall()
+    ]
+    assert reasons == [
+        "high below max(open, close)",
+        "differs from the stored bar",
+        "differs from the stored bar",
+    ]
     kept = db.execute("SELECT close FROM klines WHERE ts = %s", (frame["ts"].iloc[5],)).fetchone()
     assert kept["close"] == frame["close"].iloc[5]
     assert db.execute("SELECT count(*) AS n FROM klines").fetchone()["n"] == 40
@@ -75,8 +81,11 @@ def test_validation_reasons() -> None:
     frame.loc[4, "low"] = frame.loc[4, "high"] + 1
     result = validate_klines(frame, known_symbols={"BTC/USDT"})
     assert [r["reason"] for r in result.rejected] == [
-        "open is not a finite number", "negative volume", "timestamp is not aligned to a minute",
-        "unknown symbol", "low above min(open, close)",
+        "open is not a finite number",
+        "negative volume",
+        "timestamp is not aligned to a minute",
+        "unknown symbol",
+        "low above min(open, close)",
     ]
     assert len(result.valid) == 1
 

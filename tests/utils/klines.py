@@ -21,12 +21,18 @@ def random_klines(
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.001, minutes)))
     open_ = np.r_[100.0, close[:-1]]
     spread = np.abs(rng.normal(0, 0.0008, minutes)) * close
-    frame = pd.DataFrame({
-        "exchange": exchange, "symbol": symbol, "ts": ts,
-        "open": open_, "high": np.maximum(open_, close) + spread,
-        "low": np.minimum(open_, close) - spread, "close": close,
-        "volume": rng.gamma(2.0, 5.0, minutes),
-    })
+    frame = pd.DataFrame(
+        {
+            "exchange": exchange,
+            "symbol": symbol,
+            "ts": ts,
+            "open": open_,
+            "high": np.maximum(open_, close) + spread,
+            "low": np.minimum(open_, close) - spread,
+            "close": close,
+            "volume": rng.gamma(2.0, 5.0, minutes),
+        }
+    )
     if gap_fraction:
         frame = frame[rng.random(minutes) >= gap_fraction].reset_index(drop=True)
     return frame

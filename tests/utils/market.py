@@ -14,20 +14,25 @@ def market_frame(symbol: str, start: str, days: float, *, seed: int = 42) -> pd.
     begin = pd.Timestamp(start, tz="UTC")
     start_ms = int(begin.value // 1_000_000)
     bars = market_bars(symbol, start_ms, start_ms + int(days * 86_400_000), seed=seed)
-    return pd.DataFrame({
-        "exchange": "binance", "symbol": symbol,
-        "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
-        **{c: bars[c].astype("float64") for c in ("open", "high", "low", "close", "volume")},
-    })
+    return pd.DataFrame(
+        {
+            "exchange": "binance",
+            "symbol": symbol,
+            "ts": pd.to_datetime(bars["ts"], unit="ms", utc=True),
+            **{c: bars[c].astype("float64") for c in ("open", "high", "low", "close", "volume")},
+        }
+    )
 
 
-def store_market(conn, symbols: list[str], start: str, days: float,
-                 timeframes: list[str] | None = None) -> int:  # type: ignore[no-untyped-def]
+def store_market(
+    conn, symbols: list[str], start: str, days: float, timeframes: list[str] | None = None
+) -> int:  # type: ignore[no-untyped-def]
     """Store the market's bars for the symbols; returns bars inserted."""
     inserted = 0
     for symbol in symbols:
         frame = market_frame(symbol, start, days)
-        result = store_klines(conn, validate_klines(frame),
-                              timeframes=timeframes or ["1m", "5m", "15m", "1h"])
+        result = store_klines(
+            conn, validate_klines(frame), timeframes=timeframes or ["1m", "5m", "15m", "1h"]
+        )
         inserted += result.inserted
     return inserted

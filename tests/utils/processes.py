@@ -17,8 +17,13 @@ import httpx
 def signalengine(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
     """Start `signalengine <args>` (as `python -m core`) with output to `log`."""
     sink = log.open("wb")
-    return subprocess.Popen([sys.executable, "-m", "core", *args], env=env, stdout=sink,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", "core", *args],
+        env=env,
+        stdout=sink,
+        stderr=subprocess.STDOUT,
+        start_new_session=True,
+    )
 
 
 def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
