@@ -6,7 +6,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 export MLFLOW_DISABLE_TELEMETRY := true
 
-.PHONY: demo test lint format typecheck bench venv dev clean
+.PHONY: demo test lint format typecheck bench venv dev clean pglite
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -26,7 +26,12 @@ dev: $(VENV)/.dev-installed
 demo: venv
 	$(BIN)/signalengine up
 
-test: dev
+tools/pglite/node_modules: tools/pglite/package-lock.json
+	cd tools/pglite && npm ci --no-audit --no-fund && touch $@
+
+pglite: tools/pglite/node_modules
+
+test: dev pglite
 	$(BIN)/python -m pytest -q -p no:cacheprovider
 
 lint: dev

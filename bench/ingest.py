@@ -30,28 +30,12 @@ import psycopg
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from core.migrate import upgrade  # noqa: E402
-from tasks.storage import load_bars, store_klines  # noqa: E402
+from tasks.storage import PRICE_COLUMNS, binary_copy_payload, load_bars, store_klines  # noqa: E402
 from tasks.validation import KLINE_COLUMNS, validate_klines  # noqa: E402
 from tests.utils.bars import make_bars_1m  # noqa: E402
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]
 
-
-def copy_payload(frame: pd.DataFrame) -> bytes:
-    import numpy as np
-    parts = [b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8]
-    epoch = pd.Timestamp("2000-01-01", tz="UTC").value // 1000
-    for (exchange, symbol), part in frame.groupby(["exchange", "symbol"], sort=False):
-        e, s = str(exchange).encode(), str(symbol).encode()
-        dtype = np.dtype([("n", ">i2"), ("le", ">i4"), ("e", f"S{len(e)}"), ("ls", ">i4"), ("s", f"S{len(s)}"), ("lt", ">i4"), ("ts", ">i8")] + [x for c in ["open","high","low","close","volume"] for x in ((f"l{c}", ">i4"), (c, ">f8"))])
-        out = np.empty(len(part), dtype=dtype)
-        out["n"] = 8; out["le"] = len(e); out["e"] = e; out["ls"] = len(s); out["s"] = s; out["lt"] = 8
-        out["ts"] = part["ts"].dt.tz_localize(None).to_numpy("datetime64[us]").view("int64") - epoch
-        for c in ["open","high","low","close","volume"]:
-            out[f"l{c}"] = 8; out[c] = part[c].to_numpy()
-        parts.append(out.tobytes())
-    parts.append(b"\xff\xff")
-    return b"".join(parts)
 GOAL_RATIO = 0.5
 EXCHANGE = "bench"
 YEAR_MINUTES = 365 * 1440
@@ -86,9 +70,10 @@ def _ceiling(url: str, frames: list[pd.DataFrame]) -> float:
         started = time.perf_counter()
         with conn.transaction(), conn.cursor() as cur:
             for frame in frames:
-                with cur.copy(f"COPY copy_ceiling ({', '.join(KLINE_COLUMNS)}) "
-                              "FROM STDIN (FORMAT BINARY)") as copy:
-                    copy.write(copy_payload(frame))
+                with cur.copy(
+                    f"COPY copy_ceiling ({', '.join(KLINE_COLUMNS)}) FROM STDIN (FORMAT BINARY)"
+                ) as copy:
+                    copy.write(binary_copy_payload(frame, floats=PRICE_COLUMNS))
         seconds = time.perf_counter() - started
         conn.execute("DROP TABLE copy_ceiling")
     return seconds
@@ -102,8 +87,9 @@ def _project(url: str, frames: list[pd.DataFrame]) -> tuple[float, int]:
         conn.commit()
         started = time.perf_counter()
         for frame in frames:
-            result = store_klines(conn, validate_klines(frame), timeframes=TIMEFRAMES,
-                                  source="bench")
+            result = store_klines(
+                conn, validate_klines(frame), timeframes=TIMEFRAMES, source="bench"
+            )
             inserted += result.inserted
         seconds = time.perf_counter() - started
     return seconds, inserted
@@ -117,8 +103,9 @@ def _read_year(url: str, repeats: int) -> dict[str, Any]:
         store_klines(conn, validate_klines(frame), timeframes=TIMEFRAMES, source="bench")
         for _ in range(repeats):
             began = time.perf_counter()
-            bars = load_bars(conn, exchange=EXCHANGE, symbols=["YEAR/USDT"], timeframe="1h",
-                             start=start, end=end)["YEAR/USDT"]
+            bars = load_bars(
+                conn, exchange=EXCHANGE, symbols=["YEAR/USDT"], timeframe="1h", start=start, end=end
+            )["YEAR/USDT"]
             timings.append(time.perf_counter() - began)
             conn.rollback()
     return {
@@ -146,19 +133,23 @@ def main() -> None:
     if inserted != rows:
         raise SystemExit(f"stored {inserted} of {rows} rows")
     ratio = ceiling / project
-    print(json.dumps({
-        "rows": rows,
-        "symbols": args.symbols,
-        "timeframes": TIMEFRAMES,
-        "project_seconds": round(project, 3),
-        "project_rows_per_second": round(rows / project),
-        "copy_ceiling_seconds": round(ceiling, 3),
-        "copy_ceiling_rows_per_second": round(rows / ceiling),
-        "ratio": round(ratio, 3),
-        "goal_ratio": GOAL_RATIO,
-        "meets_goal": ratio >= GOAL_RATIO,
-        "read_1h_one_year": read,
-    }))
+    print(
+        json.dumps(
+            {
+                "rows": rows,
+                "symbols": args.symbols,
+                "timeframes": TIMEFRAMES,
+                "project_seconds": round(project, 3),
+                "project_rows_per_second": round(rows / project),
+                "copy_ceiling_seconds": round(ceiling, 3),
+                "copy_ceiling_rows_per_second": round(rows / ceiling),
+                "ratio": round(ratio, 3),
+                "goal_ratio": GOAL_RATIO,
+                "meets_goal": ratio >= GOAL_RATIO,
+                "read_1h_one_year": read,
+            }
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,8 @@ from pathlib import Path
 
 import psycopg
 
+from core.timescale import upgrade_timescale
+
 SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # A fixed advisory-lock key so two processes migrating at once serialize instead of racing.
@@ -42,6 +44,7 @@ def upgrade(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
                         (path.name, hashlib.sha256(sql.encode()).hexdigest()),
                     )
                 applied_now.append(path.name)
+            applied_now += upgrade_timescale(conn)
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now

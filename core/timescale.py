@@ -38,6 +38,9 @@ BASE_TIMEFRAMES = ("5m", "15m", "1h")
 # so a late 1m bar of a recently closed bucket never lands in materialized data.
 END_OFFSET_BUCKETS = 3
 MAX_SCHEDULE = timedelta(hours=1)
+_SMALLEST_END_OFFSET = END_OFFSET_BUCKETS * timedelta(
+    minutes=min(m for m in TIMEFRAME_MINUTES.values() if m > 1)
+)
 _NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
@@ -83,13 +86,19 @@ def migration_files(sql_dir: Path = TIMESCALE_SQL_DIR) -> list[Path]:
 
 
 def _create_extension(conn: Connection) -> bool:
+    with conn.cursor(row_factory=tuple_row) as cur:
+        available = cur.execute(
+            "SELECT 1 FROM pg_available_extensions WHERE name = 'timescaledb'"
+        ).fetchone()
+    if available is None:  # plain PostgreSQL: no need to try (and log an error there)
+        return False
     try:
         with conn.transaction():
             conn.execute("CREATE EXTENSION IF NOT EXISTS timescaledb")
-    except psycopg.DatabaseError as error:
+    except psycopg.DatabaseError as error:  # e.g. installed but not preloaded
         if conn.broken:
             raise
-        logger.info("TimescaleDB unavailable, staying on plain PostgreSQL: %s", error)
+        logger.warning("TimescaleDB unusable, staying on plain PostgreSQL: %s", error)
         return False
     return True
 
@@ -141,7 +150,8 @@ def source_timeframe(timeframe: str, available: list[str]) -> str:
     """The largest available smaller timeframe dividing this one (at worst 1m, i.e. klines)."""
     minutes = TIMEFRAME_MINUTES[timeframe]
     divisors = [
-        tf for tf in available
+        tf
+        for tf in available
         if TIMEFRAME_MINUTES[tf] < minutes and minutes % TIMEFRAME_MINUTES[tf] == 0
     ]
     return max(divisors, key=TIMEFRAME_MINUTES.__getitem__, default="1m")
@@ -155,7 +165,8 @@ def aggregate_timeframes(conn: Connection) -> list[str]:
             " WHERE view_schema = current_schema() AND view_name LIKE 'klines\\_%'"
         ).fetchall()
     found = [name.removeprefix("klines_") for (name,) in rows]
-    return sorted((tf for tf in found if tf in TIMEFRAME_MINUTES), key=TIMEFRAME_MINUTES.__getitem__)
+    known = [tf for tf in found if tf in TIMEFRAME_MINUTES]
+    return sorted(known, key=TIMEFRAME_MINUTES.__getitem__)
 
 
 def ensure_timeframe_aggregates(conn: Connection, timeframes: list[str]) -> list[str]:
@@ -197,7 +208,9 @@ def end_offset(timeframe: str) -> timedelta:
     return END_OFFSET_BUCKETS * _width(timeframe)
 
 
-def _job(conn: Connection, proc: str, relation: str) -> tuple[int, dict[str, Any], timedelta] | None:
+def _job(
+    conn: Connection, proc: str, relation: str
+) -> tuple[int, dict[str, Any], timedelta] | None:
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
             "SELECT job_id, config, schedule_interval FROM timescaledb_information.jobs"
@@ -225,12 +238,21 @@ def _set_policy(
     schedule: timedelta | None = None,
 ) -> None:
     """Make the `kind` policy ('compression', 'retention', 'refresh') of a relation match."""
-    proc = {"compression": "policy_compression", "retention": "policy_retention",
-            "refresh": "policy_refresh_continuous_aggregate"}[kind]
-    remove = {"compression": "remove_compression_policy", "retention": "remove_retention_policy",
-              "refresh": "remove_continuous_aggregate_policy"}[kind]
-    add = {"compression": "add_compression_policy", "retention": "add_retention_policy",
-           "refresh": "add_continuous_aggregate_policy"}[kind]
+    proc = {
+        "compression": "policy_compression",
+        "retention": "policy_retention",
+        "refresh": "policy_refresh_continuous_aggregate",
+    }[kind]
+    remove = {
+        "compression": "remove_compression_policy",
+        "retention": "remove_retention_policy",
+        "refresh": "remove_continuous_aggregate_policy",
+    }[kind]
+    add = {
+        "compression": "add_compression_policy",
+        "retention": "add_retention_policy",
+        "refresh": "add_continuous_aggregate_policy",
+    }[kind]
     job = _job(conn, proc, relation)
     if job is not None and wanted is not None:
         _, config, interval = job
@@ -238,14 +260,17 @@ def _set_policy(
         if same and (schedule is None or interval == schedule):
             return
     if job is not None:
-        conn.execute(sql.SQL("SELECT {}(%s, if_exists => true)").format(sql.Identifier(remove)),
-                     (relation,))
+        conn.execute(
+            sql.SQL("SELECT {}(%s, if_exists => true)").format(sql.Identifier(remove)), (relation,)
+        )
     if wanted is None:
         return
-    args = [sql.SQL("{} => %s").format(sql.Identifier(k)) for k in wanted]
+    args: list[sql.Composable] = [
+        sql.SQL("{} => %s::interval").format(sql.Identifier(k)) for k in wanted
+    ]
     params: list[Any] = [relation, *wanted.values()]
     if schedule is not None:
-        args.append(sql.SQL("schedule_interval => %s"))
+        args.append(sql.SQL("schedule_interval => %s::interval"))
         params.append(schedule)
     conn.execute(
         sql.SQL("SELECT {}(%s, {})").format(sql.Identifier(add), sql.SQL(", ").join(args)),
@@ -257,19 +282,32 @@ def set_policies(conn: Connection, settings: Settings) -> None:
     """Compression, retention and refresh policies as configured (idempotent)."""
     compress = settings.timescale_compress_after_days
     retention = settings.timescale_retention_days
-    _set_policy(conn, kind="compression", relation="klines",
-                wanted=None if compress is None else {"compress_after": timedelta(days=compress)})
-    _set_policy(conn, kind="retention", relation="klines",
-                wanted=None if retention is None else {"drop_after": timedelta(days=retention)})
-    for tf in aggregate_timeframes(conn):
+    _set_policy(
+        conn,
+        kind="compression",
+        relation="klines",
+        wanted=None if compress is None else {"compress_after": timedelta(days=compress)},
+    )
+    _set_policy(
+        conn,
+        kind="retention",
+        relation="klines",
+        wanted=None if retention is None else {"drop_after": timedelta(days=retention)},
+    )
+    available = aggregate_timeframes(conn)
+    for tf in available:
         width = _width(tf)
         start: timedelta | None = None
-        if retention is not None and source_timeframe(tf, aggregate_timeframes(conn)) == "1m":
+        if retention is not None and source_timeframe(tf, available) == "1m":
             # Never re-aggregate 1m ranges that retention may have dropped already.
             start = max(timedelta(days=retention), end_offset(tf) + 2 * width)
-        _set_policy(conn, kind="refresh", relation=f"klines_{tf}",
-                    wanted={"start_offset": start, "end_offset": end_offset(tf)},
-                    schedule=min(width, MAX_SCHEDULE))
+        _set_policy(
+            conn,
+            kind="refresh",
+            relation=f"klines_{tf}",
+            wanted={"start_offset": start, "end_offset": end_offset(tf)},
+            schedule=min(width, MAX_SCHEDULE),
+        )
 
 
 def _floor(ts: datetime, width: timedelta) -> datetime:
@@ -286,33 +324,35 @@ def refresh_aggregates(conn: Connection, *, start: datetime, end: datetime) -> N
     for tf in aggregate_timeframes(conn):
         width = _width(tf)
         lo = _floor(start, width)
-        hi = min(_floor(end - timedelta(microseconds=1), width) + width,
-                 _floor(now - end_offset(tf), width))
+        hi = min(
+            _floor(end - timedelta(microseconds=1), width) + width,
+            _floor(now - end_offset(tf), width),
+        )
         if hi <= lo:
             continue
         conn.execute(
-            sql.SQL("CALL refresh_continuous_aggregate({}, {}::timestamptz, {}::timestamptz)")
-            .format(sql.Literal(f"klines_{tf}"), sql.Literal(lo), sql.Literal(hi))
+            sql.SQL(
+                "CALL refresh_continuous_aggregate({}, {}::timestamptz, {}::timestamptz)"
+            ).format(sql.Literal(f"klines_{tf}"), sql.Literal(lo), sql.Literal(hi))
         )
 
 
 def refresh_after_write(conn: Connection, *, start: datetime, end: datetime) -> bool:
     """After a committed write of 1m bars in [start, end): refresh what it made stale.
 
-    Bars newer than the smallest end offset are served in real time already; older ones
-    may sit behind the last refresh. Refreshes need no open transaction: a connection in
-    autocommit mode, or an idle one (switched to autocommit for the call). Inside a
-    caller's transaction nothing happens (the refresh policy catches up); returns whether
-    it refreshed.
+    Bars newer than the smallest end offset (3 x the smallest timeframe) are served in
+    real time already; older ones may sit behind the last refresh. A refresh needs no
+    open transaction: a connection in autocommit mode, or an idle one (switched to
+    autocommit for the call). Inside a caller's transaction nothing happens (the refresh
+    policy catches up). Returns whether it refreshed.
     """
-    smallest = min((end_offset(tf) for tf in BASE_TIMEFRAMES), default=timedelta(0))
-    if start >= datetime.now(UTC) - smallest:
+    if start >= datetime.now(UTC) - _SMALLEST_END_OFFSET:
+        return False
+    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
         return False
     if conn.autocommit:
         refresh_aggregates(conn, start=start, end=end)
         return True
-    if conn.info.transaction_status != psycopg.pq.TransactionStatus.IDLE:
-        return False
     conn.autocommit = True
     try:
         refresh_aggregates(conn, start=start, end=end)

@@ -3,14 +3,27 @@
 Each higher timeframe is rebuilt, for the buckets a write touched, from the next smaller
 configured timeframe (5m from 1m, 15m from 5m, 1h from 15m ...), inside the writer's
 transaction, so a reader never sees a closed bucket that disagrees with `klines`.
+Buckets made only of bars the write brought (`aggregate_new_bars`) are computed from
+those bars instead, so a bulk import does not read its own rows back.
+
+On TimescaleDB (core.timescale) the same relations are continuous aggregates that the
+database keeps: the upkeep here does nothing there.
 """
 
 from __future__ import annotations
 
+from typing import Any
+
+import numpy as np
+import pandas as pd
 import psycopg
 from psycopg import sql
 
 from core.config import TIMEFRAME_MINUTES
+from core.timescale import backend, ensure_timeframe_aggregates
+
+BUCKET_COLUMNS = ["exchange", "symbol", "ts", "open", "high", "low", "close", "volume", "bars"]
+_MINUTE_NS = 60_000_000_000
 
 # date_bin origin: buckets align to the Unix epoch in UTC (4h at 00/04/08 UTC, 1d at 00:00).
 _ORIGIN = "1970-01-01 00:00:00+00"
@@ -27,14 +40,18 @@ def _source(timeframe: str, timeframes: list[str]) -> str:
     """The largest configured smaller timeframe that divides this one (at worst 1m)."""
     minutes = TIMEFRAME_MINUTES[timeframe]
     divisors = [
-        tf for tf in timeframes
+        tf
+        for tf in timeframes
         if TIMEFRAME_MINUTES[tf] < minutes and minutes % TIMEFRAME_MINUTES[tf] == 0
     ]
     return max(divisors, key=TIMEFRAME_MINUTES.__getitem__, default="1m")
 
 
-def ensure_timeframe_tables(conn: psycopg.Connection, timeframes: list[str]) -> None:  # type: ignore[type-arg]
-    """Create the table of any configured timeframe that no migration created."""
+def ensure_timeframe_tables(conn: psycopg.Connection[Any], timeframes: list[str]) -> None:
+    """Create the relation of any configured timeframe that no migration created."""
+    if backend(conn).timescale:
+        ensure_timeframe_aggregates(conn, timeframes)
+        return
     for tf in timeframes:
         if tf == "1m":
             continue
@@ -45,11 +62,14 @@ def ensure_timeframe_tables(conn: psycopg.Connection, timeframes: list[str]) -> 
         )
 
 
-def refresh_buckets(conn: psycopg.Connection, timeframes: list[str], *, touched: str) -> None:  # type: ignore[type-arg]
+def refresh_buckets(conn: psycopg.Connection[Any], timeframes: list[str], *, touched: str) -> None:
     """Recompute every bucket overlapping the ranges in the temp table `touched`.
 
-    `touched` has columns `exchange, symbol, lo, hi` (1m bar open times, inclusive).
+    `touched` has columns `exchange, symbol, lo, hi` (1m bar open times, inclusive), at
+    most one row per (exchange, symbol). A no-op on TimescaleDB.
     """
+    if backend(conn).timescale:
+        return
     ordered = sorted((tf for tf in timeframes if tf != "1m"), key=TIMEFRAME_MINUTES.__getitem__)
     for tf in ordered:
         source = _source(tf, ordered)
@@ -59,14 +79,20 @@ def refresh_buckets(conn: psycopg.Connection, timeframes: list[str], *, touched:
         statement = sql.SQL(
             """
             INSERT INTO {target} AS t (exchange, symbol, ts, open, high, low, close, volume, bars)
-            SELECT s.exchange, s.symbol, date_bin({width}::interval, s.ts, {origin}::timestamptz),
-                   (array_agg(s.open ORDER BY s.ts))[1], max(s.high), min(s.low),
-                   (array_agg(s.close ORDER BY s.ts DESC))[1], sum(s.volume), sum({bars})
+            SELECT r.exchange, r.symbol, b.*
             FROM {touched} r
-            JOIN {source} s ON s.exchange = r.exchange AND s.symbol = r.symbol
-             AND s.ts >= date_bin({width}::interval, r.lo, {origin}::timestamptz)
-             AND s.ts < date_bin({width}::interval, r.hi, {origin}::timestamptz) + {width}::interval
-            GROUP BY 1, 2, 3
+            -- LATERAL: one index range scan per range, whatever the (absent) statistics
+            -- of the temp table and of freshly written timeframe tables make the planner think
+            CROSS JOIN LATERAL (
+                SELECT date_bin({width}::interval, s.ts, {origin}::timestamptz),
+                       (array_agg(s.open ORDER BY s.ts))[1], max(s.high), min(s.low),
+                       (array_agg(s.close ORDER BY s.ts DESC))[1], sum(s.volume), sum({bars})
+                FROM {source} s
+                WHERE s.exchange = r.exchange AND s.symbol = r.symbol
+                  AND s.ts >= date_bin({width}::interval, r.lo, {origin}::timestamptz)
+                  AND s.ts < date_bin({width}::interval, r.hi, {origin}::timestamptz)
+                             + {width}::interval
+                GROUP BY 1) b
             ON CONFLICT (exchange, symbol, ts) DO UPDATE SET
                 open = EXCLUDED.open, high = EXCLUDED.high, low = EXCLUDED.low,
                 close = EXCLUDED.close, volume = EXCLUDED.volume, bars = EXCLUDED.bars
@@ -80,3 +106,75 @@ def refresh_buckets(conn: psycopg.Connection, timeframes: list[str], *, touched:
             source=source_rel,
         )
         conn.execute(statement)
+
+
+def _runs(code: np.ndarray, bucket: np.ndarray) -> np.ndarray:
+    """Start index of each run of equal (code, bucket) in arrays sorted by both."""
+    change = (code[1:] != code[:-1]) | (bucket[1:] != bucket[:-1])
+    return np.flatnonzero(np.r_[True, change])
+
+
+def aggregate_new_bars(bars: pd.DataFrame, timeframes: list[str]) -> dict[str, pd.DataFrame]:
+    """Higher-timeframe buckets made only of `bars`, per configured timeframe above 1m.
+
+    `bars` are 1m rows (`exchange, symbol, ts` UTC open time, `open .. volume`) with unique
+    keys, written into a span where nothing was stored before: per (exchange, symbol), the
+    span from its first to its last bar. A bucket wholly inside that span therefore holds
+    these bars and nothing else, and is returned (columns BUCKET_COLUMNS, `ts` = bucket
+    open time, epoch-aligned like date_bin); buckets reaching past either end may hold
+    stored bars too and are left to `refresh_buckets`. Each level is built from the one
+    below (first open, max high, min low, last close, summed volume and bars).
+    """
+    ordered = sorted((tf for tf in timeframes if tf != "1m"), key=TIMEFRAME_MINUTES.__getitem__)
+    if bars.empty or not ordered:
+        return {}
+    ex_code, exchanges = pd.factorize(bars["exchange"])
+    sym_code, symbols = pd.factorize(bars["symbol"])
+    pair_code = ex_code.astype("int64") * len(symbols) + sym_code
+    pairs, code = np.unique(pair_code, return_inverse=True)
+    ts = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8
+    order = np.lexsort((ts, code))
+    level: dict[str, np.ndarray] = {"code": code[order], "ts": ts[order]}
+    for column in ("open", "high", "low", "close", "volume"):
+        level[column] = bars[column].to_numpy(dtype="float64")[order]
+    level["bars"] = np.ones(len(order), dtype="int64")
+    first = np.full(len(pairs), np.iinfo("int64").max)
+    last = np.full(len(pairs), np.iinfo("int64").min)
+    exchange_of = np.asarray(exchanges, dtype=object)[pairs // len(symbols)]
+    symbol_of = np.asarray(symbols, dtype=object)[pairs % len(symbols)]
+    np.minimum.at(first, level["code"], level["ts"])
+    np.maximum.at(last, level["code"], level["ts"])
+
+    levels = {"1m": level}
+    result: dict[str, pd.DataFrame] = {}
+    for tf in ordered:
+        src = levels[_source(tf, [t for t in ordered if t in levels])]
+        width = TIMEFRAME_MINUTES[tf] * _MINUTE_NS
+        bucket = src["ts"] // width * width
+        starts = _runs(src["code"], bucket)
+        ends = np.r_[starts[1:], len(bucket)] - 1
+        levels[tf] = out = {
+            "code": src["code"][starts],
+            "ts": bucket[starts],
+            "open": src["open"][starts],
+            "close": src["close"][ends],
+            "high": np.maximum.reduceat(src["high"], starts),
+            "low": np.minimum.reduceat(src["low"], starts),
+            "volume": np.add.reduceat(src["volume"], starts),
+            "bars": np.add.reduceat(src["bars"], starts),
+        }
+        inside = (out["ts"] >= first[out["code"]]) & (
+            out["ts"] + width - _MINUTE_NS <= last[out["code"]]
+        )
+        codes = out["code"][inside]
+        frame = pd.DataFrame(
+            {
+                "exchange": exchange_of[codes],
+                "symbol": symbol_of[codes],
+                "ts": pd.to_datetime(out["ts"][inside], unit="ns", utc=True),
+            }
+        )
+        for column in ("open", "high", "low", "close", "volume", "bars"):
+            frame[column] = out[column][inside]
+        result[tf] = frame
+    return result

@@ -57,26 +57,30 @@ def _parse_ts(values: pd.Series) -> pd.Series:
     return parsed.astype("datetime64[ns, UTC]")
 
 
-def _reasons(frame: pd.DataFrame, known_symbols: Collection[str] | None) -> pd.Series:
+def _reasons(frame: pd.DataFrame, known_symbols: Collection[str] | None) -> np.ndarray:
     """One reason per row ('' when valid); the first failed rule wins."""
-    reason = pd.Series("", index=frame.index, dtype=object)
+    reason = np.full(len(frame), "", dtype=object)
+    unset = np.ones(len(frame), dtype=bool)
 
-    def flag(mask: pd.Series, text: str) -> None:
-        reason[(reason == "") & mask] = text
+    def flag(mask: np.ndarray | pd.Series, text: str) -> None:
+        hit = unset & np.asarray(mask, dtype=bool)
+        reason[hit] = text
+        unset[hit] = False
 
-    flag(frame["ts"].isna(), "unparseable timestamp")
+    ts = frame["ts"]
+    flag(ts.isna().to_numpy(), "unparseable timestamp")
+    prices = {c: frame[c].to_numpy(dtype=np.float64) for c in _PRICE_COLUMNS}
     for column in _PRICE_COLUMNS:
-        flag(~np.isfinite(frame[column]), f"{column} is not a finite number")
-    flag(
-        frame["ts"].notna() & (frame["ts"].astype("int64") % _MINUTE_NS != 0),
-        "timestamp is not aligned to a minute",
-    )
-    flag(frame["high"] < frame[["open", "close"]].max(axis=1), "high below max(open, close)")
-    flag(frame["low"] > frame[["open", "close"]].min(axis=1), "low above min(open, close)")
-    flag(frame["volume"] < 0, "negative volume")
-    flag(frame[["open", "high", "low", "close"]].le(0).any(axis=1), "non-positive price")
+        flag(~np.isfinite(prices[column]), f"{column} is not a finite number")
+    ns = ts.to_numpy(dtype="datetime64[ns]").astype(np.int64)
+    flag(ts.notna().to_numpy() & (ns % _MINUTE_NS != 0), "timestamp is not aligned to a minute")
+    o, h, lo, c, v = (prices[k] for k in _PRICE_COLUMNS)
+    flag(h < np.maximum(o, c), "high below max(open, close)")
+    flag(lo > np.minimum(o, c), "low above min(open, close)")
+    flag(v < 0, "negative volume")
+    flag((o <= 0) | (h <= 0) | (lo <= 0) | (c <= 0), "non-positive price")
     if known_symbols is not None:
-        flag(~frame["symbol"].isin(list(known_symbols)), "unknown symbol")
+        flag(~frame["symbol"].isin(list(known_symbols)).to_numpy(), "unknown symbol")
     return reason
 
 
@@ -95,16 +99,18 @@ def validate_klines(
         frame[column] = pd.to_numeric(frame[column], errors="coerce").astype("float64")
     reasons = _reasons(frame, known_symbols)
     bad = reasons != ""
-    rejected = [
-        {
-            "exchange": str(batch.at[i, "exchange"]),
-            "symbol": str(batch.at[i, "symbol"]),
-            "ts": frame.at[i, "ts"] if pd.notna(frame.at[i, "ts"]) else None,
-            "raw": raw_row(batch.loc[i].to_dict()),
-            "reason": reasons[i],
-        }
-        for i in batch.index[bad]
-    ]
+    rejected = []
+    for pos in np.flatnonzero(bad):
+        ts = frame["ts"].iloc[pos]
+        rejected.append(
+            {
+                "exchange": str(batch["exchange"].iloc[pos]),
+                "symbol": str(batch["symbol"].iloc[pos]),
+                "ts": ts if pd.notna(ts) else None,
+                "raw": raw_row(batch.iloc[pos].to_dict()),
+                "reason": reasons[pos],
+            }
+        )
     return ValidatedBatch(valid=frame[~bad].reset_index(drop=True), rejected=rejected)
 
 

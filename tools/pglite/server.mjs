@@ -1,10 +1,10 @@
 // TimescaleDB inside PGlite (WASM PostgreSQL), served over the PostgreSQL wire protocol.
 //
 // For tests only: one backend, so one client connection at a time (later ones wait in
-// line). Unlike pglite-socket's own handler, which hands every TCP read to PGlite as is,
-// this server cuts the byte stream into whole protocol messages first: a message split
-// over two reads (anything larger than one read) or two messages in one read would
-// otherwise crash or confuse the backend. When a client goes away its session is reset
+// line). Unlike @electric-sql/pglite-socket, whose handler hands every TCP read to PGlite
+// as is (and concurrently), this server cuts the byte stream into whole protocol messages
+// and feeds them one at a time: a message split over two reads (anything larger than one
+// read) or two messages in one read would otherwise crash or confuse the backend. When a client goes away its session is reset
 // (open transaction rolled back, temp tables and prepared statements dropped), so the
 // next client starts clean, as it would on a real server.
 //

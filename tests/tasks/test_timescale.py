@@ -1,0 +1,202 @@
+"""TimescaleDB backend (real TimescaleDB 2.23 inside PGlite): migrations, schema, policies,
+the store path on a hypertable (compressed chunks included), and plain PostgreSQL untouched."""
+
+from __future__ import annotations
+
+import pandas as pd
+import psycopg
+import pytest
+
+from core.config import Settings
+from core.migrate import upgrade
+from core.timescale import backend, migration_files, upgrade_timescale
+from tasks.storage import load_bars, store_klines
+from tasks.timeframes import refresh_buckets
+from tasks.validation import validate_klines
+from tests.utils.klines import random_klines
+
+TIMEFRAMES = ["1m", "5m", "15m", "1h"]
+Conn = psycopg.Connection[dict]  # type: ignore[type-arg]
+
+
+def _jobs(conn: Conn) -> list[tuple[object, ...]]:
+    rows = conn.execute(
+        "SELECT job_id, proc_name, hypertable_name, config::text AS config, schedule_interval"
+        " FROM timescaledb_information.jobs WHERE hypertable_name IS NOT NULL ORDER BY job_id"
+    ).fetchall()
+    return [tuple(r.values()) for r in rows]
+
+
+def test_migrations_apply_twice(timescale_url: str) -> None:
+    assert upgrade(timescale_url) == []
+    with psycopg.connect(timescale_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        before = _jobs(conn)
+        assert upgrade_timescale(conn) == []
+        assert _jobs(conn) == before  # policies already as configured: left alone
+        names = [
+            r["name"]
+            for r in conn.execute("SELECT name FROM timescale_migrations ORDER BY name").fetchall()
+        ]
+    assert names == [f"timescale/{p.name}" for p in migration_files()]
+
+
+def _columns(conn: Conn, relation: str) -> list[tuple[str, str]]:
+    rows = conn.execute(
+        "SELECT column_name, data_type FROM information_schema.columns"
+        " WHERE table_schema = current_schema() AND table_name = %s ORDER BY ordinal_position",
+        (relation,),
+    ).fetchall()
+    return [(r["column_name"], r["data_type"]) for r in rows]
+
+
+def test_hypertable_and_hierarchical_real_time_aggregates(timescale_db: Conn, db: Conn) -> None:
+    assert backend(timescale_db).timescale and not backend(db).timescale
+    hypertable = timescale_db.execute(
+        "SELECT compression_enabled FROM timescaledb_information.hypertables"
+        " WHERE hypertable_name = 'klines'"
+    ).fetchone()
+    assert hypertable == {"compression_enabled": True}
+    segment_by = timescale_db.execute(
+        "SELECT array_agg(attname::text ORDER BY segmentby_column_index) AS cols"
+        " FROM timescaledb_information.compression_settings"
+        " WHERE hypertable_name = 'klines' AND segmentby_column_index IS NOT NULL"
+    ).fetchone()
+    assert segment_by == {"cols": ["exchange", "symbol"]}
+    views = {
+        r["view_name"]: r
+        for r in timescale_db.execute(
+            "SELECT view_name, materialized_only, view_definition"
+            " FROM timescaledb_information.continuous_aggregates"
+        ).fetchall()
+    }
+    for tf, source in [("5m", "klines"), ("15m", "klines_5m"), ("1h", "klines_15m")]:
+        view = views[f"klines_{tf}"]
+        assert view["materialized_only"] is False
+        assert f"FROM {source}\n" in view["view_definition"]
+        # the contract: the same columns and types as the plain-PostgreSQL tables
+        assert _columns(timescale_db, f"klines_{tf}") == _columns(db, f"klines_{tf}")
+
+
+def test_policies_follow_settings(timescale_db: Conn) -> None:
+    def policies() -> dict[tuple[str, str], dict[str, object]]:
+        rows = timescale_db.execute(
+            "SELECT proc_name, hypertable_name, config FROM timescaledb_information.jobs"
+            " WHERE hypertable_name IS NOT NULL"
+        ).fetchall()
+        return {(r["proc_name"], r["hypertable_name"]): r["config"] for r in rows}
+
+    try:
+        upgrade_timescale(
+            timescale_db,
+            settings=Settings(timescale_compress_after_days=None, timescale_retention_days=30),
+        )
+        changed = policies()
+        assert ("policy_compression", "klines") not in changed
+        assert changed[("policy_retention", "klines")]["drop_after"] == "30 days"
+        # the 5m aggregate never re-reads 1m ranges that retention may have dropped
+        assert (
+            changed[("policy_refresh_continuous_aggregate", "klines_5m")]["start_offset"]
+            == "30 days"
+        )
+        assert changed[("policy_refresh_continuous_aggregate", "klines_1h")]["start_offset"] is None
+    finally:
+        upgrade_timescale(
+            timescale_db,
+            settings=Settings(timescale_compress_after_days=7, timescale_retention_days=None),
+        )
+    restored = policies()
+    assert restored[("policy_compression", "klines")]["compress_after"] == "7 days"
+    assert ("policy_retention", "klines") not in restored
+    assert restored[("policy_refresh_continuous_aggregate", "klines_5m")] == {
+        "end_offset": "00:15:00",
+        "start_offset": None,
+        "mat_hypertable_id": restored[("policy_refresh_continuous_aggregate", "klines_5m")][
+            "mat_hypertable_id"
+        ],
+    }
+
+
+def _store(conn: Conn, frame: pd.DataFrame) -> dict[str, int]:
+    return store_klines(conn, validate_klines(frame), timeframes=TIMEFRAMES).as_dict()
+
+
+def test_store_path_on_compressed_hypertable(timescale_db: Conn) -> None:
+    frame = random_klines(minutes=2 * 1440, gap_fraction=0.05, seed=11)
+    hole = frame.iloc[100:103]
+    assert _store(timescale_db, frame.drop(hole.index)) == {
+        "rows_read": len(frame) - 3,
+        "inserted": len(frame) - 3,
+        "duplicates": 0,
+        "rejected": 0,
+    }
+    chunks = timescale_db.execute(
+        "SELECT count(compress_chunk(c)) AS n FROM show_chunks('klines') c"
+    ).fetchone()
+    assert chunks is not None and chunks["n"] >= 2
+    refresh_buckets(timescale_db, TIMEFRAMES, touched="no_such_table")  # a no-op here
+
+    again = frame.iloc[:5]
+    changed = frame.iloc[5:7].copy()
+    changed["close"] = changed["close"] * 1.01
+    changed["high"] = changed[["high", "close"]].max(axis=1)
+    bad = frame.iloc[7:8].copy()
+    bad["high"] = bad["low"] - 1
+    summary = _store(timescale_db, pd.concat([again, changed, bad, hole], ignore_index=True))
+    assert summary == {"rows_read": 11, "inserted": 3, "duplicates": 5, "rejected": 3}
+    reasons = [
+        r["reason"]
+        for r in timescale_db.execute("SELECT reason FROM klines_rejected ORDER BY id").fetchall()
+    ]
+    assert reasons == [
+        "high below max(open, close)",
+        "differs from the stored bar",
+        "differs from the stored bar",
+    ]
+    bars = load_bars(timescale_db, exchange="binance", symbols=["BTC/USDT"], timeframe="1h")
+    hour = bars["BTC/USDT"].iloc[1]  # the hour the hole was in, refreshed after the fill
+    assert hour["bars"] == frame["ts"].between(hour.name, hour.name + pd.Timedelta("59min")).sum()
+
+
+def test_backfill_is_refreshed_after_commit_on_a_non_autocommit_connection(
+    timescale_db: Conn,
+) -> None:
+    timescale_db.autocommit = False
+    try:
+        _store(timescale_db, random_klines(minutes=600, seed=13))
+        assert not timescale_db.autocommit
+        assert timescale_db.info.transaction_status == psycopg.pq.TransactionStatus.IDLE
+    finally:
+        timescale_db.autocommit = True
+    materialized = timescale_db.execute(
+        "SELECT format('%I.%I', materialization_hypertable_schema,"
+        " materialization_hypertable_name) AS name"
+        " FROM timescaledb_information.continuous_aggregates WHERE view_name = 'klines_5m'"
+    ).fetchone()
+    assert materialized is not None
+    count = timescale_db.execute(f"SELECT count(*) AS n FROM {materialized['name']}").fetchone()
+    assert count == {"n": 120}  # 10 hours of old bars: materialized, not left to real time
+
+
+def test_plain_postgres_stays_plain(db: Conn) -> None:
+    assert upgrade_timescale(db) == []
+    assert not backend(db).timescale
+    kinds = db.execute(
+        "SELECT relname, relkind::text FROM pg_class WHERE relname IN"
+        " ('klines', 'klines_5m', 'klines_15m', 'klines_1h') ORDER BY relname"
+    ).fetchall()
+    assert [(r["relname"], r["relkind"]) for r in kinds] == [
+        ("klines", "r"),
+        ("klines_15m", "r"),
+        ("klines_1h", "r"),
+        ("klines_5m", "r"),
+    ]
+
+
+def test_pglite_server_reassembles_messages_and_refuses_copy(timescale_db: Conn) -> None:
+    big = "x" * 3_000_000  # far larger than one TCP read
+    row = timescale_db.execute("SELECT length(%s) AS n", (big,)).fetchone()
+    assert row == {"n": len(big)}
+    with pytest.raises(psycopg.errors.FeatureNotSupported), timescale_db.cursor() as cur:
+        with cur.copy("COPY klines_rejected (raw, reason) FROM STDIN") as copy:
+            copy.write_row(('{"a": 1}', "x"))
+    assert timescale_db.execute("SELECT 1 AS one").fetchone() == {"one": 1}
