@@ -12,7 +12,7 @@ from fastapi import Depends, HTTPException, Path, Query, status
 from fastapi.exceptions import RequestValidationError
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from psycopg_pool import AsyncConnectionPool
-from pydantic import AfterValidator
+from pydantic import AfterValidator, BeforeValidator
 from starlette.requests import HTTPConnection, Request
 
 from api.cache import VersionedCache
@@ -165,7 +165,18 @@ def _to_utc(value: datetime) -> datetime:
         return edge.replace(tzinfo=UTC)
 
 
-UtcDatetime = Annotated[datetime, AfterValidator(_to_utc)]
+def _iso_only(value: object) -> object:
+    """Query datetimes are ISO 8601 text, as the schema says; pydantic alone would also
+    read a bare number as Unix seconds, which the OpenAPI `date-time` format forbids."""
+    if isinstance(value, str):
+        try:
+            datetime.fromisoformat(value)
+        except ValueError as error:
+            raise ValueError("expected an ISO 8601 date-time, e.g. 2025-01-31T12:00:00Z") from error
+    return value
+
+
+UtcDatetime = Annotated[datetime, BeforeValidator(_iso_only), AfterValidator(_to_utc)]
 
 
 def _query_names(dependant: Any) -> frozenset[str]:

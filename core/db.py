@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 from collections.abc import Iterator
 from contextlib import contextmanager
+from typing import Any, TypeAlias
 
 import psycopg
 from psycopg.rows import dict_row
@@ -12,6 +13,9 @@ from psycopg_pool import ConnectionPool
 
 from core.config import Settings, get_settings
 from core.embedded_pg import ensure_embedded_postgres
+
+# Every connection of the project is opened with `row_factory=dict_row`.
+DbConn: TypeAlias = psycopg.Connection[dict[str, Any]]
 
 _embedded_url: str | None = None
 
@@ -30,7 +34,7 @@ def database_url(settings: Settings | None = None) -> str:
     return _embedded_url
 
 
-def connect(url: str | None = None, *, autocommit: bool = False) -> psycopg.Connection[dict]:
+def connect(url: str | None = None, *, autocommit: bool = False) -> DbConn:
     """One connection with dict rows."""
     return psycopg.connect(url or database_url(), autocommit=autocommit, row_factory=dict_row)
 
@@ -48,7 +52,7 @@ def create_pool(url: str | None = None, *, min_size: int = 1, max_size: int = 4)
 
 
 @contextmanager
-def transaction(url: str | None = None) -> Iterator[psycopg.Connection[dict]]:
+def transaction(url: str | None = None) -> Iterator[DbConn]:
     """A connection inside one transaction, committed on success."""
     with connect(url) as conn, conn.transaction():
         yield conn

@@ -9,6 +9,7 @@ import time
 import psycopg
 from psycopg.rows import dict_row
 
+from core.db import DbConn
 from core.errors import TemporaryDatabaseError
 
 logger = logging.getLogger(__name__)
@@ -21,9 +22,9 @@ class ReconnectingConnection:
     def __init__(self, url: str, *, attempts: int = len(RECONNECT_DELAYS) + 1) -> None:
         self.url = url
         self.attempts = attempts
-        self._conn: psycopg.Connection[dict] | None = None  # type: ignore[type-arg]
+        self._conn: DbConn | None = None
 
-    def get(self) -> psycopg.Connection[dict]:  # type: ignore[type-arg]
+    def get(self) -> DbConn:
         if self._conn is not None and not self._conn.closed and not self._conn.broken:
             return self._conn
         last_error: Exception | None = None

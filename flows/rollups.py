@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
@@ -43,11 +43,16 @@ def refresh() -> dict[str, Any]:
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15])
 def trigger_retrain() -> str | None:
     """Start the retrain deployment (without waiting); None when it is not deployed."""
+    from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
 
     try:
-        run = run_deployment(RETRAIN_DEPLOYMENT, timeout=0, tags=["triggered-by-rollups"])
+        # sync_compatible: called from sync code it returns the FlowRun, not a coroutine
+        run = cast(
+            FlowRun,
+            run_deployment(RETRAIN_DEPLOYMENT, timeout=0, tags=["triggered-by-rollups"]),
+        )
     except ObjectNotFound:
         return None
     return str(run.id)

@@ -80,8 +80,8 @@ def emit_signals(db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: l
 
 
 def _backoff(attempt: int) -> float:
-    return min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(
-        0.5, 1.5
+    return float(
+        min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
     )
 
 

@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Any
 
 import ccxt
-import psycopg
 
+from core.db import DbConn
 from core.errors import TemporaryExchangeError
 from tasks.collector import MINUTE_MS, frame_from_ohlcv
 from tasks.ingest import store_frame
@@ -50,10 +50,10 @@ class BackfillResult:
 
 
 def resume_point(
-    conn: psycopg.Connection,
+    conn: DbConn,
     *,
     exchange: str,
-    symbol: str,  # type: ignore[type-arg]
+    symbol: str,
     since_ms: int,
 ) -> int:
     """Where to start: after the newest stored bar when the store already reaches `since`."""
@@ -91,7 +91,7 @@ async def _fetch_page(
 
 async def backfill_symbol(
     client: Any,
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     exchange: str,
     symbol: str,

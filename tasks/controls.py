@@ -12,11 +12,12 @@ losing, down when winning), within [adaptive_threshold_min, adaptive_threshold_m
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any, cast
 
 import pandas as pd
-import psycopg
 
 from core.config import Settings
+from core.db import DbConn
 
 LIVE_RUN = "live"
 SHADOW_RUN = "shadow"
@@ -42,6 +43,15 @@ def _window_figures(rollups: pd.DataFrame, run_id: str, window_days: int) -> pd.
     return part.set_index("symbol")[["count", "win_rate"]]
 
 
+def _symbol_row(figures: pd.DataFrame, symbol: str) -> pd.Series[Any] | None:
+    """A symbol's row of `_window_figures`, None when absent.
+
+    The index holds each symbol once, so `.loc` gives a Series (the stubs also allow a
+    DataFrame).
+    """
+    return cast("pd.Series[Any]", figures.loc[symbol]) if symbol in figures.index else None
+
+
 def decide_controls(
     rollups: pd.DataFrame,
     current: dict[str, SymbolControl],
@@ -56,7 +66,7 @@ def decide_controls(
     for symbol in sorted(set(live.index) | set(shadow.index) | set(current)):
         before = current.get(symbol, SymbolControl())
         enabled, reason = before.enabled, before.reason
-        figures = live.loc[symbol] if symbol in live.index else None
+        figures = _symbol_row(live, symbol)
         if (
             enabled
             and figures is not None
@@ -76,7 +86,7 @@ def decide_controls(
             ):
                 enabled, reason = True, None
         threshold = before.score_threshold
-        observed = figures if enabled else (shadow.loc[symbol] if symbol in shadow.index else None)
+        observed = figures if enabled else _symbol_row(shadow, symbol)
         if observed is not None and observed["count"] >= settings.adaptive_min_signals:
             base = settings.signal_score_threshold if threshold is None else threshold
             step = settings.adaptive_threshold_step
@@ -92,7 +102,7 @@ def decide_controls(
     return decided
 
 
-def load_controls(conn: psycopg.Connection, *, exchange: str) -> dict[str, SymbolControl]:  # type: ignore[type-arg]
+def load_controls(conn: DbConn, *, exchange: str) -> dict[str, SymbolControl]:
     """The stored controls of an exchange's symbols."""
     rows = conn.execute(
         "SELECT symbol, enabled, reason, score_threshold FROM symbol_controls WHERE exchange = %s",
@@ -104,9 +114,9 @@ def load_controls(conn: psycopg.Connection, *, exchange: str) -> dict[str, Symbo
 
 
 def save_controls(
-    conn: psycopg.Connection,
+    conn: DbConn,
     controls: dict[str, SymbolControl],
-    *,  # type: ignore[type-arg]
+    *,
     exchange: str,
 ) -> None:
     """Upsert controls (updated_at moves only when something changed)."""

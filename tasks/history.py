@@ -3,8 +3,8 @@
 from __future__ import annotations
 
 import pandas as pd
-import psycopg
 
+from core.db import DbConn
 from tasks.outcomes import write_performance
 from tasks.signal_store import insert_signals
 from tasks.storage import load_bars
@@ -13,7 +13,7 @@ OHLCV = ["open", "high", "low", "close", "volume"]
 
 
 def load_history(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     exchange: str,
     symbols: list[str],
@@ -28,7 +28,7 @@ def load_history(
 
 
 def store_backtest(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     run_id: str,
     signals: pd.DataFrame,

@@ -12,8 +12,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import pandas as pd
-import psycopg
 
+from core.db import DbConn
 from tasks import metrics
 from tasks.collector import MINUTE_MS, frame_from_ohlcv, frame_from_raw_klines, missing_range
 from tasks.storage import StoreResult, last_stored_ts, store_klines
@@ -30,7 +30,7 @@ class Watermarks:
     by_symbol: dict[str, int | None] = field(default_factory=dict)
 
     @classmethod
-    def load(cls, conn: psycopg.Connection, *, exchange: str, symbols: list[str]) -> Watermarks:  # type: ignore[type-arg]
+    def load(cls, conn: DbConn, *, exchange: str, symbols: list[str]) -> Watermarks:
         marks: dict[str, int | None] = {}
         for symbol in symbols:
             ts = last_stored_ts(conn, exchange=exchange, symbol=symbol)
@@ -54,7 +54,7 @@ class Watermarks:
 
 
 def store_frame(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     frame: pd.DataFrame,
     *,
     exchange: str,
@@ -83,7 +83,7 @@ async def fetch_range(client: Any, *, symbol: str, start_ms: int, end_ms: int) -
 
 
 async def fill_gaps(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     client: Any,
     *,
     marks: Watermarks,
@@ -117,7 +117,7 @@ async def fill_gaps(
 
 
 def store_live_minute(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     bars: dict[str, dict[str, Any]],
     *,
     marks: Watermarks,
@@ -156,7 +156,7 @@ async def exchange_time_ms(client: Any) -> int:
 
 
 def stored_span(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     exchange: str,
     symbols: list[str],

@@ -13,9 +13,9 @@ import time
 from dataclasses import dataclass
 
 import pandas as pd
-import psycopg
 
 from core.config import TIMEFRAME_MINUTES, Settings
+from core.db import DbConn
 from tasks import metrics
 from tasks.ai_filter import ChampionFilter
 from tasks.controls import LIVE_RUN, SHADOW_RUN, SymbolControl, load_controls
@@ -46,10 +46,10 @@ class LiveEngine:
     @classmethod
     def start(
         cls,
-        conn: psycopg.Connection,
+        conn: DbConn,
         *,
         settings: Settings,
-        symbols: list[str],  # type: ignore[type-arg]
+        symbols: list[str],
         run_id: str,
         shard: str | None,
     ) -> LiveEngine:
@@ -69,13 +69,13 @@ class LiveEngine:
             webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None,
         )
 
-    def ensure_watermark(self, conn: psycopg.Connection, now_ms: int) -> None:  # type: ignore[type-arg]
+    def ensure_watermark(self, conn: DbConn, now_ms: int) -> None:
         """On a first start, begin at the current primary close: history is not replayed."""
         if self.watermark_ms < 0:
             step = TIMEFRAME_MINUTES[self.config.primary_timeframe] * 60_000
             self._save(conn, now_ms // step * step)
 
-    def _save(self, conn: psycopg.Connection, close_ms: int) -> None:  # type: ignore[type-arg]
+    def _save(self, conn: DbConn, close_ms: int) -> None:
         conn.execute(
             "INSERT INTO stream_watermarks (name, ts) VALUES (%s, %s) ON CONFLICT (name)"
             " DO UPDATE SET ts = EXCLUDED.ts, updated_at = now()",
@@ -83,9 +83,7 @@ class LiveEngine:
         )
         self.watermark_ms = close_ms
 
-    def _bars(
-        self, conn: psycopg.Connection, at: pd.Timestamp
-    ) -> dict[str, dict[str, pd.DataFrame]]:  # type: ignore[type-arg]
+    def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
         """symbol -> timeframe -> closed bars of the trailing window."""
         window = self.config.live_window_bars
         by_symbol: dict[str, dict[str, pd.DataFrame]] = {s: {} for s in self.symbols}
@@ -122,7 +120,7 @@ class LiveEngine:
         if self.webhooks is not None:
             self.webhooks.close()
 
-    def process_closes(self, conn: psycopg.Connection, closes_ms: list[int]) -> int:  # type: ignore[type-arg]
+    def process_closes(self, conn: DbConn, closes_ms: list[int]) -> int:
         """Evaluate every primary close after the watermark; returns signals written."""
         written = 0
         for close_ms in closes_ms:

@@ -10,8 +10,8 @@ from __future__ import annotations
 from typing import Any
 
 import pandas as pd
-import psycopg
 
+from core.db import DbConn
 from tasks.settlement import PERFORMANCE_COLUMNS, settle_signals
 from tasks.storage import load_bars
 
@@ -21,7 +21,7 @@ _SIGNAL_FIELDS = (
 )
 
 
-def write_performance(conn: psycopg.Connection, rows: pd.DataFrame) -> int:  # type: ignore[type-arg]
+def write_performance(conn: DbConn, rows: pd.DataFrame) -> int:
     """Insert performance rows and mark their signals settled; returns rows written."""
     if rows.empty:
         return 0
@@ -42,7 +42,7 @@ def write_performance(conn: psycopg.Connection, rows: pd.DataFrame) -> int:  # t
 
 
 def settle_open(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     run_id: str = "live",
     fee_bps: float,
@@ -73,7 +73,7 @@ def settle_open(
 
 
 def _bars_for(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     group: pd.DataFrame,
     *,
     exchange: str,

@@ -12,7 +12,8 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
-import psycopg
+
+from core.db import DbConn
 
 WINDOWS_DAYS = (1, 7, 30, 0)  # 0 = all time
 ALL = "*"
@@ -104,7 +105,7 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
     return pd.DataFrame(rows, columns=ROLLUP_COLUMNS)
 
 
-def refresh_rollups(conn: psycopg.Connection, *, now: pd.Timestamp) -> pd.DataFrame:  # type: ignore[type-arg]
+def refresh_rollups(conn: DbConn, *, now: pd.Timestamp) -> pd.DataFrame:
     """Recompute the whole `performance_rollups` table in one transaction."""
     rows = conn.execute(
         "SELECT run_id, symbol, timeframe, direction, outcome, return_pct, duration_sec,"

@@ -2,30 +2,31 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Hashable, Iterable, Mapping
 from typing import Any
 
 import pandas as pd
-import psycopg
 from psycopg.types.json import Jsonb
 
+from core.db import DbConn
 from tasks.engine_types import SIGNAL_COLUMNS, CooldownState, Signal
 
 _JSON_COLUMNS = {"events", "mtf_details", "features"}
 
 
-def _row(record: dict[str, Any]) -> tuple[Any, ...]:
+def _row(record: Mapping[Hashable, Any] | Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(Jsonb(record[c]) if c in _JSON_COLUMNS else record[c] for c in SIGNAL_COLUMNS)
 
 
 def insert_signals(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     signals: Iterable[Signal] | pd.DataFrame,
 ) -> int:
     """Insert signals, skipping ones already stored; returns how many were new.
 
     Each new live row fires the `signals` NOTIFY (trigger in sql/003_signals.sql).
     """
+    records: list[dict[Hashable, Any]] | list[dict[str, Any]]
     if isinstance(signals, pd.DataFrame):
         records = signals.to_dict("records")
     else:
@@ -46,7 +47,7 @@ def insert_signals(
 
 
 def load_cooldown_state(
-    conn: psycopg.Connection,  # type: ignore[type-arg]
+    conn: DbConn,
     *,
     run_id: str,
     symbols: list[str],

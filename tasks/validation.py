@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Collection
+from collections.abc import Collection, Hashable, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -40,7 +40,7 @@ def _json_safe(value: Any) -> Any:
     return value
 
 
-def raw_row(row: dict[str, Any]) -> str:
+def raw_row(row: Mapping[Hashable, Any]) -> str:
     """The original row as JSON text, with non-finite numbers kept as strings."""
     return json.dumps({k: _json_safe(v) for k, v in row.items()}, default=str)
 
