@@ -60,7 +60,9 @@ async def ingest_minute(
     bars: dict[str, dict[str, Any]],
     timeframes: list[str],
 ) -> dict[str, int]:
-    """Fill any gap before this minute, then store the minute's closed bars."""
+    """Fill any gap before this minute, store the minute's closed bars, then fetch the
+    minute over REST for any symbol whose WebSocket bar has not arrived: the engine must
+    never evaluate a primary close on an incomplete bucket."""
     conn = db.get()
     await fill_gaps(
         conn,
@@ -70,7 +72,16 @@ async def ingest_minute(
         default_start_ms=minute_ms,
         timeframes=timeframes,
     )
-    return store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
+    summary = store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
+    summary["inserted"] += await fill_gaps(
+        conn,
+        client,
+        marks=marks,
+        upto_ms=minute_ms + MINUTE_MS,
+        default_start_ms=minute_ms,
+        timeframes=timeframes,
+    )
+    return summary
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 10])

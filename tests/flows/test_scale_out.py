@@ -124,7 +124,7 @@ async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_pa
 
 
 async def test_stream_killed_mid_run_resumes_without_loss(
-    db, database_url, prefect_harness, tmp_path: Path
+    db, database_url, prefect_harness, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     anchor_ms = int(ANCHOR.value // 1_000_000)
     with running_simulator(symbols=SYMBOLS, speed=600, anchor_ms=anchor_ms) as sim_url:
@@ -147,6 +147,9 @@ async def test_stream_killed_mid_run_resumes_without_loss(
     _assert_bars_match_truth(db)
     from flows.stream import stream
 
+    for key, value in env.items():  # the replay runs here: same engine settings as the stream
+        if key.startswith("SIGNALENGINE_"):
+            monkeypatch.setenv(key, value)
     await stream(symbols=SYMBOLS, source="replay", run_id="rp")
     window = "emitted_at > %s AND emitted_at <= %s"
     live = db.execute(
@@ -155,6 +158,7 @@ async def test_stream_killed_mid_run_resumes_without_loss(
     replayed = db.execute(
         f"SELECT {KEY} FROM signals WHERE run_id = 'rp' AND {window}", (start_mark, end_mark)
     ).fetchall()
+    assert live, "no live signal across the crash: the comparison would prove nothing"
     assert {tuple(r.values()) for r in live} == {tuple(r.values()) for r in replayed}
 
 
