@@ -27,7 +27,8 @@ demo: venv
 	$(BIN)/signalengine up
 
 tools/pglite/node_modules: tools/pglite/package-lock.json
-	cd tools/pglite && npm ci --no-audit --no-fund && touch $@
+	cd tools/pglite && npm ci --no-audit --no-fund
+	touch $@
 
 pglite: tools/pglite/node_modules
 
