@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 import pandas as pd
@@ -15,6 +16,7 @@ from prefect.exceptions import ObjectAlreadyExists
 
 from core.config import get_settings
 from core.db import connect, database_url
+from core.progress import progress_bar
 from tasks.backfill import backfill_symbol
 from tasks.collector import MINUTE_MS
 
@@ -45,6 +47,7 @@ async def backfill_one(
     until_ms: int,
     timeframes: list[str],
     limit_name: str,
+    advance: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """One symbol, page by page; every page waits for a slot of the shared rate limit."""
     from tasks.exchange import create_exchange
@@ -56,9 +59,17 @@ async def backfill_one(
         await rate_limit(limit_name, strict=True)
 
     def progress(done: Any) -> None:
+        if advance is not None:
+            advance(len_of_last_page(done))
         if done.pages % 10 == 0:
             share = done.fetched * MINUTE_MS / max(1, done.end_ms - done.start_ms)
             logger.info("%s: %d bars (%.0f%%)", symbol, done.fetched, 100 * min(1.0, share))
+
+    seen = {"fetched": 0}
+
+    def len_of_last_page(done: Any) -> int:
+        new, seen["fetched"] = done.fetched - seen["fetched"], done.fetched
+        return int(new)
 
     try:
         with connect(database_url()) as conn:
@@ -100,20 +111,24 @@ async def backfill(
         f"exchange-{exchange}-rest", settings.backfill_requests_per_second
     )
     since_ms, until_ms = int(start.value // 1_000_000), int(end.value // 1_000_000)
-    results = await asyncio.gather(
-        *[
-            backfill_one(
-                symbol,
-                exchange=exchange,
-                base_url=settings.exchange_url,
-                since_ms=since_ms,
-                until_ms=until_ms,
-                timeframes=settings.timeframes,
-                limit_name=limit_name,
-            )
-            for symbol in chosen
-        ]
-    )
+    with progress_bar() as bar:
+        minutes = (until_ms - since_ms) // MINUTE_MS
+        job = bar.add_task("backfill", total=minutes * len(chosen))
+        results = await asyncio.gather(
+            *[
+                backfill_one(
+                    symbol,
+                    exchange=exchange,
+                    base_url=settings.exchange_url,
+                    since_ms=since_ms,
+                    until_ms=until_ms,
+                    timeframes=settings.timeframes,
+                    limit_name=limit_name,
+                    advance=lambda n: bar.update(job, advance=n),
+                )
+                for symbol in chosen
+            ]
+        )
     summary = {
         "symbols": len(chosen),
         "inserted": sum(r["inserted"] for r in results),

@@ -12,6 +12,7 @@ from prefect.cache_policies import NO_CACHE
 
 from core.config import get_settings
 from core.db import connect
+from core.progress import progress_bar
 from tasks.backtest import run_backtest
 from tasks.history import load_history, store_backtest
 from tasks.report import write_report
@@ -30,8 +31,16 @@ def load(
 def simulate(
     bars: dict[str, pd.DataFrame], exchange: str, run_id: str
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Run the engine and the settlement over the history."""
-    return run_backtest(bars, config=get_settings(), run_id=run_id, exchange=exchange)
+    """Run the engine and the settlement over the history (a progress bar in a terminal)."""
+    with progress_bar() as bar:
+        job = bar.add_task("backtest", total=sum(len(frame) for frame in bars.values()))
+        return run_backtest(
+            bars,
+            config=get_settings(),
+            run_id=run_id,
+            exchange=exchange,
+            on_symbol=lambda symbol, n: bar.update(job, advance=n, description=symbol),
+        )
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])

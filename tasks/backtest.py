@@ -9,7 +9,7 @@ settled over the same 1m bars (tasks.settlement) as of the close of the last 1m 
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 import pandas as pd
@@ -32,6 +32,7 @@ def run_backtest(
     exchange: str,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
+    on_symbol: Callable[[str, int], None] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Backtest every symbol; returns (signals, performance, summary).
 
@@ -48,6 +49,8 @@ def run_backtest(
     bars_processed = 0
     for symbol, bars_1m in bars_1m_by_symbol.items():
         bars_processed += len(bars_1m)
+        if on_symbol is not None:  # progress reporting: symbol and its 1m bar count
+            on_symbol(symbol, len(bars_1m))
         if bars_1m.empty:
             continue
         bars_by_tf = {tf: resample_bars(bars_1m, tf) for tf in cfg.timeframes if tf != "1m"}
