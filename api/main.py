@@ -183,6 +183,9 @@ def serve(
         host=host or settings.api_host,
         port=port or settings.api_port,
         ws_max_size=WS_MAX_MESSAGE_BYTES,
+        # permessage-deflate would compress every signal once per client: with a thousand
+        # clients that is most of the fan-out's CPU; messages are ~2 KB, so send them plain.
+        ws_per_message_deflate=False,
         log_level="info",
     )
 
