@@ -19,20 +19,9 @@ import pytest
 import websockets
 
 from tests.utils.net import free_port
+from tests.utils.processes import wait_http
 
 pytestmark = pytest.mark.slow
-
-
-def _wait_http(url: str, timeout: float, proc: subprocess.Popen[bytes]) -> None:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline and proc.poll() is None:
-        try:
-            if httpx.get(url, timeout=1).status_code == 200:
-                return
-        except httpx.HTTPError:
-            pass
-        time.sleep(0.5)
-    raise AssertionError(f"{url} not ready in {timeout} s")
 
 
 async def _connected_then_signal(url: str, timeout: float) -> tuple[dict, dict]:
@@ -83,7 +72,7 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
     try:
         api = f"http://127.0.0.1:{ports['API']}"
         try:
-            _wait_http(f"{api}/health", 120, proc)
+            wait_http(f"{api}/health", timeout=120, proc=proc)
         except AssertionError:
             proc.send_signal(signal.SIGINT)
             raise AssertionError(proc.communicate(timeout=60)[0].decode()) from None
