@@ -37,9 +37,9 @@ def _symbols(value: str) -> list[str]:
 def db_upgrade() -> None:
     """Apply pending migrations (safe to run twice)."""
     from core.db import database_url
-    from core.migrate import upgrade
+    from core.migrate import upgrade_with_timeframes
 
-    applied = upgrade(database_url())
+    applied = upgrade_with_timeframes(database_url(), get_settings().timeframes)
     _summary({"applied": applied})
 
 
@@ -51,7 +51,7 @@ def import_file(
 ) -> None:
     """Import 1m klines from Parquet or CSV (ts, open, high, low, close, volume)."""
     from core.db import connect, database_url
-    from core.migrate import upgrade
+    from core.migrate import upgrade_with_timeframes
     from tasks.files import read_klines_file
     from tasks.storage import store_klines
     from tasks.validation import validate_klines
@@ -60,7 +60,7 @@ def import_file(
         frame = read_klines_file(path, exchange=exchange, symbol=_symbols(symbol)[0])
     except (OSError, ValueError) as error:
         _fail(error)
-    upgrade(database_url())
+    upgrade_with_timeframes(database_url(), get_settings().timeframes)
     with connect() as conn:
         result = store_klines(
             conn, validate_klines(frame), timeframes=get_settings().timeframes, source="import"

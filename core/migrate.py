@@ -48,3 +48,13 @@ def upgrade(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
+
+
+def upgrade_with_timeframes(url: str, timeframes: list[str]) -> list[str]:
+    """`upgrade`, then make sure every configured timeframe has its relation (e.g. 4h, 1d)."""
+    from tasks.timeframes import ensure_timeframe_tables
+
+    applied = upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        ensure_timeframe_tables(conn, timeframes)
+    return applied

@@ -225,7 +225,7 @@ def _supervise(children: list[Child], stopping: list[bool]) -> None:
 def run_stack(settings: Settings) -> int:
     """Start every part, print where to look, supervise until SIGINT/SIGTERM."""
     from core.embedded_pg import ensure_embedded_postgres
-    from core.migrate import upgrade
+    from core.migrate import upgrade_with_timeframes
 
     check_ports(settings)
     embedded = None
@@ -233,7 +233,7 @@ def run_stack(settings: Settings) -> int:
     if not database_url:
         embedded = ensure_embedded_postgres(settings.state_dir, port=settings.embedded_pg_port)
         database_url = embedded.url
-    upgrade(database_url)
+    upgrade_with_timeframes(database_url, settings.timeframes)
     env = _stack_env(settings, database_url)
     children = _children(settings, env)
     stopping: list[bool] = []

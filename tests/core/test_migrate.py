@@ -39,3 +39,26 @@ def test_contract_relations_exist(database_url: str) -> None:
         "feature_importance",
     ):
         assert name in tables
+
+
+def test_extra_timeframes_get_their_relation_and_the_writer_fills_it(database_url: str) -> None:
+    import pandas as pd
+
+    from core.migrate import upgrade_with_timeframes
+    from tasks.storage import load_bars, store_klines
+    from tasks.validation import validate_klines
+    from tests.utils.klines import random_klines
+
+    timeframes = ["1m", "5m", "15m", "1h", "4h"]
+    upgrade_with_timeframes(database_url, timeframes)
+    frame = random_klines(minutes=2 * 1440, symbol="FOURH/USDT", seed=9)
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        store_klines(conn, validate_klines(frame), timeframes=timeframes)
+        got = load_bars(conn, exchange="binance", symbols=["FOURH/USDT"], timeframe="4h")
+        for relation in ("klines", "klines_5m", "klines_15m", "klines_1h", "klines_4h"):
+            conn.execute(f"DELETE FROM {relation} WHERE symbol = 'FOURH/USDT'")
+    want = frame.set_index("ts")["close"].resample("4h", label="left", closed="left").last()
+    assert len(got["FOURH/USDT"]) == 12
+    pd.testing.assert_series_equal(
+        got["FOURH/USDT"]["close"], want, check_names=False, check_freq=False
+    )
