@@ -152,6 +152,8 @@ def stream(
     """Run the streaming flow live, or replay stored klines through it as fast as it can."""
     import asyncio
 
+    from prefect.exceptions import CancelledRun
+
     from flows.stream import stream as stream_flow
 
     try:
@@ -167,7 +169,10 @@ def stream(
         )
     except ValueError as error:
         _fail(error)
-    _summary(result)
+    except CancelledRun as cancelled:  # cancelled from the Prefect UI: a clean stop
+        _summary({"cancelled": True, "message": str(cancelled)})
+        return
+    _summary(result if isinstance(result, dict) else {"state": str(result)})
 
 
 @app.command("backfill")

@@ -8,11 +8,15 @@ from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import State
+from prefect.runtime import flow_run
+from prefect.states import Cancelled
 
 from core.config import TIMEFRAME_MINUTES, get_settings
 from core.db import database_url
 from core.dbconn import ReconnectingConnection
 from core.errors import TemporaryError
+from flows.cancellation import CancellationWatch
 from tasks import metrics
 from tasks.collector import MINUTE_MS, MinuteBatcher, batch_minute, shard_symbols
 from tasks.ingest import (
@@ -136,7 +140,7 @@ async def stream(
     max_minutes: int | None = None,
     start: str | None = None,
     end: str | None = None,
-) -> dict[str, Any]:
+) -> dict[str, Any] | State:
     """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`).
 
     With `source="replay"` the same engine driver runs over stored klines in [start, end)
@@ -174,58 +178,68 @@ async def stream(
         db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
     )
     minutes_done, stored, emitted, attempt = 0, 0, 0, 0
-    try:
-        now_ms = await exchange_time_ms(client)
-        current_minute = now_ms // MINUTE_MS * MINUTE_MS
-        start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
-        stored += await catch_up(
-            db,
-            client,
-            marks,
-            upto_ms=current_minute,
-            default_start_ms=start_ms,
-            timeframes=settings.timeframes,
-        )
-        engine.ensure_watermark(db.get(), current_minute)
-        logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
-        batcher = MinuteBatcher(chosen)
-        while max_minutes is None or minutes_done < max_minutes:
-            try:
-                for bar in await watch_closed_bars(client, chosen):
-                    metrics.COLLECTOR_MESSAGES.labels(settings.exchange, bar.symbol).inc()
-                    batcher.add(bar.symbol, batch_minute(bar.raw, bar.event_ms), bar.raw)
-                attempt = 0
-            except TemporaryError as error:
-                metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
-                metrics.COLLECTOR_RECONNECTS.labels(settings.exchange).inc()
-                delay = _backoff(attempt)
-                attempt += 1
-                logger.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
-                await asyncio.sleep(delay)
-                continue
-            metrics.EVENT_QUEUE_DEPTH.set(batcher.depth())
-            for minute_ms, bars in batcher.ready():
-                summary = await ingest_minute(
-                    db,
-                    client,
-                    marks,
-                    minute_ms=minute_ms,
-                    bars=bars,
-                    timeframes=settings.timeframes,
-                )
-                stored += summary["inserted"]
-                minutes_done += 1
-                closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
-                if closes:
-                    emitted += emit_signals(db, engine, closes_ms=closes)
-                metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
-    finally:
-        await client.close()
-        engine.close()
-        db.close()
-    return {
+    async with CancellationWatch(flow_run.get_id()) as cancel:
+        try:
+            now_ms = await exchange_time_ms(client)
+            current_minute = now_ms // MINUTE_MS * MINUTE_MS
+            start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
+            stored += await catch_up(
+                db,
+                client,
+                marks,
+                upto_ms=current_minute,
+                default_start_ms=start_ms,
+                timeframes=settings.timeframes,
+            )
+            engine.ensure_watermark(db.get(), current_minute)
+            logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
+            batcher = MinuteBatcher(chosen)
+            while max_minutes is None or minutes_done < max_minutes:
+                try:
+                    closed = await cancel.race(watch_closed_bars(client, chosen))
+                    if closed is None:
+                        logger.info(
+                            "cancellation requested; stopping after %d minutes", minutes_done
+                        )
+                        break
+                    for bar in closed:
+                        metrics.COLLECTOR_MESSAGES.labels(settings.exchange, bar.symbol).inc()
+                        batcher.add(bar.symbol, batch_minute(bar.raw, bar.event_ms), bar.raw)
+                    attempt = 0
+                except TemporaryError as error:
+                    metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
+                    metrics.COLLECTOR_RECONNECTS.labels(settings.exchange).inc()
+                    delay = _backoff(attempt)
+                    attempt += 1
+                    logger.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
+                    await asyncio.sleep(delay)
+                    continue
+                metrics.EVENT_QUEUE_DEPTH.set(batcher.depth())
+                for minute_ms, bars in batcher.ready():
+                    summary = await ingest_minute(
+                        db,
+                        client,
+                        marks,
+                        minute_ms=minute_ms,
+                        bars=bars,
+                        timeframes=settings.timeframes,
+                    )
+                    stored += summary["inserted"]
+                    minutes_done += 1
+                    closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
+                    if closes:
+                        emitted += emit_signals(db, engine, closes_ms=closes)
+                    metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
+        finally:
+            await client.close()
+            engine.close()
+            db.close()
+    summary = {
         "symbols": len(chosen),
         "minutes": minutes_done,
         "bars_stored": stored,
         "signals": emitted,
     }
+    if cancel.requested.is_set():
+        return Cancelled(message=f"cancelled after {minutes_done} minutes: {summary}")
+    return summary

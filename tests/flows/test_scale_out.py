@@ -174,3 +174,34 @@ def _wait_for(condition, timeout: float) -> None:  # type: ignore[no-untyped-def
             return
         time.sleep(0.3)
     raise AssertionError("condition not met in time")
+
+
+async def test_stream_cancelled_through_prefect_stops_cleanly(
+    db, database_url, prefect_harness, tmp_path: Path
+) -> None:  # type: ignore[no-untyped-def]
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterState
+    from prefect.client.schemas.objects import StateType
+    from prefect.states import Cancelling
+
+    anchor_ms = int(ANCHOR.value // 1_000_000)
+    with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms) as sim_url:
+        env = {**_env(database_url, sim_url), "SIGNALENGINE_STREAM_METRICS_PORT": "0"}
+        proc = signalengine(["stream"], env=env, log=tmp_path / "stream.log")
+        with running([proc]):
+            _wait_for(lambda: _watermark(db) is not None, 60)
+            async with get_client() as client:
+                running_filter = FlowRunFilter(
+                    state=FlowRunFilterState(type={"any_": [StateType.RUNNING]})
+                )
+                runs = await client.read_flow_runs(flow_run_filter=running_filter)
+                assert len(runs) == 1
+                await client.set_flow_run_state(runs[0].id, Cancelling(), force=True)
+                deadline = time.monotonic() + 60
+                while proc.poll() is None and time.monotonic() < deadline:
+                    await asyncio.sleep(0.5)
+                assert proc.poll() is not None, "the stream ignored its cancellation"
+                final = await client.read_flow_run(runs[0].id)
+    assert final.state is not None and final.state.type == StateType.CANCELLED
+    log = (tmp_path / "stream.log").read_text()
+    assert "Traceback" not in log

@@ -1,0 +1,73 @@
+"""Cancellation from the Prefect UI/API for flow runs that no worker supervises.
+
+A run started by a worker or `serve` is stopped by its runner when it is cancelled; one
+started from the command line (as `signalengine up` does) has nobody to kill it, so it
+watches its own state and ends itself, cleanly, when it sees CANCELLING.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+from collections.abc import Awaitable
+from typing import TypeVar
+from uuid import UUID
+
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+
+T = TypeVar("T")
+logger = logging.getLogger(__name__)
+POLL_SECONDS = 3.0
+
+
+class CancellationWatch:
+    """Polls the run's state; `race` returns None as soon as a cancel was requested."""
+
+    def __init__(self, flow_run_id: UUID | str | None, *, every: float = POLL_SECONDS) -> None:
+        self.flow_run_id = flow_run_id
+        self.every = every
+        self.requested = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+
+    async def __aenter__(self) -> CancellationWatch:
+        if self.flow_run_id is not None:
+            self._task = asyncio.create_task(self._poll())
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._task
+
+    async def _poll(self) -> None:
+        async with get_client() as client:
+            while not self.requested.is_set():
+                await asyncio.sleep(self.every)
+                try:
+                    run = await client.read_flow_run(UUID(str(self.flow_run_id)))
+                except Exception as error:  # the API may blip; the stream must not stop for it
+                    logger.debug("could not read the flow run state: %s", error)
+                    continue
+                if run.state is not None and run.state.type in (
+                    StateType.CANCELLING,
+                    StateType.CANCELLED,
+                ):
+                    self.requested.set()
+
+    async def race(self, awaitable: Awaitable[T]) -> T | None:
+        """The awaitable's result, or None (the awaitable cancelled) once cancel is requested."""
+        work = asyncio.ensure_future(awaitable)
+        stop = asyncio.create_task(self.requested.wait())
+        try:
+            await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            stop.cancel()
+        if work.done():
+            return work.result()
+        work.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await work
+        return None
