@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from core.config import get_settings
 from core.db import connect
 from tasks.controls import decide_controls, live_win_rate_decayed, load_controls, save_controls
-from tasks.rollups import refresh_rollups
+from tasks.rollups import overall_figures, refresh_rollups
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 
@@ -26,15 +26,9 @@ def refresh() -> dict[str, Any]:
         current = load_controls(conn, exchange=settings.exchange)
         controls = decide_controls(rollups, current, settings=settings)
         save_controls(conn, controls, exchange=settings.exchange)
-    overall = rollups[
-        (rollups["symbol"] == "*")
-        & (rollups["timeframe"] == "*")
-        & (rollups["direction"] == "*")
-        & (rollups["window_days"] == 0)
-    ]
     return {
         "rows": len(rollups),
-        "runs": overall[["run_id", "count", "win_rate", "sharpe"]].to_dict("records"),
+        "runs": overall_figures(rollups),
         "disabled": sorted(s for s, c in controls.items() if not c.enabled),
         "retrain_needed": live_win_rate_decayed(rollups, settings=settings),
     }

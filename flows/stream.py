@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import random
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -16,6 +15,7 @@ from core.config import TIMEFRAME_MINUTES, get_settings
 from core.db import database_url
 from core.dbconn import ReconnectingConnection
 from core.errors import TemporaryError
+from core.retry import backoff_seconds
 from flows.cancellation import CancellationWatch
 from tasks import metrics
 from tasks.collector import MINUTE_MS, MinuteBatcher, batch_minute, shard_symbols
@@ -92,12 +92,6 @@ async def ingest_minute(
 def emit_signals(db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: list[int]) -> int:
     """Run the engine at each primary close and write the signals (idempotent)."""
     return engine.process_closes(db.get(), closes_ms)
-
-
-def _backoff(attempt: int) -> float:
-    return float(
-        min(RECONNECT_MAX_SECONDS, RECONNECT_BASE_SECONDS * 2**attempt) * random.uniform(0.5, 1.5)
-    )
 
 
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
@@ -209,7 +203,9 @@ async def stream(
                 except TemporaryError as error:
                     metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
                     metrics.COLLECTOR_RECONNECTS.labels(settings.exchange).inc()
-                    delay = _backoff(attempt)
+                    delay = backoff_seconds(
+                        attempt, base=RECONNECT_BASE_SECONDS, cap=RECONNECT_MAX_SECONDS
+                    )
                     attempt += 1
                     logger.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
                     await asyncio.sleep(delay)

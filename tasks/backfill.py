@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import random
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
@@ -19,6 +18,7 @@ import ccxt
 
 from core.db import DbConn
 from core.errors import TemporaryExchangeError
+from core.retry import backoff_seconds
 from tasks.collector import MINUTE_MS, frame_from_ohlcv
 from tasks.ingest import store_frame
 from tasks.storage import last_stored_ts
@@ -82,8 +82,7 @@ async def _fetch_page(
             return [row for row in page if since_ms <= row[0] < until_ms]
         except (ccxt.NetworkError, TemporaryExchangeError) as error:  # 418/429 included
             result.retries += 1
-            delay = min(BACKOFF_MAX_SECONDS, BACKOFF_BASE_SECONDS * 2**attempt)
-            delay *= random.uniform(0.7, 1.3)
+            delay = backoff_seconds(attempt, base=BACKOFF_BASE_SECONDS, cap=BACKOFF_MAX_SECONDS)
             logger.warning("%s: %s; backing off %.1f s", symbol, type(error).__name__, delay)
             await asyncio.sleep(delay)
     raise TemporaryExchangeError(f"{symbol}: gave up after {MAX_PAGE_ATTEMPTS} attempts")

@@ -73,21 +73,23 @@ def frame_from_ohlcv(exchange: str, symbol: str, rows: Iterable[list[Any]]) -> p
     return frame
 
 
+def raw_kline_row(exchange: str, symbol: str, raw: dict[str, Any]) -> dict[str, Any]:
+    """A Binance kline payload (`k`: t, o, h, l, c, v as sent, unvalidated) as a kline row."""
+    return {
+        "exchange": exchange,
+        "symbol": symbol,
+        "ts": raw.get("t"),
+        "open": raw.get("o"),
+        "high": raw.get("h"),
+        "low": raw.get("l"),
+        "close": raw.get("c"),
+        "volume": raw.get("v"),
+    }
+
+
 def frame_from_raw_klines(exchange: str, bars: dict[str, dict[str, Any]]) -> pd.DataFrame:
     """Binance kline payloads (`k` objects: t, o, h, l, c, v as sent) per symbol."""
-    rows = [
-        {
-            "exchange": exchange,
-            "symbol": symbol,
-            "ts": raw.get("t"),
-            "open": raw.get("o"),
-            "high": raw.get("h"),
-            "low": raw.get("l"),
-            "close": raw.get("c"),
-            "volume": raw.get("v"),
-        }
-        for symbol, raw in bars.items()
-    ]
+    rows = [raw_kline_row(exchange, symbol, raw) for symbol, raw in bars.items()]
     return pd.DataFrame(
         rows, columns=["exchange", "symbol", "ts", "open", "high", "low", "close", "volume"]
     )

@@ -60,17 +60,9 @@ class ClosedBar:
 
     def to_row(self) -> dict[str, Any]:
         """The raw values as a kline row: exchange, symbol, ts, open, high, low, close, volume."""
-        raw = self.raw
-        return {
-            "exchange": self.exchange,
-            "symbol": self.symbol,
-            "ts": raw.get("t"),
-            "open": raw.get("o"),
-            "high": raw.get("h"),
-            "low": raw.get("l"),
-            "close": raw.get("c"),
-            "volume": raw.get("v"),
-        }
+        from tasks.collector import raw_kline_row
+
+        return raw_kline_row(self.exchange, self.symbol, self.raw)
 
 
 class ClosedBarBinance(ccxt_pro.binance):  # type: ignore[misc]

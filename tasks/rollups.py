@@ -124,3 +124,16 @@ def refresh_rollups(conn: DbConn, *, now: pd.Timestamp) -> pd.DataFrame:
             f"INSERT INTO performance_rollups ({columns}) VALUES ({placeholders})", records
         )
     return rollups
+
+
+def overall_figures(rollups: pd.DataFrame) -> list[dict[str, object]]:
+    """Each run's all-time totals (every symbol, timeframe and direction): count, win rate,
+    sharpe."""
+    overall = rollups[
+        (rollups["symbol"] == ALL)
+        & (rollups["timeframe"] == ALL)
+        & (rollups["direction"] == ALL)
+        & (rollups["window_days"] == 0)
+    ]
+    columns = ["run_id", "count", "win_rate", "sharpe"]
+    return [{str(k): v for k, v in row.items()} for row in overall[columns].to_dict("records")]

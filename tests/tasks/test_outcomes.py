@@ -176,3 +176,15 @@ def refresh_rollups_from(db, perf: pd.DataFrame) -> int:
             ),
         )
     return len(refresh_rollups(db, now=T0 + pd.Timedelta(days=40)))
+
+
+def test_overall_figures_are_each_runs_all_time_totals() -> None:
+    from tasks.rollups import overall_figures
+
+    perf = pd.concat([_performance(40), _performance(10, seed=3).assign(run_id="shadow")])
+    figures = overall_figures(compute_rollups(perf, now=T0 + pd.Timedelta(days=40)))
+    assert {f["run_id"]: f["count"] for f in figures} == {"live": 40, "shadow": 10}
+    live = next(f for f in figures if f["run_id"] == "live")
+    assert np.isclose(
+        live["win_rate"], (perf[perf["run_id"] == "live"]["outcome"] == "tp_hit").mean()
+    )
