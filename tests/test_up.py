@@ -87,10 +87,16 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
         flows = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/flows/filter", json={}).json()
         names = {f["id"]: f["name"] for f in flows}
         assert "stream" in {names.get(r["flow_id"]) for r in runs}
-        deployments = httpx.post(
-            f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter", json={}
-        ).json()
-        served = {d["name"]: d for d in deployments}
+        # the scheduler registers its deployments one after another: give it a moment
+        deadline = time.monotonic() + 30
+        while True:
+            deployments = httpx.post(
+                f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter", json={}
+            ).json()
+            served = {d["name"]: d for d in deployments}
+            if {"settle", "rollups", "retrain"} <= set(served) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
         assert {"settle", "rollups", "retrain"} <= set(served)
         assert served["settle"]["schedules"][0]["schedule"]["interval"] == 60
         metrics = httpx.get(f"{api}/metrics")
