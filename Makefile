@@ -38,7 +38,8 @@ test: dev pglite
 lint: dev
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
-	$(BIN)/mypy core flows tasks api simulator
+	$(BIN)/mypy signalengine
+	$(BIN)/lint-imports
 
 format: dev
 	$(BIN)/ruff format .

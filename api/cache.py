@@ -14,8 +14,8 @@ from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Hashable
 from typing import Any, TypeVar
 
-from api.db import AsyncConn
-from api.db.performance import data_versions
+from signalengine.api.db import AsyncConn
+from signalengine.api.db.performance import data_versions
 
 T = TypeVar("T")
 

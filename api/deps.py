@@ -15,12 +15,12 @@ from psycopg_pool import AsyncConnectionPool
 from pydantic import AfterValidator, BeforeValidator
 from starlette.requests import HTTPConnection, Request
 
-from api.cache import VersionedCache
-from api.db import AsyncConn
-from api.feed import Feed
-from api.metrics import ApiMetrics
-from api.symbols import SYMBOL_PATTERN, normalize_symbol
-from core.config import Settings
+from signalengine.api.cache import VersionedCache
+from signalengine.api.db import AsyncConn
+from signalengine.api.feed import Feed
+from signalengine.api.metrics import ApiMetrics
+from signalengine.api.symbols import SYMBOL_PATTERN, normalize_symbol
+from signalengine.core.config import Settings
 
 SYMBOL_MAX_LENGTH = 41
 # Free text that reaches PostgreSQL: printable only (a NUL byte cannot be stored in text).

@@ -25,14 +25,14 @@ from psycopg_pool import AsyncConnectionPool, PoolTimeout
 from pydantic import ValidationError
 from starlette.websockets import WebSocket, WebSocketState
 
-from api.cache import VersionedCache
-from api.db.performance import PerformanceFilter
-from api.db.signals import count_signals, get_signals_by_ids, signals_created_since
-from api.feed_client import FeedClient, QueueItem, Subscription
-from api.metrics import ApiMetrics, system_figures
-from api.schemas import Signal
-from api.stats import performance_stats
-from api.ws_schemas import (
+from signalengine.api.cache import VersionedCache
+from signalengine.api.db.performance import PerformanceFilter
+from signalengine.api.db.signals import count_signals, get_signals_by_ids, signals_created_since
+from signalengine.api.feed_client import FeedClient, QueueItem, Subscription
+from signalengine.api.metrics import ApiMetrics, system_figures
+from signalengine.api.schemas import Signal
+from signalengine.api.stats import performance_stats
+from signalengine.api.ws_schemas import (
     CLIENT_MESSAGE,
     KEEPALIVE_TEXT,
     ConnectedData,

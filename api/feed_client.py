@@ -8,8 +8,8 @@ from uuid import UUID
 
 from starlette.websockets import WebSocket
 
-from api.schemas import Signal
-from api.ws_schemas import SubscribeMessage
+from signalengine.api.schemas import Signal
+from signalengine.api.ws_schemas import SubscribeMessage
 
 QueueItem = tuple[UUID | None, str]
 """(signal id or None, the message as JSON text)."""

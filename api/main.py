@@ -18,13 +18,13 @@ from fastapi.staticfiles import StaticFiles
 from psycopg.rows import dict_row
 from psycopg_pool import AsyncConnectionPool
 
-from api.cache import VersionedCache
-from api.db import AsyncConn
-from api.deps import ApiState, reject_unknown_query, require_token
-from api.errors import install_error_handlers
-from api.feed import Feed
-from api.metrics import ApiMetrics, HttpMetricsMiddleware
-from api.routes import (
+from signalengine.api.cache import VersionedCache
+from signalengine.api.db import AsyncConn
+from signalengine.api.deps import ApiState, reject_unknown_query, require_token
+from signalengine.api.errors import install_error_handlers
+from signalengine.api.feed import Feed
+from signalengine.api.metrics import ApiMetrics, HttpMetricsMiddleware
+from signalengine.api.routes import (
     controls,
     dashboard,
     features,
@@ -35,10 +35,10 @@ from api.routes import (
     performance,
     signals,
 )
-from api.routes.dashboard import STATIC_DIR
-from api.schemas import ErrorDetail
-from core.config import Settings, get_settings
-from core.db import database_url
+from signalengine.api.routes.dashboard import STATIC_DIR
+from signalengine.api.schemas import ErrorDetail
+from signalengine.core.config import Settings, get_settings
+from signalengine.core.db import database_url
 
 POOL_MIN_SIZE = 1
 POOL_MAX_SIZE = 10

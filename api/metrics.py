@@ -23,8 +23,8 @@ from prometheus_client.core import (
 from prometheus_client.registry import Collector
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
-from api.db import AsyncConn
-from api.db.performance import (
+from signalengine.api.db import AsyncConn
+from signalengine.api.db.performance import (
     PerformanceFilter,
     cumulative_counts,
     data_versions,
@@ -32,7 +32,7 @@ from api.db.performance import (
     outcome_counts,
     performance_by_symbol,
 )
-from api.schemas import Signal
+from signalengine.api.schemas import Signal
 
 RETURN_PCT_BUCKETS: tuple[float, ...] = (-10, -5, -2, -1, -0.5, 0, 0.5, 1, 2, 5, 10)
 DURATION_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)

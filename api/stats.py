@@ -4,10 +4,14 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.cache import VersionedCache
-from api.db import AsyncConn
-from api.db.performance import PerformanceFilter, performance_aggregates, performance_by_symbol
-from api.schemas import PerformanceStats, SymbolPerformance
+from signalengine.api.cache import VersionedCache
+from signalengine.api.db import AsyncConn
+from signalengine.api.db.performance import (
+    PerformanceFilter,
+    performance_aggregates,
+    performance_by_symbol,
+)
+from signalengine.api.schemas import PerformanceStats, SymbolPerformance
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:

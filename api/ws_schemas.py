@@ -10,8 +10,8 @@ from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
-from api.schemas import Direction, Signal
-from api.symbols import normalize_symbol
+from signalengine.api.schemas import Direction, Signal
+from signalengine.api.symbols import normalize_symbol
 
 
 class ConnectedData(BaseModel):

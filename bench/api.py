@@ -26,7 +26,7 @@ import websockets
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
-from core.migrate import upgrade  # noqa: E402
+from signalengine.core.migrate import upgrade  # noqa: E402
 from tests.utils.net import free_port  # noqa: E402
 
 SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"
@@ -191,7 +191,7 @@ async def main(n: int, clients: int) -> dict[str, object]:
         fill_s = time.perf_counter() - t0
         env = {**os.environ, "SIGNALENGINE_DATABASE_URL": url, "DO_NOT_TRACK": "1"}
         proc = subprocess.Popen(
-            [sys.executable, "-m", "core", "api", "--port", str(port)],
+            [sys.executable, "-m", "signalengine", "api", "--port", str(port)],
             env=env,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,

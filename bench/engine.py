@@ -28,15 +28,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.freqtrade_peer import SEED as PEER_SEED  # noqa: E402
 from bench.freqtrade_peer import run_peer  # noqa: E402
-from tasks.backtest import run_backtest  # noqa: E402
-from tasks.engine import (  # noqa: E402
+from signalengine.tasks.engine.buckets import timeframe_ns  # noqa: E402
+from signalengine.tasks.engine.pipeline import (  # noqa: E402
     CooldownState,
     EngineConfig,
     Signal,
     evaluate_latest,
     evaluate_latest_batch,
 )
-from tasks.resample import timeframe_ns  # noqa: E402
+from signalengine.tasks.runs.backtest import run_backtest  # noqa: E402
 from tests.utils.bars import make_bars_1m  # noqa: E402
 
 CFG = EngineConfig()

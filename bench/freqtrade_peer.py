@@ -6,7 +6,7 @@ and every later run reuses it.
 
 One run (`run_peer`): the same seeded synthetic 1m candles as the engine benchmark's
 one-symbol backtest (`tests.utils.bars.make_bars_1m`, seed SEED) and their 5m buckets
-(`tasks.resample.resample_bars`) are stored with freqtrade's own feather data handler in
+(`tasks.engine.buckets.resample_bars`) are stored with freqtrade's own feather data handler in
 a temporary `user_data`; then `freqtrade backtesting` runs PeerStrategy on BTC/USDT with
 timeframe 5m and `--timeframe-detail 1m`: entries on 5m closes, exits walked on the 1m
 candles, as our engine's 5m signals settle on 1m bars.
@@ -124,8 +124,8 @@ def _prepare(work: Path, days: float) -> dict[str, Any]:
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
-    from tasks.features import feature_arrays
-    from tasks.resample import OHLCV_COLUMNS, index_ns, resample_bars
+    from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, index_ns, resample_bars
+    from signalengine.tasks.engine.features import feature_arrays
     from tests.utils.bars import make_bars_1m
 
     bars = {"1m": make_bars_1m(days=days, seed=SEED)}
@@ -154,7 +154,7 @@ def _prepare(work: Path, days: float) -> dict[str, Any]:
 def _run_offline(work: Path) -> None:
     """Simulator + the freqtrade driver (inside the namespace, if any); writes timing.json."""
     sys.path.insert(0, str(ROOT))
-    from simulator import running_simulator
+    from signalengine.simulator import running_simulator
 
     with running_simulator(symbols=(PAIR,)) as sim_url:
         started = time.perf_counter()

@@ -1,10 +1,11 @@
 """Ingest benchmark: the project's kline write path against raw COPY; prints one JSON object.
 
-Project path: `tasks.validation.validate_klines` + `tasks.storage.store_klines` (timeframes
+Project path: `tasks.marketdata.validation.validate_klines` +
+`tasks.marketdata.klines.store_klines` (timeframes
 1m/5m/15m/1h), one call per symbol, into a fresh migrated database. Ceiling: binary COPY
 of the same rows into an unindexed table with the same columns, in the same run (best of
 two). Goal: project rows/s >= 0.5 x ceiling rows/s. Read: one year of `klines_1h` for one
-symbol through `tasks.storage.load_bars` (the year is stored first, not timed).
+symbol through `tasks.marketdata.klines.load_bars` (the year is stored first, not timed).
 Data generation is not timed. The benchmark creates its database and drops it after.
 
 Run from the repository root: `.venv/bin/python bench/ingest.py [--symbols 10]
@@ -29,9 +30,14 @@ import psycopg
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.migrate import upgrade  # noqa: E402
-from tasks.storage import PRICE_COLUMNS, binary_copy_payload, load_bars, store_klines  # noqa: E402
-from tasks.validation import KLINE_COLUMNS, validate_klines  # noqa: E402
+from signalengine.core.migrate import upgrade  # noqa: E402
+from signalengine.tasks.marketdata.klines import (  # noqa: E402
+    PRICE_COLUMNS,
+    binary_copy_payload,
+    load_bars,
+    store_klines,
+)
+from signalengine.tasks.marketdata.validation import KLINE_COLUMNS, validate_klines  # noqa: E402
 from tests.utils.bars import make_bars_1m  # noqa: E402
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]

@@ -31,12 +31,13 @@ os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from core.config import Settings  # noqa: E402
-from simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars  # noqa: E402
-from tasks.importance import extract_importance  # noqa: E402
-from tasks.labels import MODEL_COLUMNS, build_dataset  # noqa: E402
-from tasks.model_registry import publish_model  # noqa: E402
-from tasks.training import TrainingConfig, train_filter  # noqa: E402
+from signalengine.core.config import Settings  # noqa: E402
+from signalengine.simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars  # noqa: E402
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.learning.importance import extract_importance  # noqa: E402
+from signalengine.tasks.learning.labels import MODEL_COLUMNS, build_dataset  # noqa: E402
+from signalengine.tasks.learning.registry import publish_model  # noqa: E402
+from signalengine.tasks.learning.training import TrainingConfig, train_filter  # noqa: E402
 
 
 def synthetic_candidates(rows: int, seed: int = 11) -> pd.DataFrame:
@@ -64,7 +65,7 @@ def engine_rate(symbols: list[str], days: int) -> dict[str, float]:
     start = EPOCH_MS + 10 * DAY_MS
     bars = {s: bars_to_frame(market_bars(s, start, start + days * DAY_MS)) for s in symbols}
     started = time.perf_counter()
-    data = build_dataset(bars, config=Settings(), exchange="binance")
+    data = build_dataset(bars, config=EngineConfig.from_settings(Settings()), exchange="binance")
     seconds = time.perf_counter() - started
     return {
         "engine_symbol_days": float(len(symbols) * days),

@@ -7,19 +7,7 @@ from pathlib import Path
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-TIMEFRAME_MINUTES: dict[str, int] = {
-    "1m": 1,
-    "3m": 3,
-    "5m": 5,
-    "15m": 15,
-    "30m": 30,
-    "1h": 60,
-    "2h": 120,
-    "4h": 240,
-    "6h": 360,
-    "12h": 720,
-    "1d": 1440,
-}
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES
 
 
 class Settings(BaseSettings):
@@ -79,9 +67,6 @@ class Settings(BaseSettings):
     expiry_bars: int = Field(default=12, ge=1, description="Signal lifetime in primary bars.")
     fee_bps: float = Field(default=10.0, ge=0, description="Round-trip fee in basis points.")
     slippage_bps: float = Field(default=0.0, ge=0, description="Round-trip slippage in bps.")
-    warmup_bars: int = Field(
-        default=200, ge=30, description="Bars per timeframe loaded before computing features."
-    )
     backfill_days: float = Field(
         default=2.0, gt=0, description="History fetched on a cold start of the stream."
     )

@@ -9,10 +9,9 @@ from typing import Any, TypeAlias
 
 import psycopg
 from psycopg.rows import dict_row
-from psycopg_pool import ConnectionPool
 
-from core.config import Settings, get_settings
-from core.embedded_pg import ensure_embedded_postgres
+from signalengine.core.config import Settings, get_settings
+from signalengine.core.embedded_pg import ensure_embedded_postgres
 
 # Every connection of the project is opened with `row_factory=dict_row`.
 DbConn: TypeAlias = psycopg.Connection[dict[str, Any]]
@@ -37,18 +36,6 @@ def database_url(settings: Settings | None = None) -> str:
 def connect(url: str | None = None, *, autocommit: bool = False) -> DbConn:
     """One connection with dict rows."""
     return psycopg.connect(url or database_url(), autocommit=autocommit, row_factory=dict_row)
-
-
-def create_pool(url: str | None = None, *, min_size: int = 1, max_size: int = 4) -> ConnectionPool:
-    """A psycopg pool that checks connections before handing them out."""
-    return ConnectionPool(
-        url or database_url(),
-        min_size=min_size,
-        max_size=max_size,
-        kwargs={"row_factory": dict_row},
-        check=ConnectionPool.check_connection,
-        open=True,
-    )
 
 
 @contextmanager

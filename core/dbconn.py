@@ -9,8 +9,8 @@ import time
 import psycopg
 from psycopg.rows import dict_row
 
-from core.db import DbConn
-from core.errors import TemporaryDatabaseError
+from signalengine.core.db import DbConn
+from signalengine.core.errors import TemporaryDatabaseError
 
 logger = logging.getLogger(__name__)
 RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)

@@ -18,7 +18,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from core.errors import ConfigurationError
+from signalengine.core.errors import ConfigurationError
 
 DEFAULT_PORT = 54329
 _SYSTEM_USER = "embedded_postgres"

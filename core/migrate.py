@@ -3,25 +3,24 @@
 from __future__ import annotations
 
 import hashlib
-import re
-from pathlib import Path
+from importlib.resources.abc import Traversable
 
 import psycopg
 
-from core.timescale import upgrade_timescale
+from signalengine.core.sqlfiles import SQL_DIR
+from signalengine.core.sqlfiles import migration_files as numbered_files
+from signalengine.core.timescale import upgrade_timescale
 
-SQL_DIR = Path(__file__).resolve().parent.parent / "sql"
-_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 # A fixed advisory-lock key so two processes migrating at once serialize instead of racing.
 _LOCK_KEY = 7_334_119
 
 
-def migration_files(sql_dir: Path = SQL_DIR) -> list[Path]:
-    """Migration files sorted by their number."""
-    return sorted(p for p in sql_dir.iterdir() if _NAME.match(p.name))
+def migration_files(sql_dir: Traversable = SQL_DIR) -> list[Traversable]:
+    """The plain-PostgreSQL migration files, sorted by their number."""
+    return numbered_files(sql_dir)
 
 
-def upgrade(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
+def upgrade(url: str, *, sql_dir: Traversable = SQL_DIR) -> list[str]:
     """Apply pending migrations; returns the names applied now (empty when up to date)."""
     applied_now: list[str] = []
     with psycopg.connect(url, autocommit=True) as conn:
@@ -48,13 +47,3 @@ def upgrade(url: str, *, sql_dir: Path = SQL_DIR) -> list[str]:
         finally:
             conn.execute("SELECT pg_advisory_unlock(%s)", (_LOCK_KEY,))
     return applied_now
-
-
-def upgrade_with_timeframes(url: str, timeframes: list[str]) -> list[str]:
-    """`upgrade`, then make sure every configured timeframe has its relation (e.g. 4h, 1d)."""
-    from tasks.timeframes import ensure_timeframe_tables
-
-    applied = upgrade(url)
-    with psycopg.connect(url, autocommit=True) as conn:
-        ensure_timeframe_tables(conn, timeframes)
-    return applied

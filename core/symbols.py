@@ -20,8 +20,3 @@ def normalize_symbol(value: str) -> str:
             if text.endswith(quote) and len(text) > len(quote) + 1:
                 return f"{text[: -len(quote)]}/{quote}"
     raise ValueError(f"cannot read symbol {value!r}; use BASE/QUOTE like BTC/USDT")
-
-
-def exchange_symbol(symbol: str) -> str:
-    """`BTC/USDT` → `BTCUSDT`, the exchange's own spelling."""
-    return normalize_symbol(symbol).replace("/", "")

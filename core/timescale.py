@@ -16,24 +16,23 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import re
 import weakref
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
+from importlib.resources.abc import Traversable
 from typing import Any
 
 import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
-from core.config import TIMEFRAME_MINUTES, Settings, get_settings
+from signalengine.core.config import Settings, get_settings
+from signalengine.core.sqlfiles import TIMESCALE_SQL_DIR
+from signalengine.core.sqlfiles import migration_files as numbered_files
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES, source_timeframe
 
 logger = logging.getLogger(__name__)
 
-TIMESCALE_SQL_DIR = Path(__file__).resolve().parent.parent / "sql" / "timescale"
-# Timeframes whose aggregates sql/timescale creates; any other configured one gets its own.
-BASE_TIMEFRAMES = ("5m", "15m", "1h")
 # Refresh policies leave the newest END_OFFSET_BUCKETS buckets to real-time aggregation,
 # so a late 1m bar of a recently closed bucket never lands in materialized data.
 END_OFFSET_BUCKETS = 3
@@ -41,7 +40,6 @@ MAX_SCHEDULE = timedelta(hours=1)
 _SMALLEST_END_OFFSET = END_OFFSET_BUCKETS * timedelta(
     minutes=min(m for m in TIMEFRAME_MINUTES.values() if m > 1)
 )
-_NAME = re.compile(r"^(\d{3})_[a-z0-9_]+\.sql$")
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 Connection = psycopg.Connection[Any]
@@ -80,9 +78,9 @@ def backend(conn: Connection) -> Backend:
     return known
 
 
-def migration_files(sql_dir: Path = TIMESCALE_SQL_DIR) -> list[Path]:
+def migration_files(sql_dir: Traversable = TIMESCALE_SQL_DIR) -> list[Traversable]:
     """TimescaleDB migration files sorted by their number."""
-    return sorted(p for p in sql_dir.iterdir() if _NAME.match(p.name))
+    return numbered_files(sql_dir)
 
 
 def _create_extension(conn: Connection) -> bool:
@@ -107,7 +105,7 @@ def upgrade_timescale(
     conn: Connection,
     *,
     settings: Settings | None = None,
-    sql_dir: Path = TIMESCALE_SQL_DIR,
+    sql_dir: Traversable = TIMESCALE_SQL_DIR,
 ) -> list[str]:
     """After the plain migrations: switch to TimescaleDB if the server has it.
 
@@ -144,17 +142,6 @@ def upgrade_timescale(
         set_policies(conn, settings)
     _BACKENDS.pop(conn, None)
     return applied
-
-
-def source_timeframe(timeframe: str, available: list[str]) -> str:
-    """The largest available smaller timeframe dividing this one (at worst 1m, i.e. klines)."""
-    minutes = TIMEFRAME_MINUTES[timeframe]
-    divisors = [
-        tf
-        for tf in available
-        if TIMEFRAME_MINUTES[tf] < minutes and minutes % TIMEFRAME_MINUTES[tf] == 0
-    ]
-    return max(divisors, key=TIMEFRAME_MINUTES.__getitem__, default="1m")
 
 
 def aggregate_timeframes(conn: Connection) -> list[str]:

@@ -14,11 +14,11 @@ from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectAlreadyExists
 
-from core.config import get_settings
-from core.db import connect, database_url
-from core.progress import progress_bar
-from tasks.backfill import backfill_symbol
-from tasks.collector import MINUTE_MS
+from signalengine.core.config import get_settings
+from signalengine.core.db import connect, database_url
+from signalengine.core.progress import progress_bar
+from signalengine.tasks.marketdata.backfill import backfill_symbol
+from signalengine.tasks.marketdata.batching import MINUTE_MS
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15])
@@ -50,7 +50,7 @@ async def backfill_one(
     advance: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
     """One symbol, page by page; every page waits for a slot of the shared rate limit."""
-    from tasks.exchange import create_exchange
+    from signalengine.tasks.marketdata.exchange import create_exchange
 
     logger = get_run_logger()
     client = create_exchange(exchange, base_url=base_url)

@@ -10,12 +10,13 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.config import get_settings
-from core.db import connect
-from core.progress import progress_bar
-from tasks.backtest import run_backtest
-from tasks.history import load_history, store_backtest
-from tasks.report import write_report
+from signalengine.core.config import get_settings
+from signalengine.core.db import connect
+from signalengine.core.progress import progress_bar
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.runs.backtest import run_backtest
+from signalengine.tasks.runs.history import load_history, store_backtest
+from signalengine.tasks.runs.report import write_report
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
@@ -36,7 +37,7 @@ def simulate(
         job = bar.add_task("backtest", total=sum(len(frame) for frame in bars.values()))
         return run_backtest(
             bars,
-            config=get_settings(),
+            config=EngineConfig.from_settings(get_settings()),
             run_id=run_id,
             exchange=exchange,
             on_symbol=lambda symbol, n: bar.update(job, advance=n, description=symbol),

@@ -8,19 +8,25 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.config import Settings, get_settings
-from core.db import connect
-from core.symbols import normalize_symbol
-from tasks.importance import extract_importance, store_importance
-from tasks.labels import build_dataset, load_training_bars
-from tasks.model_registry import (
+from signalengine.core.config import Settings, get_settings
+from signalengine.core.db import connect
+from signalengine.core.symbols import normalize_symbol
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.learning.importance import extract_importance, store_importance
+from signalengine.tasks.learning.labels import build_dataset, load_training_bars
+from signalengine.tasks.learning.registry import (
     MODEL_TYPE,
     PublishResult,
     artifact_location,
     publish_model,
     tracking_uri,
 )
-from tasks.training import InsufficientDataError, TrainingConfig, TrainingResult, train_filter
+from signalengine.tasks.learning.training import (
+    InsufficientDataError,
+    TrainingConfig,
+    TrainingResult,
+    train_filter,
+)
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
@@ -37,7 +43,9 @@ def load_history(
 @task(cache_policy=NO_CACHE)
 def label_history(bars: dict[str, pd.DataFrame], settings: Settings) -> pd.DataFrame:
     """Every pre-filter engine candidate with its triple-barrier label."""
-    return build_dataset(bars, config=settings, exchange=settings.exchange)
+    return build_dataset(
+        bars, config=EngineConfig.from_settings(settings), exchange=settings.exchange
+    )
 
 
 @task(cache_policy=NO_CACHE)

@@ -8,10 +8,15 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.config import get_settings
-from core.db import connect
-from tasks.controls import decide_controls, live_win_rate_decayed, load_controls, save_controls
-from tasks.rollups import overall_figures, refresh_rollups
+from signalengine.core.config import get_settings
+from signalengine.core.db import connect
+from signalengine.tasks.outcomes.controls import (
+    decide_controls,
+    live_win_rate_decayed,
+    load_controls,
+    save_controls,
+)
+from signalengine.tasks.outcomes.rollups import overall_figures, refresh_rollups
 
 RETRAIN_DEPLOYMENT = "retrain/retrain"
 

@@ -7,9 +7,9 @@ from typing import Any
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from core.config import get_settings
-from core.db import connect
-from tasks.outcomes import settle_open, settlement_summary
+from signalengine.core.config import get_settings
+from signalengine.core.db import connect
+from signalengine.tasks.outcomes.settle import settle_open, settlement_summary
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])

@@ -11,15 +11,21 @@ from prefect.client.schemas.objects import State
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
-from core.config import TIMEFRAME_MINUTES, get_settings
-from core.db import database_url
-from core.dbconn import ReconnectingConnection
-from core.errors import TemporaryError
-from core.retry import backoff_seconds
-from flows.cancellation import CancellationWatch
-from tasks import metrics
-from tasks.collector import MINUTE_MS, MinuteBatcher, batch_minute, shard_symbols
-from tasks.ingest import (
+from signalengine.core.config import get_settings
+from signalengine.core.db import database_url
+from signalengine.core.dbconn import ReconnectingConnection
+from signalengine.core.errors import TemporaryError
+from signalengine.core.retry import backoff_seconds
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.flows.cancellation import CancellationWatch
+from signalengine.tasks import metrics
+from signalengine.tasks.marketdata.batching import (
+    MINUTE_MS,
+    MinuteBatcher,
+    batch_minute,
+    shard_symbols,
+)
+from signalengine.tasks.marketdata.ingest import (
     Watermarks,
     exchange_time_ms,
     fill_gaps,
@@ -27,7 +33,7 @@ from tasks.ingest import (
     store_live_minute,
     stored_span,
 )
-from tasks.live_signals import LiveEngine
+from signalengine.tasks.runs.live import LiveEngine
 
 RECONNECT_BASE_SECONDS = 0.5
 RECONNECT_MAX_SECONDS = 30.0
@@ -140,7 +146,7 @@ async def stream(
     With `source="replay"` the same engine driver runs over stored klines in [start, end)
     as fast as it can, under `run_id` (default `replay-<start>`), and the flow ends.
     """
-    from tasks.exchange import create_exchange, watch_closed_bars
+    from signalengine.tasks.marketdata.exchange import create_exchange, watch_closed_bars
 
     logger = get_run_logger()
     settings = get_settings()

@@ -4,9 +4,15 @@
 behind Binance's spot REST and WebSocket kline API on 127.0.0.1.
 """
 
-from simulator.clock import SimClock
-from simulator.config import DEFAULT_SYMBOLS, Faults, SimulatorConfig, market_id, unified_symbol
-from simulator.market import (
+from signalengine.simulator.clock import SimClock
+from signalengine.simulator.config import (
+    DEFAULT_SYMBOLS,
+    Faults,
+    SimulatorConfig,
+    market_id,
+    unified_symbol,
+)
+from signalengine.simulator.market import (
     BAR_DTYPE,
     DEFAULT_SEED,
     EPOCH_MS,
@@ -17,7 +23,7 @@ from simulator.market import (
     market_bars,
     symbol_profile,
 )
-from simulator.server import create_app, running_simulator, serve
+from signalengine.simulator.server import create_app, running_simulator, serve
 
 __all__ = [
     "BAR_DTYPE",

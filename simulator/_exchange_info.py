@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from simulator.config import market_id, unified_symbol
-from simulator.market import symbol_profile
+from signalengine.simulator.config import market_id, unified_symbol
+from signalengine.simulator.market import symbol_profile
 
 _ORDER_TYPES = [
     "LIMIT",

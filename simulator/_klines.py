@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 import numpy.typing as npt
 
-from simulator.market import (
+from signalengine.simulator.market import (
     BAR_DTYPE,
     EPOCH_MS,
     MINUTE_MS,

@@ -7,9 +7,9 @@ from dataclasses import asdict
 from datetime import UTC, datetime
 from typing import Any
 
-from simulator._klines import INTERVAL_MINUTES
-from simulator.clock import SimClock
-from simulator.config import SimulatorConfig, market_id
+from signalengine.simulator._klines import INTERVAL_MINUTES
+from signalengine.simulator.clock import SimClock
+from signalengine.simulator.config import SimulatorConfig, market_id
 
 # Counter names shown under "injected" and "traffic" in /sim/status.
 INJECTED = ("ws_drops", "duplicates", "out_of_order", "malformed", "rest_429")

@@ -18,10 +18,15 @@ from typing import Any
 
 from starlette.websockets import WebSocket, WebSocketDisconnect
 
-from simulator._klines import INTERVAL_MINUTES, PARTIAL_STEPS, interval_klines, partial_kline
-from simulator._klines import ws_event as _ws_event
-from simulator._state import SimState
-from simulator.market import MINUTE_MS, symbol_profile
+from signalengine.simulator._klines import (
+    INTERVAL_MINUTES,
+    PARTIAL_STEPS,
+    interval_klines,
+    partial_kline,
+)
+from signalengine.simulator._klines import ws_event as _ws_event
+from signalengine.simulator._state import SimState
+from signalengine.simulator.market import MINUTE_MS, symbol_profile
 
 TICK_MS = MINUTE_MS // PARTIAL_STEPS
 _Stream = tuple[str, str]  # (market id, interval)

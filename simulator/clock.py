@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import time
 
-from simulator.market import EPOCH_MS
+from signalengine.simulator.market import EPOCH_MS
 
 
 class SimClock:

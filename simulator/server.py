@@ -24,12 +24,12 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
-from simulator._exchange_info import exchange_info
-from simulator._klines import INTERVAL_MINUTES, interval_klines, rest_row
-from simulator._state import SimState
-from simulator._streams import Connection, streams_from_path
-from simulator.config import DEFAULT_SYMBOLS, Faults, SimulatorConfig
-from simulator.market import DEFAULT_SEED, EPOCH_MS, MINUTE_MS
+from signalengine.simulator._exchange_info import exchange_info
+from signalengine.simulator._klines import INTERVAL_MINUTES, interval_klines, rest_row
+from signalengine.simulator._state import SimState
+from signalengine.simulator._streams import Connection, streams_from_path
+from signalengine.simulator.config import DEFAULT_SYMBOLS, Faults, SimulatorConfig
+from signalengine.simulator.market import DEFAULT_SEED, EPOCH_MS, MINUTE_MS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765

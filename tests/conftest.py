@@ -28,7 +28,7 @@ def _server_url(tmp_root: Path) -> str:
         sock.settimeout(0.5)
         if sock.connect_ex(("127.0.0.1", 5432)) == 0:
             return _LOCAL_PG
-    from core.embedded_pg import ensure_embedded_postgres
+    from signalengine.core.embedded_pg import ensure_embedded_postgres
 
     return ensure_embedded_postgres(tmp_root / "embedded-pg", port=54339).url
 
@@ -40,7 +40,7 @@ def _with_dbname(url: str, dbname: str) -> str:
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of our own for this run."""
-    from core.migrate import upgrade
+    from signalengine.core.migrate import upgrade
 
     server = _server_url(tmp_path_factory.mktemp("pg"))
     name = f"signalengine_test_{uuid.uuid4().hex[:10]}"

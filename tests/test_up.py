@@ -64,7 +64,7 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
         }
     )
     proc = subprocess.Popen(
-        [sys.executable, "-m", "core", "up"],
+        [sys.executable, "-m", "signalengine", "up"],
         env=env,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,

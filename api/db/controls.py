@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from api.db import AsyncConn
+from signalengine.api.db import AsyncConn
 
 
 async def symbol_controls(*, conn: AsyncConn, exchange: str) -> list[dict[str, Any]]:

@@ -7,9 +7,8 @@ from typing import Any
 
 from psycopg import sql
 
-from api.db import AsyncConn
-from core.config import TIMEFRAME_MINUTES
-from tasks.timeframes import relation
+from signalengine.api.db import AsyncConn
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES, timeframe_relation
 
 _BAR_COLUMNS = sql.SQL("ts, open, high, low, close, volume, bars")
 
@@ -21,7 +20,7 @@ async def latest_klines(
     query = sql.SQL(
         "SELECT * FROM (SELECT {} FROM {} WHERE exchange = %s AND symbol = %s"
         " ORDER BY ts DESC LIMIT %s) k ORDER BY ts"
-    ).format(_BAR_COLUMNS, sql.Identifier(relation(timeframe)))
+    ).format(_BAR_COLUMNS, sql.Identifier(timeframe_relation(timeframe)))
     cur = await conn.execute(query, [exchange, symbol, limit])
     return await cur.fetchall()
 
@@ -39,7 +38,7 @@ async def closed_klines(
         " AND ts + %(width)s <= (SELECT max(ts) + interval '1 minute' FROM klines"
         "  WHERE exchange = %(exchange)s AND symbol = %(symbol)s)"
         " ORDER BY ts DESC LIMIT %(limit)s) k ORDER BY ts"
-    ).format(_BAR_COLUMNS, sql.Identifier(relation(timeframe)))
+    ).format(_BAR_COLUMNS, sql.Identifier(timeframe_relation(timeframe)))
     params = {
         "exchange": exchange,
         "symbol": symbol,

@@ -13,7 +13,7 @@ from typing import Any
 
 from psycopg import sql
 
-from api.db import AsyncConn
+from signalengine.api.db import AsyncConn
 
 _LOG_FACTOR = "ln(greatest(1 + return_pct / 100, 1e-12))"
 _ORDER = "ORDER BY exit_time, signal_id ROWS UNBOUNDED PRECEDING"

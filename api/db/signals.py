@@ -9,7 +9,7 @@ from uuid import UUID
 
 from psycopg import sql
 
-from api.db import AsyncConn
+from signalengine.api.db import AsyncConn
 
 _COLUMNS = sql.SQL(
     "id, run_id, exchange, symbol, timeframe, direction, ts, emitted_at, entry_price,"

@@ -8,8 +8,8 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from api.db.controls import symbol_controls
-from api.deps import TEXT_PATTERN, ConnDep, SettingsDep
+from signalengine.api.db.controls import symbol_controls
+from signalengine.api.deps import TEXT_PATTERN, ConnDep, SettingsDep
 
 router = APIRouter(prefix="/controls", tags=["controls"])
 

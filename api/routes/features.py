@@ -6,11 +6,13 @@ import asyncio
 import math
 from typing import Any
 
+import pandas as pd
 from fastapi import APIRouter, HTTPException, status
 
-from api.db.klines import closed_klines
-from api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
-from api.schemas import ErrorDetail, FeatureSnapshot
+from signalengine.api.db.klines import closed_klines
+from signalengine.api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
+from signalengine.api.schemas import ErrorDetail, FeatureSnapshot
+from signalengine.tasks.features import compute_features
 
 router = APIRouter(prefix="/features", tags=["features"])
 
@@ -19,11 +21,7 @@ _INPUT_COLUMNS = {"open", "high", "low", "close", "volume", "bars"}
 
 
 def _latest_features(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Features of the last bar of `rows` (oldest first), via tasks.features."""
-    import pandas as pd
-
-    from tasks.features import compute_features  # lazy: optional at import time
-
+    """Features of the last bar of `rows` (oldest first), via tasks.features (DESIGN §4)."""
     bars = pd.DataFrame(rows).set_index("ts")[["open", "high", "low", "close", "volume"]]
     bars.index = pd.DatetimeIndex(bars.index).tz_convert("UTC")
     last = compute_features(bars).iloc[-1]
@@ -39,7 +37,7 @@ def _latest_features(rows: list[dict[str, Any]]) -> dict[str, float | None]:
     return values
 
 
-@router.get("/{symbol:path}", responses={404: {"model": ErrorDetail}, 503: {"model": ErrorDetail}})
+@router.get("/{symbol:path}", responses={404: {"model": ErrorDetail}})
 async def features(
     conn: ConnDep,
     settings: SettingsDep,
@@ -55,12 +53,7 @@ async def features(
     )
     if not rows:
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no closed bars for this symbol")
-    try:
-        values = await asyncio.to_thread(_latest_features, rows)
-    except ImportError as exc:
-        raise HTTPException(
-            status.HTTP_503_SERVICE_UNAVAILABLE, "feature computation unavailable"
-        ) from exc
+    values = await asyncio.to_thread(_latest_features, rows)
     return FeatureSnapshot(
         exchange=exchange,
         symbol=symbol,

@@ -8,7 +8,7 @@ from datetime import UTC, datetime
 
 from fastapi import APIRouter, WebSocket, WebSocketDisconnect, status
 
-from api.deps import StateDep, token_matches
+from signalengine.api.deps import StateDep, token_matches
 
 logger = logging.getLogger(__name__)
 

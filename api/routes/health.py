@@ -6,8 +6,8 @@ import psycopg
 from fastapi import APIRouter, Response, status
 from psycopg_pool import PoolTimeout
 
-from api.deps import StateDep
-from api.schemas import Health
+from signalengine.api.deps import StateDep
+from signalengine.api.schemas import Health
 
 router = APIRouter(tags=["health"])
 

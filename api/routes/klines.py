@@ -6,9 +6,9 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.db.klines import latest_klines
-from api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
-from api.schemas import ErrorDetail, Kline, KlineSeries
+from signalengine.api.db.klines import latest_klines
+from signalengine.api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
+from signalengine.api.schemas import ErrorDetail, Kline, KlineSeries
 
 router = APIRouter(prefix="/klines", tags=["klines"])
 

@@ -6,12 +6,12 @@ from fastapi import APIRouter
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from api.db.performance import PerformanceFilter
-from api.db.signals import count_signals
-from api.deps import ConnDep, StateDep
-from api.metrics import OUTCOMES, system_figures
-from api.schemas import LegacyMetrics, SymbolFigures
-from api.stats import performance_stats
+from signalengine.api.db.performance import PerformanceFilter
+from signalengine.api.db.signals import count_signals
+from signalengine.api.deps import ConnDep, StateDep
+from signalengine.api.metrics import OUTCOMES, system_figures
+from signalengine.api.schemas import LegacyMetrics, SymbolFigures
+from signalengine.api.stats import performance_stats
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 

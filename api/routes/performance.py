@@ -7,9 +7,20 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from api.db.performance import PerformanceFilter, equity_curve, latest_feature_importance
-from api.deps import TEXT_PATTERN, CacheDep, ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery
-from api.schemas import (
+from signalengine.api.db.performance import (
+    PerformanceFilter,
+    equity_curve,
+    latest_feature_importance,
+)
+from signalengine.api.deps import (
+    TEXT_PATTERN,
+    CacheDep,
+    ConnDep,
+    RunIdQuery,
+    SymbolQuery,
+    TimeframeQuery,
+)
+from signalengine.api.schemas import (
     Direction,
     EquityCurve,
     EquityPoint,
@@ -17,7 +28,7 @@ from api.schemas import (
     PerformanceStats,
     SymbolPerformance,
 )
-from api.stats import performance_stats, symbol_performance
+from signalengine.api.stats import performance_stats, symbol_performance
 
 router = APIRouter(prefix="/performance", tags=["performance"])
 

@@ -11,9 +11,9 @@ from uuid import UUID
 
 from fastapi import APIRouter, HTTPException, Query, status
 
-from api.db.signals import SignalFilter, get_signal, list_signals
-from api.deps import ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery, UtcDatetime
-from api.schemas import Direction, ErrorDetail, Signal, SignalPage
+from signalengine.api.db.signals import SignalFilter, get_signal, list_signals
+from signalengine.api.deps import ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery, UtcDatetime
+from signalengine.api.schemas import Direction, ErrorDetail, Signal, SignalPage
 
 router = APIRouter(prefix="/signals", tags=["signals"])
 

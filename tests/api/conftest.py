@@ -7,7 +7,7 @@ from collections.abc import Iterator
 import httpx
 import pytest
 
-from core.config import Settings
+from signalengine.core.config import Settings
 from tests.api.server import ApiServer
 
 API_TOKEN = "test-token-0123456789"

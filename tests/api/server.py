@@ -11,8 +11,8 @@ from types import TracebackType
 import httpx
 import uvicorn
 
-from api.main import WS_MAX_MESSAGE_BYTES, create_app
-from core.config import Settings
+from signalengine.api.main import WS_MAX_MESSAGE_BYTES, create_app
+from signalengine.core.config import Settings
 
 
 def free_port() -> int:

@@ -11,8 +11,8 @@ from typing import Any
 import psycopg
 import pytest
 
-from tasks.storage import store_klines
-from tasks.validation import validate_klines
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
 from tests.api.conftest import API_TOKEN
 from tests.api.server import ApiServer
 from tests.utils.klines import random_klines

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import api
+from signalengine import api
 
 
 def test_public_names() -> None:

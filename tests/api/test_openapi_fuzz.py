@@ -15,8 +15,8 @@ from hypothesis import HealthCheck, given, settings  # noqa: E402
 from schemathesis.generation import GenerationMode  # noqa: E402
 from schemathesis.specs.openapi.checks import positive_data_acceptance  # noqa: E402
 
-from api.main import create_app  # noqa: E402
-from core.config import Settings  # noqa: E402
+from signalengine.api.main import create_app  # noqa: E402
+from signalengine.core.config import Settings  # noqa: E402
 from tests.api.server import ApiServer  # noqa: E402
 
 MAX_EXAMPLES = 8

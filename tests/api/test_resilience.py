@@ -9,7 +9,7 @@ import httpx
 import psycopg
 from websockets.asyncio.client import connect
 
-from api.feed import LISTEN_APPLICATION_NAME
+from signalengine.api.feed import LISTEN_APPLICATION_NAME
 from tests.api.conftest import api_settings
 from tests.api.server import ApiServer, free_port
 from tests.api.test_feed import next_of_type, signal_ids

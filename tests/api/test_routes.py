@@ -11,10 +11,10 @@ import pandas as pd
 import psycopg
 import pytest
 
-from api.main import create_app
-from tasks.features import compute_features
-from tasks.storage import store_klines
-from tasks.validation import validate_klines
+from signalengine.api.main import create_app
+from signalengine.tasks.engine.features import compute_features
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
 from tests.api.conftest import api_settings
 from tests.utils.klines import random_klines
 from tests.utils.signals import create_random_signal
@@ -196,7 +196,7 @@ async def test_cors_preflight_follows_the_settings(database_url: str) -> None:
 
 
 def test_controls_show_disabled_symbols_with_reason(client, db) -> None:  # type: ignore[no-untyped-def]
-    from tasks.controls import SymbolControl, save_controls
+    from signalengine.tasks.outcomes.controls import SymbolControl, save_controls
 
     save_controls(
         db,

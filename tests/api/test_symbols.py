@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from api.symbols import normalize_symbol
+from signalengine.api.symbols import normalize_symbol
 
 
 @pytest.mark.parametrize(

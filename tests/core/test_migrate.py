@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import psycopg
 
-from core.migrate import migration_files, upgrade
+from signalengine.core.migrate import migration_files, upgrade
 
 
 def _schema(url: str) -> list[tuple[str, str, str, str]]:
@@ -44,9 +44,9 @@ def test_contract_relations_exist(database_url: str) -> None:
 def test_extra_timeframes_get_their_relation_and_the_writer_fills_it(database_url: str) -> None:
     import pandas as pd
 
-    from core.migrate import upgrade_with_timeframes
-    from tasks.storage import load_bars, store_klines
-    from tasks.validation import validate_klines
+    from signalengine.tasks.marketdata.klines import load_bars, store_klines
+    from signalengine.tasks.marketdata.timeframes import upgrade_with_timeframes
+    from signalengine.tasks.marketdata.validation import validate_klines
     from tests.utils.klines import random_klines
 
     timeframes = ["1m", "5m", "15m", "1h", "4h"]

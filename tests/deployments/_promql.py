@@ -73,7 +73,7 @@ def exposed_names(registry: CollectorRegistry) -> set[str]:
 @cache
 def stream_names() -> frozenset[str]:
     """What the stream process serves on its metrics port (tasks.metrics.REGISTRY)."""
-    from tasks.metrics import REGISTRY
+    from signalengine.tasks.metrics import REGISTRY
 
     return frozenset(exposed_names(REGISTRY))
 
@@ -85,7 +85,7 @@ def api_names() -> frozenset[str]:
     The database-backed histograms are only yielded once there is data, so the snapshot
     gets one settled signal first.
     """
-    from api.metrics import ApiMetrics, DatabaseSnapshot
+    from signalengine.api.metrics import ApiMetrics, DatabaseSnapshot
 
     metrics = ApiMetrics()
     metrics._database.snapshot = DatabaseSnapshot(  # no public setter

@@ -34,8 +34,8 @@ from prefect.events.clients import PrefectEventsClient
 from prefect.settings import PREFECT_API_URL, temporary_settings
 from prefect.states import Cancelled, Running, Scheduled
 
-from core.automations import AUTOMATIONS_FILE, apply_automations, load_automations
-from core.telemetry import TELEMETRY_OFF
+from signalengine.automations import AUTOMATIONS_FILE, apply_automations, load_automations
+from signalengine.core.telemetry import TELEMETRY_OFF
 from tests.utils.net import free_port
 from tests.utils.processes import stop, wait_http
 

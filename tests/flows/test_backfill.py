@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pandas as pd
 
-from simulator import Faults, running_simulator
+from signalengine.simulator import Faults, running_simulator
 from tests.utils.market import market_frame
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
@@ -25,7 +25,7 @@ def _stored(db, symbol: str) -> pd.DataFrame:  # type: ignore[no-untyped-def]
 async def test_backfill_is_exact_resumable_and_survives_rate_limits(
     db, prefect_harness, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from flows.backfill import backfill
+    from signalengine.flows.backfill import backfill
 
     faults = Faults(rest_429_every=4, retry_after_s=0)
     with running_simulator(symbols=SYMBOLS, speed=1, anchor_ms=ANCHOR_MS, faults=faults) as url:

@@ -29,8 +29,8 @@ def _keys(db, run_id: str) -> set[tuple]:  # type: ignore[no-untyped-def,type-ar
 async def test_replay_and_backtest_emit_identical_signals(
     history, prefect_harness, tmp_path: Path
 ) -> None:
-    from flows.backtest import backtest
-    from flows.stream import stream
+    from signalengine.flows.backtest import backtest
+    from signalengine.flows.stream import stream
 
     summary = backtest(
         symbols=SYMBOLS,
@@ -67,7 +67,7 @@ async def test_replay_and_backtest_emit_identical_signals(
 
 
 async def test_backtest_rejects_an_empty_period(history, prefect_harness) -> None:
-    from flows.backtest import backtest
+    from signalengine.flows.backtest import backtest
 
     with pytest.raises(ValueError, match="before"):
         backtest(symbols=SYMBOLS, start="2025-02-05", end="2025-02-01")

@@ -5,9 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
-from simulator.market import DAY_MS, EPOCH_MS, market_bars
-from tasks.storage import store_klines
-from tasks.validation import validate_klines
+from signalengine.simulator.market import DAY_MS, EPOCH_MS, market_bars
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
 DAYS = 20
@@ -42,8 +42,8 @@ def mlflow_state(tmp_path, monkeypatch) -> str:
 def test_retrain_registers_promotes_and_keeps_a_better_champion(
     db, prefect_harness, mlflow_state: str
 ) -> None:
-    from flows.retrain import retrain
-    from tasks.model_registry import (
+    from signalengine.flows.retrain import retrain
+    from signalengine.tasks.learning.registry import (
         CHAMPION_ALIAS,
         EXPERIMENT_NAME,
         MODEL_NAME,
@@ -110,7 +110,7 @@ def test_retrain_registers_promotes_and_keeps_a_better_champion(
 
 
 def test_retrain_without_klines_is_skipped(db, prefect_harness, mlflow_state: str) -> None:
-    from flows.retrain import retrain
+    from signalengine.flows.retrain import retrain
 
     summary = retrain(lookback_days=5, symbols=["BTCUSDT"])
     assert summary["version"] is None and summary["promoted"] is False

@@ -20,7 +20,7 @@ import pandas as pd
 import pytest
 import websockets
 
-from simulator import running_simulator
+from signalengine.simulator import running_simulator
 from tests.flows.test_stream import _truth
 from tests.utils.net import free_port
 from tests.utils.processes import running, signalengine, stop, wait_http
@@ -145,7 +145,7 @@ async def test_stream_killed_mid_run_resumes_without_loss(
     end_mark = _watermark(db)
     assert end_mark > killed_at > start_mark
     _assert_bars_match_truth(db)
-    from flows.stream import stream
+    from signalengine.flows.stream import stream
 
     for key, value in env.items():  # the replay runs here: same engine settings as the stream
         if key.startswith("SIGNALENGINE_"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simulator import market_bars, running_simulator
+from signalengine.simulator import market_bars, running_simulator
 from tests.utils.net import free_port
 
 SYMBOLS = ["BTC/USDT", "ETH/USDT"]
@@ -31,7 +31,7 @@ def _truth(symbol: str, start: pd.Timestamp, end: pd.Timestamp) -> pd.DataFrame:
 
 
 async def test_stream_stores_exactly_the_exchange_bars(db, prefect_harness, monkeypatch) -> None:
-    from flows.stream import stream
+    from signalengine.flows.stream import stream
 
     anchor_ms = int(ANCHOR.value // 1_000_000)
     with running_simulator(symbols=SYMBOLS, speed=600, anchor_ms=anchor_ms) as url:

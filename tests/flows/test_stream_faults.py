@@ -7,7 +7,7 @@ import threading
 import pandas as pd
 import psycopg
 
-from simulator import Faults, running_simulator
+from signalengine.simulator import Faults, running_simulator
 from tests.flows.test_stream import SYMBOLS, _stored, _truth
 from tests.utils.net import free_port
 
@@ -32,7 +32,7 @@ def _assert_truth(db) -> None:  # type: ignore[no-untyped-def]
 
 
 async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
-    from flows.stream import stream
+    from signalengine.flows.stream import stream
 
     faults = Faults(
         ws_drop_every_s=2.0, duplicate_rate=0.2, out_of_order_rate=0.2, malformed_rate=0.2
@@ -61,7 +61,7 @@ async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkey
 async def test_database_connection_killed_mid_stream(
     db, database_url, prefect_harness, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
-    from flows.stream import stream
+    from signalengine.flows.stream import stream
 
     anchor_ms = int(ANCHOR.value // 1_000_000)
     stop = threading.Event()

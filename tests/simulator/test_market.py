@@ -7,9 +7,9 @@ import time
 import numpy as np
 import pytest
 
-import simulator
-from simulator import market
-from simulator.market import (
+from signalengine import simulator
+from signalengine.simulator import market
+from signalengine.simulator.market import (
     BAR_DTYPE,
     DAY_MS,
     EPOCH_MS,

@@ -12,8 +12,8 @@ import httpx
 import pytest
 import websockets
 
-from simulator import Faults, aggregate_bars, market_bars, running_simulator
-from simulator.market import EPOCH_MS, MINUTE_MS
+from signalengine.simulator import Faults, aggregate_bars, market_bars, running_simulator
+from signalengine.simulator.market import EPOCH_MS, MINUTE_MS
 
 SEED = 99
 SPEED = 600.0  # a simulated minute lasts 0.1 s

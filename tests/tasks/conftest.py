@@ -72,8 +72,8 @@ def pglite_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 @pytest.fixture(scope="session")
 def timescale_url(pglite_url: str) -> str:
     """The PGlite database, migrated: plain migrations, then the TimescaleDB ones."""
-    from core.migrate import upgrade
-    from core.timescale import upgrade_timescale
+    from signalengine.core.migrate import upgrade
+    from signalengine.core.timescale import upgrade_timescale
 
     upgrade(pglite_url)
     with psycopg.connect(pglite_url, autocommit=True) as conn:
@@ -86,7 +86,7 @@ def timescale_db(timescale_url: str) -> Iterator[psycopg.Connection[dict]]:  # t
     """A connection to the PGlite TimescaleDB; klines and every aggregate emptied after."""
     from psycopg.rows import dict_row
 
-    from core.timescale import aggregate_timeframes
+    from signalengine.core.timescale import aggregate_timeframes
 
     with psycopg.connect(timescale_url, row_factory=dict_row, autocommit=True) as conn:
         yield conn

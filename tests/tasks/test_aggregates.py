@@ -15,11 +15,11 @@ import pandas as pd
 import psycopg
 import pytest
 
-from core.config import TIMEFRAME_MINUTES
-from core.timescale import backend
-from tasks.storage import load_bars, store_klines
-from tasks.timeframes import ensure_timeframe_tables
-from tasks.validation import validate_klines
+from signalengine.core.timescale import backend
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.tasks.marketdata.klines import load_bars, store_klines
+from signalengine.tasks.marketdata.timeframes import ensure_timeframe_tables
+from signalengine.tasks.marketdata.validation import validate_klines
 from tests.utils.klines import random_klines
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]

@@ -5,15 +5,15 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars
-from tasks import metrics
-from tasks.ai_filter import ChampionFilter
-from tasks.engine import evaluate_symbol_history
-from tasks.engine_types import EngineConfig
-from tasks.features import FEATURE_COLUMNS
-from tasks.importance import extract_importance
-from tasks.labels import MODEL_COLUMNS
-from tasks.model_registry import (
+from signalengine.simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars
+from signalengine.tasks import metrics
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.features import FEATURE_COLUMNS
+from signalengine.tasks.engine.pipeline import evaluate_symbol_history
+from signalengine.tasks.learning.ai_filter import ChampionFilter
+from signalengine.tasks.learning.importance import extract_importance
+from signalengine.tasks.learning.labels import MODEL_COLUMNS
+from signalengine.tasks.learning.registry import (
     CHAMPION_ALIAS,
     MODEL_NAME,
     champion_version,
@@ -21,7 +21,7 @@ from tasks.model_registry import (
     publish_model,
     should_promote,
 )
-from tasks.training import TrainingConfig, TrainingResult, train_filter
+from signalengine.tasks.learning.training import TrainingConfig, TrainingResult, train_filter
 from tests.utils.net import free_port
 
 

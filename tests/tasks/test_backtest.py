@@ -8,12 +8,12 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.backtest import run_backtest, summarize_performance
-from tasks.engine import SIGNAL_COLUMNS, EngineConfig
-from tasks.settlement import PERFORMANCE_COLUMNS, settle_signal
+from signalengine.tasks.engine.pipeline import SIGNAL_COLUMNS, EngineConfig
+from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signal
+from signalengine.tasks.runs.backtest import run_backtest, summarize_performance
+from tests.utils.real_data import real_files
 from tests.utils.bars import make_bars_1m
 
-REAL = Path("/work/shared/data/real")
 CFG = EngineConfig()
 
 
@@ -92,9 +92,8 @@ def test_empty_input() -> None:
     assert summary["signals"] == 0 and summary["win_rate"] is None
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="real market data folder not present")
 def test_a_few_signals_per_day_on_real_candles() -> None:
-    files = sorted(REAL.glob("ft_bittrex_*_1m_2018-01.parquet"))[:4]
+    files = real_files("ft_bittrex_*_1m_2018-01.parquet")[:4]
     data = {f.name: pd.read_parquet(f).set_index("ts") for f in files}
     signals, perf, summary = run_backtest(data, config=CFG, run_id="real", exchange="bittrex")
     days = sum(len(b) for b in data.values()) / 1440

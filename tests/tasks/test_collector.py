@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-from tasks.collector import MinuteBatcher, missing_range, shard_symbols
-from tasks.ingest import primary_closes
+from signalengine.tasks.marketdata.batching import MinuteBatcher, missing_range, shard_symbols
+from signalengine.tasks.marketdata.ingest import primary_closes
 
 M = 60_000
 

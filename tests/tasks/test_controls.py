@@ -4,15 +4,15 @@ from __future__ import annotations
 
 import pandas as pd
 
-from core.config import Settings
-from tasks.controls import (
+from signalengine.core.config import Settings
+from signalengine.tasks.outcomes.controls import (
     SymbolControl,
     decide_controls,
     live_win_rate_decayed,
     load_controls,
     save_controls,
 )
-from tasks.live_signals import LiveEngine
+from signalengine.tasks.runs.live import LiveEngine
 
 SETTINGS = Settings(
     adaptive_min_signals=30,

@@ -8,8 +8,10 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from core.config import Settings
-from tasks.engine import (
+from signalengine.core.config import Settings
+from signalengine.tasks.engine.buckets import resample_bars
+from signalengine.tasks.engine.features import FEATURE_COLUMNS
+from signalengine.tasks.engine.pipeline import (
     SIGNAL_COLUMNS,
     CooldownState,
     EngineConfig,
@@ -18,8 +20,6 @@ from tasks.engine import (
     evaluate_symbol_history,
     signal_id,
 )
-from tasks.features import FEATURE_COLUMNS
-from tasks.resample import resample_bars
 from tests.utils.bars import make_bars_1m
 
 CFG = EngineConfig()
@@ -288,6 +288,10 @@ def test_settings_are_accepted(bars: pd.DataFrame, history: pd.DataFrame) -> Non
     settings = Settings()
     assert EngineConfig.from_settings(settings).live_window_bars >= 1000
     from_settings = evaluate_symbol_history(
-        {"1m": bars}, symbol="BTC/USDT", exchange="sim", run_id="r1", config=settings
+        {"1m": bars},
+        symbol="BTC/USDT",
+        exchange="sim",
+        run_id="r1",
+        config=EngineConfig.from_settings(settings),
     )
     assert from_settings["id"].tolist() == history["id"].tolist()

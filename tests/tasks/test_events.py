@@ -6,7 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.events import (
+from signalengine.tasks.engine.buckets import resample_bars
+from signalengine.tasks.engine.events import (
     EVENT_TYPES,
     VOLUME_SPIKE_Z,
     EventSeries,
@@ -18,9 +19,13 @@ from tasks.events import (
     trend_pullback,
     volume_spike,
 )
-from tasks.features import compute_features
-from tasks.resample import resample_bars
-from tasks.scoring import EVENT_WEIGHTS, SCORE_SATURATION, cooldown_mask, score_events
+from signalengine.tasks.engine.features import compute_features
+from signalengine.tasks.engine.scoring import (
+    EVENT_WEIGHTS,
+    SCORE_SATURATION,
+    cooldown_mask,
+    score_events,
+)
 from tests.utils.bars import make_bars_1m
 
 

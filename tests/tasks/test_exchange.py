@@ -10,9 +10,9 @@ from typing import Any
 
 import pytest
 
-from simulator import Faults, aggregate_bars, market_bars, running_simulator
-from simulator.market import MINUTE_MS
-from tasks.exchange import (
+from signalengine.simulator import Faults, aggregate_bars, market_bars, running_simulator
+from signalengine.simulator.market import MINUTE_MS
+from signalengine.tasks.marketdata.exchange import (
     ClosedBarBinance,
     ExchangeError,
     TemporaryExchangeError,

@@ -11,7 +11,7 @@ import talib
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from tasks.features import (
+from signalengine.tasks.engine.features import (
     FEATURE_COLUMNS,
     FEATURE_WARMUP_BARS,
     WINDOW_LOOKBACK_BARS,
@@ -19,9 +19,9 @@ from tasks.features import (
     feature_arrays,
     feature_tails,
 )
+from tests.utils.real_data import real_files
 from tests.utils.bars import make_bars_1m
 
-REAL = Path("/work/shared/data/real")
 WARM = 400  # rows skipped before comparing recursive indicators with TA-Lib's seeding
 # Rows per column that are NaN before the first value (finite input).
 LOOKBACK = {
@@ -83,9 +83,9 @@ def test_agrees_with_talib_on_a_long_series() -> None:
     _assert_talib_agreement(make_bars_1m(days=5, seed=11))
 
 
-@pytest.mark.skipif(not REAL.is_dir(), reason="real market data folder not present")
 def test_agrees_with_talib_on_real_candles() -> None:
-    bars = pd.read_parquet(REAL / "ft_btc-usdt_5m_2023-01.parquet").set_index("ts")
+    (path,) = real_files("ft_btc-usdt_5m_2023-01.parquet")
+    bars = pd.read_parquet(path).set_index("ts")
     _assert_talib_agreement(bars)
 
 

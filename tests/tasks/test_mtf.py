@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from tasks.mtf import mtf_agreement, mtf_details, vote, votes_at
+from signalengine.tasks.engine.mtf import mtf_agreement, mtf_details, vote, votes_at
 
 MIN = 60 * 10**9
 

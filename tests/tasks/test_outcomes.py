@@ -8,10 +8,10 @@ import numpy as np
 import pandas as pd
 from psycopg.types.json import Jsonb
 
-from tasks.outcomes import settle_open
-from tasks.rollups import compute_rollups, max_drawdown_pct, refresh_rollups
-from tasks.storage import store_klines
-from tasks.validation import validate_klines
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
+from signalengine.tasks.outcomes.rollups import compute_rollups, max_drawdown_pct, refresh_rollups
+from signalengine.tasks.outcomes.settle import settle_open
 from tests.utils.klines import random_klines
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")
@@ -179,7 +179,7 @@ def refresh_rollups_from(db, perf: pd.DataFrame) -> int:
 
 
 def test_overall_figures_are_each_runs_all_time_totals() -> None:
-    from tasks.rollups import overall_figures
+    from signalengine.tasks.outcomes.rollups import overall_figures
 
     perf = pd.concat([_performance(40), _performance(10, seed=3).assign(run_id="shadow")])
     figures = overall_figures(compute_rollups(perf, now=T0 + pd.Timedelta(days=40)))

@@ -6,7 +6,13 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.resample import ClosedSeries, closed_bars, index_ns, resample_bars, resample_closed
+from signalengine.tasks.engine.buckets import (
+    ClosedSeries,
+    closed_bars,
+    index_ns,
+    resample_bars,
+    resample_closed,
+)
 from tests.utils.bars import make_bars_1m
 
 

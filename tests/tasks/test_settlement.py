@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from tasks.settlement import (
+from signalengine.tasks.outcomes.settlement import (
     OUTCOMES,
     PERFORMANCE_COLUMNS,
     settle_arrays,

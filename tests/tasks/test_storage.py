@@ -6,8 +6,8 @@ import pandas as pd
 import psycopg
 import pytest
 
-from tasks.storage import load_bars, store_klines
-from tasks.validation import validate_klines
+from signalengine.tasks.marketdata.klines import load_bars, store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
 from tests.utils.klines import random_klines
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]

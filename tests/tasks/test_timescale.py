@@ -7,12 +7,12 @@ import pandas as pd
 import psycopg
 import pytest
 
-from core.config import Settings
-from core.migrate import upgrade
-from core.timescale import backend, migration_files, upgrade_timescale
-from tasks.storage import load_bars, store_klines
-from tasks.timeframes import refresh_buckets
-from tasks.validation import validate_klines
+from signalengine.core.config import Settings
+from signalengine.core.migrate import upgrade
+from signalengine.core.timescale import backend, migration_files, upgrade_timescale
+from signalengine.tasks.marketdata.klines import load_bars, store_klines
+from signalengine.tasks.marketdata.timeframes import refresh_buckets
+from signalengine.tasks.marketdata.validation import validate_klines
 from tests.utils.klines import random_klines
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]

@@ -9,20 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars
-from tasks.engine import evaluate_symbol_history
-from tasks.engine_types import EngineConfig
-from tasks.features import FEATURE_COLUMNS
-from tasks.importance import extract_importance, store_importance
-from tasks.labels import (
+from signalengine.simulator.market import DAY_MS, EPOCH_MS, bars_to_frame, market_bars
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.features import FEATURE_COLUMNS
+from signalengine.tasks.engine.pipeline import evaluate_symbol_history
+from signalengine.tasks.learning.importance import extract_importance, store_importance
+from signalengine.tasks.learning.labels import (
     DATASET_COLUMNS,
     MODEL_COLUMNS,
     build_dataset,
     label_candidates,
     model_inputs,
 )
-from tasks.settlement import settle_signal
-from tasks.training import (
+from signalengine.tasks.learning.training import (
     InsufficientDataError,
     TrainingConfig,
     evaluate,
@@ -31,6 +30,7 @@ from tasks.training import (
     time_split,
     train_filter,
 )
+from signalengine.tasks.outcomes.settlement import settle_signal
 
 T0 = pd.Timestamp("2024-01-01 00:05", tz="UTC")
 MIN = pd.Timedelta("1min")

@@ -16,15 +16,15 @@ from typing import Any
 import pandas as pd
 import pytest
 
-from tasks.engine_types import Signal
-from tasks.metrics import REGISTRY
-from tasks.webhooks import (
+from signalengine.tasks.alerts.webhooks import (
     DELIVERY_HEADER,
     SIGNATURE_HEADER,
     TIMESTAMP_HEADER,
     WebhookDispatcher,
     verify_signature,
 )
+from signalengine.tasks.engine.records import Signal
+from signalengine.tasks.metrics import REGISTRY
 from tests.utils.net import free_port
 
 SECRET = "test-secret-not-for-production"

@@ -4,9 +4,9 @@ from __future__ import annotations
 
 import pandas as pd
 
-from simulator import market_bars
-from tasks.storage import store_klines
-from tasks.validation import validate_klines
+from signalengine.simulator import market_bars
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
 
 
 def market_frame(symbol: str, start: str, days: float, *, seed: int = 42) -> pd.DataFrame:

@@ -15,10 +15,10 @@ import httpx
 
 
 def signalengine(args: list[str], *, env: dict[str, str], log: Path) -> subprocess.Popen[bytes]:
-    """Start `signalengine <args>` (as `python -m core`) with output to `log`."""
+    """Start `signalengine <args>` (as `python -m signalengine`) with output to `log`."""
     sink = log.open("wb")
     return subprocess.Popen(
-        [sys.executable, "-m", "core", *args],
+        [sys.executable, "-m", "signalengine", *args],
         env=env,
         stdout=sink,
         stderr=subprocess.STDOUT,

@@ -1,0 +1,79 @@
+"""The domain vocabulary every layer shares: timeframes, run ids, directions, outcomes, arrays.
+
+One home for each word (DESIGN §3): a timeframe is a key of TIMEFRAME_MINUTES ("5m");
+the relation of a timeframe is `klines_<tf>`; the live stream's signals carry run id
+LIVE_RUN and those of a disabled symbol SHADOW_RUN; any other run id is a backtest or a
+replay. Nothing here touches the database or the settings.
+"""
+
+from __future__ import annotations
+
+from typing import Final, Literal
+
+import numpy as np
+from numpy.typing import NDArray
+
+TIMEFRAME_MINUTES: Final[dict[str, int]] = {
+    "1m": 1,
+    "3m": 3,
+    "5m": 5,
+    "15m": 15,
+    "30m": 30,
+    "1h": 60,
+    "2h": 120,
+    "4h": 240,
+    "6h": 360,
+    "12h": 720,
+    "1d": 1440,
+}
+
+LIVE_RUN: Final = "live"
+SHADOW_RUN: Final = "shadow"
+# Runs the settle flow claims by default: the stream's own signals.
+STREAM_RUNS: Final[tuple[str, ...]] = (LIVE_RUN, SHADOW_RUN)
+
+Direction = Literal["long", "short"]
+Outcome = Literal["tp_hit", "sl_hit", "expired"]
+SignalStatus = Literal["open", "tp_hit", "sl_hit", "expired"]
+OUTCOMES: Final[tuple[Outcome, ...]] = ("tp_hit", "sl_hit", "expired")
+
+FloatArray = NDArray[np.float64]
+IntArray = NDArray[np.int64]
+BoolArray = NDArray[np.bool_]
+
+__all__ = [
+    "LIVE_RUN",
+    "OUTCOMES",
+    "SHADOW_RUN",
+    "STREAM_RUNS",
+    "TIMEFRAME_MINUTES",
+    "BoolArray",
+    "Direction",
+    "FloatArray",
+    "IntArray",
+    "Outcome",
+    "SignalStatus",
+    "source_timeframe",
+    "timeframe_relation",
+]
+
+
+def timeframe_relation(timeframe: str) -> str:
+    """The relation holding a timeframe's bars: klines_1m, klines_5m ..."""
+    if timeframe not in TIMEFRAME_MINUTES:
+        raise ValueError(f"unknown timeframe {timeframe!r}")
+    return f"klines_{timeframe}"
+
+
+def source_timeframe(timeframe: str, available: list[str] | tuple[str, ...]) -> str:
+    """The largest available smaller timeframe dividing this one (at worst 1m, i.e. klines).
+
+    Both backends build each timeframe from this one: 15m from 5m, 1h from 15m, 4h from 1h.
+    """
+    minutes = TIMEFRAME_MINUTES[timeframe]
+    divisors = [
+        tf
+        for tf in available
+        if TIMEFRAME_MINUTES[tf] < minutes and minutes % TIMEFRAME_MINUTES[tf] == 0
+    ]
+    return max(divisors, key=TIMEFRAME_MINUTES.__getitem__, default="1m")

@@ -1,0 +1,5 @@
+"""`python -m signalengine` is the `signalengine` command (the supervisor runs its children so)."""
+
+from signalengine.cli import main
+
+main()

@@ -1,0 +1,292 @@
+"""The `signalengine` command line. Jobs print one JSON summary line last on stdout."""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+
+from signalengine.core.config import get_settings
+from signalengine.core.errors import SignalEngineError
+from signalengine.core.telemetry import disable_telemetry
+
+app = typer.Typer(help="SignalEngine: klines in, scored signals out.", no_args_is_help=True)
+db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+app.add_typer(db_app, name="db")
+
+
+def _summary(payload: dict[str, Any]) -> None:
+    typer.echo(json.dumps(payload, default=str))
+
+
+def _fail(error: Exception) -> None:
+    typer.echo(f"error: {error}", err=True)
+    raise typer.Exit(code=2)
+
+
+def _symbols(value: str) -> list[str]:
+    from signalengine.core.symbols import normalize_symbol
+
+    return [normalize_symbol(s) for s in value.split(",") if s.strip()]
+
+
+@db_app.command("upgrade")
+def db_upgrade() -> None:
+    """Apply pending migrations (safe to run twice)."""
+    from signalengine.core.db import database_url
+    from signalengine.tasks.marketdata.timeframes import upgrade_with_timeframes
+
+    applied = upgrade_with_timeframes(database_url(), get_settings().timeframes)
+    _summary({"applied": applied})
+
+
+@app.command("import")
+def import_file(
+    path: Path,
+    exchange: Annotated[str, typer.Option(help="Exchange id the bars belong to.")] = "binance",
+    symbol: Annotated[str, typer.Option(help="Symbol, e.g. BTC/USDT or BTCUSDT.")] = "BTC/USDT",
+) -> None:
+    """Import 1m klines from Parquet or CSV (ts, open, high, low, close, volume)."""
+    from signalengine.core.db import connect, database_url
+    from signalengine.tasks.marketdata.files import read_klines_file
+    from signalengine.tasks.marketdata.klines import store_klines
+    from signalengine.tasks.marketdata.timeframes import upgrade_with_timeframes
+    from signalengine.tasks.marketdata.validation import validate_klines
+
+    try:
+        frame = read_klines_file(path, exchange=exchange, symbol=_symbols(symbol)[0])
+    except (OSError, ValueError) as error:
+        _fail(error)
+    upgrade_with_timeframes(database_url(), get_settings().timeframes)
+    with connect() as conn:
+        result = store_klines(
+            conn, validate_klines(frame), timeframes=get_settings().timeframes, source="import"
+        )
+    _summary(result.as_dict())
+
+
+@app.command("export")
+def export_file(
+    path: Path,
+    exchange: Annotated[str, typer.Option()] = "binance",
+    symbol: Annotated[str, typer.Option()] = "BTC/USDT",
+    timeframe: Annotated[str, typer.Option()] = "1m",
+) -> None:
+    """Export stored bars of one symbol and timeframe to Parquet or CSV."""
+    from signalengine.core.db import connect
+    from signalengine.tasks.marketdata.files import write_klines_file
+    from signalengine.tasks.marketdata.klines import load_bars
+
+    sym = _symbols(symbol)[0]
+    try:
+        with connect() as conn:
+            bars = load_bars(conn, exchange=exchange, symbols=[sym], timeframe=timeframe)[sym]
+        write_klines_file(bars.reset_index(), path)
+    except ValueError as error:
+        _fail(error)
+    _summary({"path": str(path), "rows": len(bars), "symbol": sym, "timeframe": timeframe})
+
+
+@app.command("sim")
+def sim(
+    port: Annotated[int, typer.Option()] = 0,
+    speed: Annotated[float, typer.Option(help="Simulated seconds per real second.")] = 0.0,
+    symbols: Annotated[str, typer.Option()] = "",
+    seed: Annotated[int | None, typer.Option(help="Market seed.")] = None,
+    anchor_ms: Annotated[int | None, typer.Option(help="Sim time at start (epoch ms).")] = None,
+    ws_drop_every: Annotated[float | None, typer.Option(help="Drop WS every N s.")] = None,
+    duplicate_rate: Annotated[float, typer.Option()] = 0.0,
+    out_of_order_rate: Annotated[float, typer.Option()] = 0.0,
+    malformed_rate: Annotated[float, typer.Option()] = 0.0,
+    rest_429_every: Annotated[int | None, typer.Option()] = None,
+) -> None:
+    """Run the Binance-protocol exchange simulator on 127.0.0.1 (faults off by default)."""
+    from signalengine.simulator import Faults, serve
+
+    settings = get_settings()
+    faults = Faults(
+        ws_drop_every_s=ws_drop_every,
+        duplicate_rate=duplicate_rate,
+        out_of_order_rate=out_of_order_rate,
+        malformed_rate=malformed_rate,
+        rest_429_every=rest_429_every,
+    )
+    serve(
+        host="127.0.0.1",
+        port=port or settings.sim_port,
+        symbols=_symbols(symbols) if symbols else settings.symbols,
+        seed=settings.sim_seed if seed is None else seed,
+        speed=speed or settings.sim_speed,
+        faults=faults,
+        anchor_ms=anchor_ms,
+        log_level="warning",
+    )
+
+
+@app.command("api")
+def api(
+    host: Annotated[str, typer.Option()] = "",
+    port: Annotated[int, typer.Option()] = 0,
+) -> None:
+    """Serve the REST API, WebSocket feed, metrics and dashboard."""
+    from signalengine.api.main import serve
+
+    settings = get_settings()
+    serve(host=host or settings.api_host, port=port or settings.api_port)
+
+
+@app.command("stream")
+def stream(
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    shard: Annotated[str, typer.Option(help="i/n: this process takes its share.")] = "",
+    source: Annotated[str, typer.Option(help="live or replay")] = "live",
+    run_id: Annotated[
+        str, typer.Option(help="Run id; replays default to replay-<start>.")
+    ] = "live",
+    start: Annotated[str, typer.Option(help="Replay: ISO start (UTC).")] = "",
+    end: Annotated[str, typer.Option(help="Replay: ISO end (UTC), exclusive.")] = "",
+) -> None:
+    """Run the streaming flow live, or replay stored klines through it as fast as it can."""
+    import asyncio
+
+    from prefect.exceptions import CancelledRun
+
+    from signalengine.flows.stream import stream as stream_flow
+
+    try:
+        result = asyncio.run(
+            stream_flow(
+                symbols=_symbols(symbols) if symbols else None,
+                shard=shard or None,
+                source=source,
+                run_id=run_id,
+                start=start or None,
+                end=end or None,
+            )
+        )
+    except ValueError as error:
+        _fail(error)
+    except CancelledRun as cancelled:  # cancelled from the Prefect UI: a clean stop
+        _summary({"cancelled": True, "message": str(cancelled)})
+        return
+    _summary(result if isinstance(result, dict) else {"state": str(result)})
+
+
+@app.command("backfill")
+def backfill(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "",
+    since: Annotated[str, typer.Option(help="ISO start (UTC).")] = "",
+    until: Annotated[str, typer.Option(help="ISO end (UTC), exclusive.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+) -> None:
+    """Fetch history over REST (resumable, idempotent, rate limited)."""
+    import asyncio
+
+    from signalengine.flows.backfill import backfill as backfill_flow
+
+    try:
+        summary = asyncio.run(
+            backfill_flow(
+                symbols=_symbols(symbols) if symbols else None,
+                since=since or None,
+                until=until or None,
+                exchange=exchange or None,
+            )
+        )
+    except ValueError as error:
+        _fail(error)
+    _summary(summary)
+
+
+@app.command("backtest")
+def backtest(
+    symbols: Annotated[str, typer.Option(help="Comma-separated symbols.")] = "",
+    start: Annotated[str, typer.Option(help="ISO start (UTC).")] = "",
+    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+    run_id: Annotated[str, typer.Option()] = "",
+    out: Annotated[str, typer.Option(help="Folder for report.html and charts.")] = "",
+) -> None:
+    """Replay stored klines through the engine; store, summarize and report."""
+    from signalengine.flows.backtest import backtest as backtest_flow
+
+    try:
+        summary = backtest_flow(
+            symbols=_symbols(symbols) if symbols else None,
+            start=start or None,
+            end=end or None,
+            exchange=exchange or None,
+            run_id=run_id or None,
+            out=out or None,
+        )
+    except ValueError as error:
+        _fail(error)
+    _summary(summary)
+
+
+@app.command("settle")
+def settle(
+    run_ids: Annotated[str, typer.Option(help="Comma-separated runs.")] = "live,shadow",
+) -> None:
+    """Settle open signals whose outcome is known."""
+    from signalengine.flows.settle import settle as settle_flow
+
+    _summary(settle_flow(run_ids=[r for r in run_ids.split(",") if r]))
+
+
+@app.command("rollups")
+def rollups() -> None:
+    """Recompute the performance rollups."""
+    from signalengine.flows.rollups import rollups as rollups_flow
+
+    _summary(rollups_flow())
+
+
+@app.command("retrain")
+def retrain(
+    lookback_days: Annotated[float, typer.Option(help="Days of klines to learn from.")] = 30.0,
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+) -> None:
+    """Train the LightGBM filter, log it to MLflow, promote it when it beats the champion."""
+    from signalengine.flows.retrain import retrain as retrain_flow
+
+    _summary(
+        retrain_flow(lookback_days=lookback_days, symbols=_symbols(symbols) if symbols else None)
+    )
+
+
+@app.command("schedule")
+def schedule() -> None:
+    """Serve the scheduled flows (settle, rollups, retrain) with Prefect's scheduler."""
+    from signalengine.schedules import serve_schedules
+
+    serve_schedules()
+
+
+@app.command("automations")
+def automations() -> None:
+    """Create or update the Prefect automations (zombie runs, stream reruns)."""
+    from signalengine.automations import apply_automations
+
+    _summary({"applied": str(apply_automations())})
+
+
+@app.command("up")
+def up() -> None:
+    """Start everything on this machine: database, Prefect, MLflow, simulator, stream, API."""
+    from signalengine.supervisor import run_stack
+
+    sys.exit(run_stack(get_settings()))
+
+
+def main() -> None:
+    """Entry point with telemetry off and our errors reported without a traceback."""
+    disable_telemetry()
+    try:
+        app()
+    except SignalEngineError as error:
+        typer.echo(f"error: {error}", err=True)
+        sys.exit(2)

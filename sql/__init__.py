@@ -1,0 +1,1 @@
+"""Numbered migrations, read with importlib.resources (`signalengine.sql`)."""

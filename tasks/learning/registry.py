@@ -1,0 +1,315 @@
+"""The AI filter in MLflow: runs of experiment `signalengine`, model `signalengine-filter`.
+
+Every retrain logs one run (params, holdout metrics, the LightGBM booster in MLflow's
+lightgbm flavour with signature and input example, feature importance as CSV, JSON and a
+PNG chart) and registers a new model version. The alias `champion` moves to it only when
+its holdout AUC beats the current champion's AUC *on the same holdout* by more than
+`min_auc_gain` (the champion is re-scored, not compared on its own old holdout).
+
+Store: `settings.mlflow_tracking_uri`, else a SQLite store at
+`state_dir/mlflow/mlflow.db` with artifacts in `state_dir/mlflow/artifacts` (the layout the
+supervisor's MLflow server uses; MLflow 3 needs a database for its model registry).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import tempfile
+import warnings
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import httpx
+import lightgbm as lgb
+import numpy as np
+import pandas as pd
+
+from signalengine.core.config import Settings
+from signalengine.core.errors import TemporaryError
+from signalengine.tasks.learning.importance import importance_frame, plot_importance
+from signalengine.tasks.learning.labels import LABEL_COLUMN, MODEL_COLUMNS
+from signalengine.tasks.learning.training import TrainingResult, predict_proba, roc_auc
+
+logger = logging.getLogger(__name__)
+
+EXPERIMENT_NAME = "signalengine"
+MODEL_NAME = "signalengine-filter"
+CHAMPION_ALIAS = "champion"
+MODEL_TYPE = "lightgbm"
+HEALTH_TIMEOUT_SECONDS = 2.0
+# Warnings about MLflow itself, not our use of it (raised when mlflow.pyfunc is imported).
+_MLFLOW_NOISE: tuple[tuple[type[Warning], str], ...] = (
+    (UserWarning, r".*Any type hint is inferred as AnyType"),
+)
+
+__all__ = [
+    "CHAMPION_ALIAS",
+    "EXPERIMENT_NAME",
+    "MODEL_NAME",
+    "MODEL_TYPE",
+    "PublishResult",
+    "artifact_location",
+    "champion_version",
+    "load_booster",
+    "mlflow_client",
+    "publish_model",
+    "quiet_mlflow",
+    "should_promote",
+    "store_available",
+    "tracking_uri",
+]
+
+
+def tracking_uri(settings: Settings) -> str:
+    """The configured tracking URI, else the SQLite store under state_dir/mlflow."""
+    if settings.mlflow_tracking_uri:
+        return settings.mlflow_tracking_uri
+    return f"sqlite:///{(settings.state_dir / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def artifact_location(settings: Settings) -> str | None:
+    """Artifact root for a new experiment: state_dir/mlflow/artifacts for the default store.
+
+    None with an explicit tracking URI: the tracking server decides.
+    """
+    if settings.mlflow_tracking_uri:
+        return None
+    return (settings.state_dir / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def store_available(uri: str) -> bool:
+    """Whether the store exists: a SQLite file is present, a server answers /health.
+
+    A missing SQLite file is never created here (looking for a champion must not create a
+    store). Raises TemporaryError when an HTTP server does not answer.
+    """
+    if uri.startswith("sqlite:///"):
+        return Path(uri.removeprefix("sqlite:///")).is_file()
+    if uri.startswith(("http://", "https://")):
+        try:
+            httpx.get(
+                f"{uri.rstrip('/')}/health", timeout=HEALTH_TIMEOUT_SECONDS
+            ).raise_for_status()
+        except httpx.HTTPError as e:
+            raise TemporaryError(f"MLflow server {uri} unavailable: {e}") from e
+    return True
+
+
+@contextmanager
+def quiet_mlflow() -> Iterator[None]:
+    """Silence MLflow's own import-time and deprecation chatter (see _MLFLOW_NOISE)."""
+    with warnings.catch_warnings():
+        for category, message in _MLFLOW_NOISE:
+            warnings.filterwarnings("ignore", message=message, category=category)
+        yield
+
+
+def mlflow_client(uri: str) -> Any:
+    """An MlflowClient on `uri` for tracking and registry."""
+    with quiet_mlflow():
+        from mlflow import MlflowClient
+
+        return MlflowClient(tracking_uri=uri, registry_uri=uri)
+
+
+def champion_version(client: Any, *, name: str = MODEL_NAME) -> str | None:
+    """The version the champion alias points at, None when there is no such alias/model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return str(client.get_model_version_by_alias(name, CHAMPION_ALIAS).version)
+    except MlflowException as e:
+        if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
+            return None
+        raise
+
+
+def load_booster(client: Any, version: str, *, uri: str, name: str = MODEL_NAME) -> lgb.Booster:
+    """The LightGBM booster of one registered version (downloaded to a temporary folder)."""
+    with quiet_mlflow():
+        import mlflow.artifacts
+        import mlflow.lightgbm
+
+        source = client.get_model_version_download_uri(name, version)
+        with tempfile.TemporaryDirectory(prefix="signalengine-model-") as tmp:
+            local = mlflow.artifacts.download_artifacts(
+                artifact_uri=source, dst_path=tmp, tracking_uri=uri
+            )
+            booster: lgb.Booster = mlflow.lightgbm.load_model(local)
+    return booster
+
+
+def should_promote(new_auc: float, champion_auc: float | None, *, min_gain: float) -> bool:
+    """Promote when there is no champion, or the new AUC beats it by more than min_gain.
+
+    An undefined new AUC never promotes; a champion that could not be scored (NaN) is
+    replaced, so an incompatible champion cannot block promotions forever.
+    """
+    if math.isnan(new_auc):
+        return False
+    if champion_auc is None or math.isnan(champion_auc):
+        return True
+    return new_auc > champion_auc + min_gain
+
+
+@dataclass(frozen=True)
+class PublishResult:
+    """What one publish did: the run, the new version, and whether it became champion."""
+
+    run_id: str
+    version: str
+    promoted: bool
+    previous_champion: str | None
+    champion_auc: float | None  # the previous champion's AUC on the new holdout
+
+    def summary(self, metrics: Mapping[str, float]) -> dict[str, Any]:
+        """JSON-safe summary (NaN as None) of this publish and the holdout `metrics`."""
+        return {
+            "run_id": self.run_id,
+            "version": self.version,
+            "metrics": {k: _json_float(v) for k, v in metrics.items()},
+            "promoted": self.promoted,
+            "previous_champion": self.previous_champion,
+            "champion_auc": _json_float(self.champion_auc),
+        }
+
+
+def _json_float(value: float | None) -> float | None:
+    return None if value is None or not math.isfinite(value) else float(value)
+
+
+def _ensure_experiment(client: Any, location: str | None) -> str:
+    from mlflow.exceptions import MlflowException
+
+    found = client.get_experiment_by_name(EXPERIMENT_NAME)
+    if found is not None:
+        return str(found.experiment_id)
+    try:
+        return str(client.create_experiment(EXPERIMENT_NAME, artifact_location=location))
+    except MlflowException:  # created concurrently by another retrain
+        found = client.get_experiment_by_name(EXPERIMENT_NAME)
+        if found is None:
+            raise
+        return str(found.experiment_id)
+
+
+def _score_champion(client: Any, version: str, holdout: pd.DataFrame, *, uri: str) -> float:
+    """The champion's AUC on the new holdout; NaN when it cannot score these rows."""
+    try:
+        booster = load_booster(client, version, uri=uri)
+        prob = predict_proba(booster, holdout)
+    except Exception:  # an unreadable or incompatible champion must not stop the retrain
+        logger.exception("could not score champion version %s on the new holdout", version)
+        return float("nan")
+    return roc_auc(holdout[LABEL_COLUMN].to_numpy(), prob)
+
+
+def _log_importance(importance: dict[str, float], folder: Path) -> None:
+    import mlflow
+
+    importance_frame(importance).to_csv(folder / "feature_importance.csv", index=False)
+    (folder / "feature_importance.json").write_text(json.dumps(importance, indent=2))
+    plot_importance(importance, folder / "feature_importance.png", title="AI filter: gain share")
+    mlflow.log_artifacts(str(folder), artifact_path="importance")
+
+
+def _log_model(result: TrainingResult) -> Any:
+    import mlflow.lightgbm
+    from mlflow.models import infer_signature
+
+    inputs = result.holdout[list(MODEL_COLUMNS)].astype("float64")
+    example = inputs.dropna().head(5)
+    if example.empty:
+        example = inputs.head(5).fillna(0.0)
+    signature = infer_signature(example, predict_proba(result.booster, example))
+    return mlflow.lightgbm.log_model(
+        result.booster,
+        name="model",
+        signature=signature,
+        input_example=example,
+        registered_model_name=MODEL_NAME,
+        # Pinned explicitly: inferring requirements imports the model in a subprocess.
+        pip_requirements=[
+            f"lightgbm=={lgb.__version__}",
+            f"numpy=={np.__version__}",
+            f"pandas=={pd.__version__}",
+        ],
+    )
+
+
+def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
+
+
+def publish_model(
+    result: TrainingResult,
+    importance: dict[str, float],
+    *,
+    uri: str,
+    location: str | None,
+    min_auc_gain: float = 0.0,
+    params: Mapping[str, Any] | None = None,
+    run_name: str | None = None,
+) -> PublishResult:
+    """Log the run, register a version, and move `champion` to it if it wins (see module).
+
+    `params` are extra run parameters (e.g. symbols, lookback); booster parameters and the
+    split are always logged. Undefined (NaN) metrics are left out of the run.
+    """
+    with quiet_mlflow():
+        import mlflow
+
+        mlflow.set_tracking_uri(uri)
+        mlflow.set_registry_uri(uri)
+        client = mlflow_client(uri)
+        experiment_id = _ensure_experiment(client, location)
+        previous = champion_version(client)
+        champ_auc = (
+            None if previous is None else _score_champion(client, previous, result.holdout, uri=uri)
+        )
+        promoted = should_promote(result.metrics["auc"], champ_auc, min_gain=min_auc_gain)
+        with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
+            mlflow.log_params(
+                {
+                    **result.params,
+                    "num_boost_round": result.num_boost_round,
+                    "holdout_start": result.split.holdout_start.isoformat(),
+                    **(params or {}),
+                }
+            )
+            metrics = dict(result.metrics)
+            if champ_auc is not None:
+                metrics["champion_auc"] = champ_auc
+            mlflow.log_metrics(_finite(metrics))
+            mlflow.set_tags(
+                {"promoted": str(promoted).lower(), "previous_champion": previous or ""}
+            )
+            with tempfile.TemporaryDirectory(prefix="signalengine-importance-") as tmp:
+                _log_importance(importance, Path(tmp))
+            info = _log_model(result)
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(MODEL_NAME, version, "holdout_auc", result.metrics["auc"])
+        client.set_model_version_tag(MODEL_NAME, version, "promoted", str(promoted).lower())
+        if promoted:
+            client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+    logger.info(
+        "model %s v%s: auc %.4f vs champion %s (%s): %s",
+        MODEL_NAME,
+        version,
+        result.metrics["auc"],
+        previous,
+        champ_auc,
+        "promoted" if promoted else "kept champion",
+    )
+    return PublishResult(
+        run_id=str(run.info.run_id),
+        version=version,
+        promoted=promoted,
+        previous_champion=previous,
+        champion_auc=champ_auc,
+    )

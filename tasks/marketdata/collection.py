@@ -1,0 +1,78 @@
+"""The live collection loop: closed 1m bars from the exchange's WebSocket, as whole minutes.
+
+`LiveCollection.minutes()` yields `(minute_ms, bars)` once every symbol's bar of a minute
+has closed (or the next minute has begun: `MinuteBatcher`), reconnecting with capped
+exponential backoff whenever the stream drops (`TemporaryError`). Times are epoch
+milliseconds (UTC, bar open time). The flow decides what to do with each minute.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from signalengine.core.errors import TemporaryError
+from signalengine.core.retry import backoff_seconds
+from signalengine.tasks import metrics
+from signalengine.tasks.marketdata.batching import MinuteBatcher, batch_minute
+from signalengine.tasks.marketdata.exchange import ClosedBar, watch_closed_bars
+
+RECONNECT_BASE_SECONDS = 0.5
+RECONNECT_MAX_SECONDS = 30.0
+
+# Runs one awaitable, or returns None without its result when the run is being stopped.
+Race = Callable[[Awaitable[list[ClosedBar]]], Awaitable[list[ClosedBar] | None]]
+Minute = tuple[int, dict[str, dict[str, Any]]]
+
+__all__ = ["RECONNECT_BASE_SECONDS", "RECONNECT_MAX_SECONDS", "LiveCollection", "Minute"]
+
+
+class LiveCollection:
+    """Closed bars of `symbols` from one exchange client, batched per minute."""
+
+    def __init__(
+        self,
+        client: Any,
+        symbols: list[str],
+        *,
+        exchange: str,
+        logger: logging.Logger | logging.LoggerAdapter[Any] | None = None,
+    ) -> None:
+        self._client = client
+        self._symbols = symbols
+        self._exchange = exchange
+        self._batcher = MinuteBatcher(symbols)
+        self._log = logger or logging.getLogger(__name__)
+
+    async def minutes(self, race: Race | None = None) -> AsyncIterator[Minute]:
+        """Complete minutes as they close; ends when `race` reports the run stopping."""
+        attempt = 0
+        while True:
+            try:
+                pending = watch_closed_bars(self._client, self._symbols)
+                closed = await (race(pending) if race is not None else pending)
+                if closed is None:
+                    return
+                self._add(closed)
+                attempt = 0
+            except TemporaryError as error:
+                await self._reconnect_after(error, attempt)
+                attempt += 1
+                continue
+            metrics.EVENT_QUEUE_DEPTH.set(self._batcher.depth())
+            for minute in self._batcher.ready():
+                yield minute
+
+    def _add(self, closed: list[ClosedBar]) -> None:
+        for bar in closed:
+            metrics.COLLECTOR_MESSAGES.labels(self._exchange, bar.symbol).inc()
+            self._batcher.add(bar.symbol, batch_minute(bar.raw, bar.event_ms), bar.raw)
+
+    async def _reconnect_after(self, error: TemporaryError, attempt: int) -> None:
+        metrics.COLLECTOR_ERRORS.labels(self._exchange, "stream").inc()
+        metrics.COLLECTOR_RECONNECTS.labels(self._exchange).inc()
+        delay = backoff_seconds(attempt, base=RECONNECT_BASE_SECONDS, cap=RECONNECT_MAX_SECONDS)
+        self._log.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
+        await asyncio.sleep(delay)

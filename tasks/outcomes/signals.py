@@ -1,0 +1,62 @@
+"""Writing signals (idempotent: one row per run, series, direction and trigger bar)."""
+
+from __future__ import annotations
+
+from collections.abc import Hashable, Iterable, Mapping
+from typing import Any
+
+import pandas as pd
+from psycopg.types.json import Jsonb
+
+from signalengine.core.db import DbConn
+from signalengine.tasks.engine.records import SIGNAL_COLUMNS, CooldownState, Signal
+
+_JSON_COLUMNS = {"events", "mtf_details", "features"}
+
+
+def _row(record: Mapping[Hashable, Any] | Mapping[str, Any]) -> tuple[Any, ...]:
+    return tuple(Jsonb(record[c]) if c in _JSON_COLUMNS else record[c] for c in SIGNAL_COLUMNS)
+
+
+def insert_signals(
+    conn: DbConn,
+    signals: Iterable[Signal] | pd.DataFrame,
+) -> int:
+    """Insert signals, skipping ones already stored; returns how many were new.
+
+    Each new live row fires the `signals` NOTIFY (trigger in sql/003_signals.sql).
+    """
+    records: list[dict[Hashable, Any]] | list[dict[str, Any]]
+    if isinstance(signals, pd.DataFrame):
+        records = signals.to_dict("records")
+    else:
+        records = [s.as_record() for s in signals]
+    if not records:
+        return 0
+    columns = ", ".join(SIGNAL_COLUMNS)
+    placeholders = ", ".join(["%s"] * len(SIGNAL_COLUMNS))
+    inserted = 0
+    with conn.transaction(), conn.cursor() as cur:
+        for record in records:
+            cur.execute(
+                f"INSERT INTO signals ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
+                _row(record),
+            )
+            inserted += cur.rowcount
+    return inserted
+
+
+def load_cooldown_state(
+    conn: DbConn,
+    *,
+    run_id: str,
+    symbols: list[str],
+) -> CooldownState:
+    """Cooldown state rebuilt from the run's newest signal per series and side."""
+    rows = conn.execute(
+        "SELECT symbol, timeframe, direction, max(ts) AS ts FROM signals"
+        " WHERE run_id = %s AND symbol = ANY(%s) GROUP BY symbol, timeframe, direction",
+        (run_id, symbols),
+    ).fetchall()
+    frame = pd.DataFrame(rows, columns=["symbol", "timeframe", "direction", "ts"])
+    return CooldownState.from_signals(frame)

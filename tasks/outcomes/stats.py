@@ -1,0 +1,88 @@
+"""Trade statistics: the one definition, used by rollups, the backtest summary and the API.
+
+Input: settled trades (rows of `signal_performance`), put in exit order — by `exit_time`,
+ties by `signal_id` — before anything order-dependent is computed. Definitions:
+- win = `tp_hit`, loss = `sl_hit`; win_rate = wins / count (expired trades count);
+- sharpe = mean / sample std of per-trade `return_pct` (not annualized; None under two
+  trades or with zero spread);
+- profit_factor = gross gains / gross losses of `return_pct` (None without losses);
+- equity compounds prod(1 + r/100) in exit order from 1.0, each factor floored at 1e-12
+  (a short can lose more than 100 %); max_drawdown_pct = largest fall from the running
+  peak (the start counts as a peak), in percent; compounded_return_pct = (equity - 1) * 100.
+
+The API computes the same figures in SQL for arbitrary filters (`api/db/performance.py`);
+a test holds the two equal.
+"""
+
+from __future__ import annotations
+
+from typing import TypedDict
+
+import numpy as np
+import pandas as pd
+
+from signalengine.core.vocabulary import FloatArray
+
+MIN_FACTOR = 1e-12
+
+__all__ = ["MIN_FACTOR", "TradeStats", "exit_order", "max_drawdown_pct", "trade_statistics"]
+
+
+class TradeStats(TypedDict):
+    """The figures of one group of settled trades (see the module docstring)."""
+
+    count: int
+    wins: int
+    losses: int
+    expired: int
+    win_rate: float | None
+    avg_return_pct: float | None
+    median_return_pct: float | None
+    total_return_pct: float
+    compounded_return_pct: float | None
+    profit_factor: float | None
+    sharpe: float | None
+    max_drawdown_pct: float | None
+    avg_duration_sec: float | None
+
+
+def exit_order(trades: pd.DataFrame) -> pd.DataFrame:
+    """Trades sorted by exit time, ties by signal id (stable where there is no id)."""
+    keys = ["exit_time", "signal_id"] if "signal_id" in trades else ["exit_time"]
+    return trades.sort_values(keys, kind="stable")
+
+
+def max_drawdown_pct(returns_pct: FloatArray) -> float:
+    """Largest peak-to-trough fall of the compounded equity curve, in percent (>= 0)."""
+    if returns_pct.size == 0:
+        return 0.0
+    equity = np.cumprod(np.maximum(1.0 + returns_pct / 100.0, MIN_FACTOR))
+    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
+    return float(np.max((peak - equity) / peak) * 100.0)
+
+
+def trade_statistics(trades: pd.DataFrame) -> TradeStats:
+    """The figures of `trades` (columns `outcome, return_pct, duration_sec, exit_time`)."""
+    ordered = exit_order(trades) if len(trades) else trades
+    r = ordered["return_pct"].to_numpy(dtype=np.float64)
+    n = int(r.size)
+    wins = int((ordered["outcome"] == "tp_hit").sum())
+    losses = int((ordered["outcome"] == "sl_hit").sum())
+    gains, pains = float(r[r > 0].sum()), float(-r[r < 0].sum())
+    std = float(np.std(r, ddof=1)) if n > 1 else 0.0
+    log_equity = float(np.log(np.maximum(1.0 + r / 100.0, MIN_FACTOR)).sum())
+    return {
+        "count": n,
+        "wins": wins,
+        "losses": losses,
+        "expired": n - wins - losses,
+        "win_rate": wins / n if n else None,
+        "avg_return_pct": float(r.mean()) if n else None,
+        "median_return_pct": float(np.median(r)) if n else None,
+        "total_return_pct": float(r.sum()),
+        "compounded_return_pct": float(np.expm1(log_equity) * 100.0) if n else None,
+        "profit_factor": gains / pains if pains > 0 else None,
+        "sharpe": float(r.mean()) / std if n > 1 and std > 0 else None,
+        "max_drawdown_pct": max_drawdown_pct(r) if n else None,
+        "avg_duration_sec": float(ordered["duration_sec"].mean()) if n else None,
+    }

@@ -1,0 +1,109 @@
+"""Historical backtest / replay: 1m candles per symbol -> signals, outcomes and a summary.
+
+Pure (no database, no Prefect): the caller loads the 1m bars and stores the results. Per
+symbol the higher timeframes are resampled from the 1m bars (tasks.resample), signals come
+from `tasks.engine.pipeline.evaluate_symbol_history` (the same code the live stream runs) and are
+settled over the same 1m bars (tasks.settlement) as of the close of the last 1m bar.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import pandas as pd
+
+from signalengine.tasks.engine.buckets import resample_bars
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.pipeline import evaluate_symbol_history
+from signalengine.tasks.engine.records import SIGNAL_COLUMNS, SignalFilter
+from signalengine.tasks.outcomes.rollups import summarize
+from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signals
+
+__all__ = ["run_backtest", "summarize_performance"]
+
+
+def run_backtest(
+    bars_1m_by_symbol: Mapping[str, pd.DataFrame],
+    *,
+    config: EngineConfig,
+    run_id: str,
+    exchange: str,
+    signal_filter: SignalFilter | None = None,
+    model_version: str | None = None,
+    on_symbol: Callable[[str, int], None] | None = None,
+) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
+    """Backtest every symbol; returns (signals, performance, summary).
+
+    `bars_1m_by_symbol`: symbol -> 1m frame indexed by UTC bar open time with float
+    `open, high, low, close, volume`. `signals` has the `signals` table columns
+    (status = outcome once settled, else 'open'); `performance` has the
+    `signal_performance` columns for the settled ones; `summary` is JSON-safe (see
+    `summarize_performance`) plus `bars_processed` (1m bars read) and `seconds`.
+    """
+    started = time.perf_counter()
+    cfg = config
+    signal_frames: list[pd.DataFrame] = []
+    perf_frames: list[pd.DataFrame] = []
+    bars_processed = 0
+    for symbol, bars_1m in bars_1m_by_symbol.items():
+        bars_processed += len(bars_1m)
+        if on_symbol is not None:  # progress reporting: symbol and its 1m bar count
+            on_symbol(symbol, len(bars_1m))
+        if bars_1m.empty:
+            continue
+        bars_by_tf = {tf: resample_bars(bars_1m, tf) for tf in cfg.timeframes if tf != "1m"}
+        bars_by_tf["1m"] = bars_1m
+        signals = evaluate_symbol_history(
+            bars_by_tf,
+            symbol=symbol,
+            exchange=exchange,
+            run_id=run_id,
+            config=cfg,
+            signal_filter=signal_filter,
+            model_version=model_version,
+        )
+        if signals.empty:
+            continue
+        perf = settle_signals(signals, bars_1m, fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps)
+        outcome = pd.Series(perf["outcome"].to_numpy(), index=perf["signal_id"].to_numpy())
+        signals["status"] = signals["id"].map(outcome).fillna("open").astype(object)
+        signal_frames.append(signals)
+        perf_frames.append(perf)
+    signals_all = _concat(signal_frames, SIGNAL_COLUMNS, "emitted_at")
+    perf_all = _concat(perf_frames, PERFORMANCE_COLUMNS, "exit_time")
+    summary = summarize_performance(perf_all, signals=len(signals_all))
+    summary["symbols"] = len(bars_1m_by_symbol)
+    summary["bars_processed"] = bars_processed
+    summary["seconds"] = round(time.perf_counter() - started, 6)
+    return signals_all, perf_all, summary
+
+
+def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], order: str) -> pd.DataFrame:
+    if not frames:
+        return pd.DataFrame(columns=list(columns))
+    out = pd.concat(frames, ignore_index=True)
+    return out.sort_values([order, "symbol"], kind="stable").reset_index(drop=True)
+
+
+def summarize_performance(performance: pd.DataFrame, *, signals: int) -> dict[str, Any]:
+    """Trade statistics of settled signals (JSON-safe; None where undefined).
+
+    The definitions are the rollups' (tasks.rollups): win = tp_hit, win_rate = wins /
+    settled, sharpe = mean / sample std of per-trade return_pct (not annualized),
+    max_drawdown_pct = largest fall of the equity compounded in exit_time order.
+    """
+    figures = summarize(performance) if len(performance) else {}
+    settled = int(len(performance))
+    return {
+        "signals": int(signals),
+        "settled": settled,
+        "tp_hit": int(figures.get("wins") or 0),
+        "sl_hit": int(figures.get("losses") or 0),
+        "expired": int(figures.get("expired") or 0),
+        "win_rate": figures.get("win_rate") if settled else None,
+        "avg_return_pct": figures.get("avg_return_pct") if settled else None,
+        "sharpe": figures.get("sharpe"),
+        "max_drawdown_pct": figures.get("max_drawdown_pct") if settled else None,
+    }

@@ -1,0 +1,175 @@
+"""The live driver of the engine: signals for each primary bar as it closes.
+
+It reads each timeframe's closed bars from the database (never an open bucket), runs
+`tasks.engine.pipeline.evaluate_latest` (the same code the backtest runs) and writes the
+signals. Where it got to is kept in `stream_watermarks`, so a restarted stream resumes
+at the next unprocessed primary close and evaluates none twice.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+from dataclasses import dataclass
+
+import pandas as pd
+
+from signalengine.core.config import Settings
+from signalengine.core.db import DbConn
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.tasks import metrics
+from signalengine.tasks.alerts.webhooks import WebhookDispatcher
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.pipeline import evaluate_latest_batch
+from signalengine.tasks.engine.records import CooldownState
+from signalengine.tasks.learning.ai_filter import ChampionFilter
+from signalengine.tasks.marketdata.klines import load_bars
+from signalengine.tasks.outcomes.controls import LIVE_RUN, SHADOW_RUN, SymbolControl, load_controls
+from signalengine.tasks.outcomes.signals import insert_signals, load_cooldown_state
+
+MS = 1_000_000  # ns per ms
+
+
+@dataclass
+class LiveEngine:
+    """Engine state of one streaming shard."""
+
+    settings: Settings
+    config: EngineConfig
+    exchange: str
+    symbols: list[str]
+    run_id: str
+    watermark_name: str
+    watermark_ms: int
+    cooldown: CooldownState
+    ai_filter: ChampionFilter | None = None
+    webhooks: WebhookDispatcher | None = None
+
+    @classmethod
+    def start(
+        cls,
+        conn: DbConn,
+        *,
+        settings: Settings,
+        symbols: list[str],
+        run_id: str,
+        shard: str | None,
+    ) -> LiveEngine:
+        name = f"{run_id}:{settings.exchange}:{shard or 'all'}"
+        row = conn.execute("SELECT ts FROM stream_watermarks WHERE name = %s", (name,)).fetchone()
+        mark = -1 if row is None else int(pd.Timestamp(row["ts"]).value // MS)
+        return cls(
+            settings=settings,
+            config=EngineConfig.from_settings(settings),
+            exchange=settings.exchange,
+            symbols=symbols,
+            run_id=run_id,
+            watermark_name=name,
+            watermark_ms=mark,
+            cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
+            ai_filter=ChampionFilter.from_settings(settings),
+            webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None,
+        )
+
+    def ensure_watermark(self, conn: DbConn, now_ms: int) -> None:
+        """On a first start, begin at the current primary close: history is not replayed."""
+        if self.watermark_ms < 0:
+            step = TIMEFRAME_MINUTES[self.config.primary_timeframe] * 60_000
+            self._save(conn, now_ms // step * step)
+
+    def _save(self, conn: DbConn, close_ms: int) -> None:
+        conn.execute(
+            "INSERT INTO stream_watermarks (name, ts) VALUES (%s, %s) ON CONFLICT (name)"
+            " DO UPDATE SET ts = EXCLUDED.ts, updated_at = now()",
+            (self.watermark_name, pd.Timestamp(close_ms * MS, tz="UTC")),
+        )
+        self.watermark_ms = close_ms
+
+    def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
+        """symbol -> timeframe -> closed bars of the trailing window."""
+        window = self.config.live_window_bars
+        by_symbol: dict[str, dict[str, pd.DataFrame]] = {s: {} for s in self.symbols}
+        for tf in self.config.timeframes:
+            width = pd.Timedelta(minutes=TIMEFRAME_MINUTES[tf])
+            frames = load_bars(
+                conn,
+                exchange=self.exchange,
+                symbols=self.symbols,
+                timeframe=tf,
+                start=at - width * (window + 1),
+                closed_by=at,
+            )
+            for symbol, frame in frames.items():
+                by_symbol[symbol][tf] = frame
+        return by_symbol
+
+    @property
+    def adaptive(self) -> bool:
+        """Adaptive controls apply to the live run only (replays and backtests are pure)."""
+        return self.run_id == LIVE_RUN
+
+    def _controlled(self, control: SymbolControl | None) -> tuple[EngineConfig, str]:
+        """Config and run id for a symbol: its own threshold; disabled ones go to shadow."""
+        if control is None:
+            return self.config, self.run_id
+        config = self.config
+        if control.score_threshold is not None:
+            config = dataclasses.replace(config, signal_score_threshold=control.score_threshold)
+        return config, self.run_id if control.enabled else SHADOW_RUN
+
+    def close(self) -> None:
+        """Stop background helpers (webhook delivery threads)."""
+        if self.webhooks is not None:
+            self.webhooks.close()
+
+    def process_closes(self, conn: DbConn, closes_ms: list[int]) -> int:
+        """Evaluate every primary close after the watermark; returns signals written."""
+        written = 0
+        for close_ms in closes_ms:
+            if close_ms <= self.watermark_ms:
+                continue
+            started = time.perf_counter()
+            at = pd.Timestamp(close_ms * MS, tz="UTC")
+            bars = self._bars(conn, at)
+            signal_filter, model_version = (
+                self.ai_filter.current() if self.ai_filter else (None, None)
+            )
+            controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
+            # symbols sharing a config and run are evaluated together (usually all of them)
+            groups: dict[tuple[EngineConfig, str], dict[str, dict[str, pd.DataFrame]]] = {}
+            for symbol in self.symbols:
+                groups.setdefault(self._controlled(controls.get(symbol)), {})[symbol] = bars[symbol]
+            signals = []
+            for (config, run_id), group in groups.items():
+                signals.extend(
+                    evaluate_latest_batch(
+                        group,
+                        at=at,
+                        state=self.cooldown,
+                        exchange=self.exchange,
+                        config=config,
+                        run_id=run_id,
+                        signal_filter=signal_filter,
+                        model_version=model_version,
+                    )
+                )
+            elapsed = time.perf_counter() - started
+            metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(
+                len(self.symbols)
+            )
+            metrics.FEATURE_DURATION.labels(self.config.primary_timeframe).observe(elapsed)
+            for signal in signals:
+                for event in signal.events:
+                    metrics.EVENTS_DETECTED.labels(str(event.get("type"))).inc()
+                metrics.SIGNALS_EMITTED.labels(
+                    signal.symbol,
+                    signal.direction,
+                    signal.timeframe,
+                    str(signal.mtf_aligned).lower(),
+                ).inc()
+            written += insert_signals(conn, signals)
+            if self.webhooks is not None:
+                self.webhooks.dispatch(signals)  # queued; never blocks the stream
+            self._save(conn, close_ms)
+            metrics.EVENT_PROCESSING.observe(time.perf_counter() - started)
+        return written
