@@ -35,7 +35,8 @@ RUN python -c "import tomllib; print('\n'.join(tomllib.load(open('pyproject.toml
 
 # The tree stays in SIGNALENGINE_HOME and is installed in place (editable): Prefect
 # imports flows by path (prefect.yaml entrypoints, pull step into SIGNALENGINE_HOME) and
-# migrations read sql/ beside core/, so the imported code and those files are one copy.
+# the package data (sql/, api/static, automations.yaml) is read through the one import
+# root `signalengine`, so the imported code and those files are one copy.
 # Root owns it; the service user can only read it.
 COPY . .
 RUN pip install --no-deps -e . \

@@ -19,8 +19,8 @@ from signalengine.api.cache import VersionedCache
 from signalengine.api.db import AsyncConn
 from signalengine.api.feed import Feed
 from signalengine.api.metrics import ApiMetrics
-from signalengine.api.symbols import SYMBOL_PATTERN, normalize_symbol
 from signalengine.core.config import Settings
+from signalengine.core.symbols import SYMBOL_PATTERN, normalize_symbol
 
 SYMBOL_MAX_LENGTH = 41
 # Free text that reaches PostgreSQL: printable only (a NUL byte cannot be stored in text).

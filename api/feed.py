@@ -42,12 +42,12 @@ from signalengine.api.ws_schemas import (
     StatusMessage,
     SubscribeMessage,
 )
+from signalengine.core.vocabulary import LIVE_RUN
 
 logger = logging.getLogger(__name__)
 
 CHANNEL = "signals"
 LISTEN_APPLICATION_NAME = "signalengine-api-listen"
-LIVE_RUN_ID = "live"
 FETCH_BATCH = 200
 REPLAY_LIMIT = 1000
 SEEN_IDS = 20_000
@@ -146,7 +146,7 @@ class Feed:
     def _on_notify(self, payload: str) -> None:
         try:
             data = json.loads(payload)
-            if data.get("run_id") != LIVE_RUN_ID:
+            if data.get("run_id") != LIVE_RUN:
                 return
             self._pending.put_nowait(UUID(str(data["id"])))
         except (ValueError, KeyError, TypeError, AttributeError):
@@ -244,9 +244,9 @@ class Feed:
         try:
             async with self._pool.connection() as conn:
                 stats = await performance_stats(
-                    conn=conn, cache=self._cache, where=PerformanceFilter(run_id=LIVE_RUN_ID)
+                    conn=conn, cache=self._cache, where=PerformanceFilter(run_id=LIVE_RUN)
                 )
-                figures["total_signals"] = await count_signals(conn=conn, run_id=LIVE_RUN_ID)
+                figures["total_signals"] = await count_signals(conn=conn, run_id=LIVE_RUN)
             figures.update(
                 settled_signals=stats.count,
                 win_rate=stats.win_rate,

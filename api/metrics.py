@@ -33,13 +33,14 @@ from signalengine.api.db.performance import (
     performance_by_symbol,
 )
 from signalengine.api.schemas import Signal
+from signalengine.core.vocabulary import LIVE_RUN
 
 RETURN_PCT_BUCKETS: tuple[float, ...] = (-10, -5, -2, -1, -0.5, 0, 0.5, 1, 2, 5, 10)
 DURATION_BUCKETS: tuple[float, ...] = (60, 300, 900, 1800, 3600, 7200, 14400, 43200, 86400)
 SCORE_BUCKETS: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 1.0)
 OUTCOMES: tuple[str, ...] = ("tp_hit", "sl_hit", "expired")
 _VERSIONED_TABLES = ["signal_performance", "feature_importance"]
-_LIVE = PerformanceFilter(run_id="live")
+_LIVE = PerformanceFilter(run_id=LIVE_RUN)
 
 
 @dataclass

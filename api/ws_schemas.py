@@ -11,7 +11,7 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from signalengine.api.schemas import Direction, Signal
-from signalengine.api.symbols import normalize_symbol
+from signalengine.core.symbols import normalize_symbol
 
 
 class ConnectedData(BaseModel):

@@ -1,0 +1,1 @@
+"""Plumbing every layer shares: settings, database, errors, retry, vocabulary, migrations."""

@@ -1,0 +1,1 @@
+"""Prefect flows: orchestration only; each module holds one deployable flow (prefect.yaml)."""

@@ -9,6 +9,7 @@ from prefect.cache_policies import NO_CACHE
 
 from signalengine.core.config import get_settings
 from signalengine.core.db import connect
+from signalengine.core.vocabulary import STREAM_RUNS
 from signalengine.tasks.outcomes.settle import settle_open, settlement_summary
 
 
@@ -26,7 +27,7 @@ def settle(run_ids: list[str] | None = None) -> dict[str, Any]:
     """Settle what can be settled now (live and shadow runs by default); safe concurrently."""
     settings = get_settings()
     summary: dict[str, Any] = {}
-    for run_id in run_ids or ["live", "shadow"]:
+    for run_id in run_ids or list(STREAM_RUNS):
         summary[run_id] = settle_run(run_id, settings.fee_bps, settings.slippage_bps)
         get_run_logger().info("settled %s signals of run %s", summary[run_id]["settled"], run_id)
     return summary

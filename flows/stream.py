@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -14,17 +13,12 @@ from prefect.states import Cancelled
 from signalengine.core.config import get_settings
 from signalengine.core.db import database_url
 from signalengine.core.dbconn import ReconnectingConnection
-from signalengine.core.errors import TemporaryError
-from signalengine.core.retry import backoff_seconds
-from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.core.vocabulary import LIVE_RUN, TIMEFRAME_MINUTES
 from signalengine.flows.cancellation import CancellationWatch
 from signalengine.tasks import metrics
-from signalengine.tasks.marketdata.batching import (
-    MINUTE_MS,
-    MinuteBatcher,
-    batch_minute,
-    shard_symbols,
-)
+from signalengine.tasks.marketdata.batching import MINUTE_MS, shard_symbols
+from signalengine.tasks.marketdata.collection import LiveCollection
+from signalengine.tasks.marketdata.exchange import create_exchange
 from signalengine.tasks.marketdata.ingest import (
     Watermarks,
     exchange_time_ms,
@@ -34,9 +28,6 @@ from signalengine.tasks.marketdata.ingest import (
     stored_span,
 )
 from signalengine.tasks.runs.live import LiveEngine
-
-RECONNECT_BASE_SECONDS = 0.5
-RECONNECT_MAX_SECONDS = 30.0
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
@@ -136,7 +127,7 @@ async def stream(
     symbols: list[str] | None = None,
     shard: str | None = None,
     source: str = "live",
-    run_id: str = "live",
+    run_id: str = LIVE_RUN,
     max_minutes: int | None = None,
     start: str | None = None,
     end: str | None = None,
@@ -146,8 +137,6 @@ async def stream(
     With `source="replay"` the same engine driver runs over stored klines in [start, end)
     as fast as it can, under `run_id` (default `replay-<start>`), and the flow ends.
     """
-    from signalengine.tasks.marketdata.exchange import create_exchange, watch_closed_bars
-
     logger = get_run_logger()
     settings = get_settings()
     chosen = shard_symbols(symbols or settings.symbols, shard)
@@ -157,7 +146,7 @@ async def stream(
         first_ms, last_ms = replay_window(
             db, exchange=settings.exchange, symbols=chosen, start=start, end=end
         )
-        run_id = run_id if run_id != "live" else f"replay-{first_ms}"
+        run_id = run_id if run_id != LIVE_RUN else f"replay-{first_ms}"
         engine = LiveEngine.start(
             db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
         )
@@ -177,7 +166,7 @@ async def stream(
     engine = LiveEngine.start(
         db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
     )
-    minutes_done, stored, emitted, attempt = 0, 0, 0, 0
+    minutes_done, stored, emitted = 0, 0, 0
     async with CancellationWatch(flow_run.get_id()) as cancel:
         try:
             now_ms = await exchange_time_ms(client)
@@ -193,45 +182,26 @@ async def stream(
             )
             engine.ensure_watermark(db.get(), current_minute)
             logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
-            batcher = MinuteBatcher(chosen)
-            while max_minutes is None or minutes_done < max_minutes:
-                try:
-                    closed = await cancel.race(watch_closed_bars(client, chosen))
-                    if closed is None:
-                        logger.info(
-                            "cancellation requested; stopping after %d minutes", minutes_done
-                        )
-                        break
-                    for bar in closed:
-                        metrics.COLLECTOR_MESSAGES.labels(settings.exchange, bar.symbol).inc()
-                        batcher.add(bar.symbol, batch_minute(bar.raw, bar.event_ms), bar.raw)
-                    attempt = 0
-                except TemporaryError as error:
-                    metrics.COLLECTOR_ERRORS.labels(settings.exchange, "stream").inc()
-                    metrics.COLLECTOR_RECONNECTS.labels(settings.exchange).inc()
-                    delay = backoff_seconds(
-                        attempt, base=RECONNECT_BASE_SECONDS, cap=RECONNECT_MAX_SECONDS
-                    )
-                    attempt += 1
-                    logger.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
-                    await asyncio.sleep(delay)
-                    continue
-                metrics.EVENT_QUEUE_DEPTH.set(batcher.depth())
-                for minute_ms, bars in batcher.ready():
-                    summary = await ingest_minute(
-                        db,
-                        client,
-                        marks,
-                        minute_ms=minute_ms,
-                        bars=bars,
-                        timeframes=settings.timeframes,
-                    )
-                    stored += summary["inserted"]
-                    minutes_done += 1
-                    closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
-                    if closes:
-                        emitted += emit_signals(db, engine, closes_ms=closes)
-                    metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
+            collection = LiveCollection(client, chosen, exchange=settings.exchange, logger=logger)
+            async for minute_ms, bars in collection.minutes(race=cancel.race):
+                summary = await ingest_minute(
+                    db,
+                    client,
+                    marks,
+                    minute_ms=minute_ms,
+                    bars=bars,
+                    timeframes=settings.timeframes,
+                )
+                stored += summary["inserted"]
+                minutes_done += 1
+                closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
+                if closes:
+                    emitted += emit_signals(db, engine, closes_ms=closes)
+                metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
+                if max_minutes is not None and minutes_done >= max_minutes:
+                    break
+            if cancel.requested.is_set():
+                logger.info("cancellation requested; stopping after %d minutes", minutes_done)
         finally:
             await client.close()
             engine.close()

@@ -1,4 +1,4 @@
-"""Prefect automations of SignalEngine: create or update them from deployments/automations.yaml.
+"""Prefect automations of SignalEngine: create or update them from `automations.yaml`.
 
 The file holds the automations in the format of `prefect automation create --from-file`
 (zombie flow runs marked Crashed; a crashed `stream` run started again). Automations are
@@ -26,7 +26,8 @@ from prefect.settings import PREFECT_API_URL, temporary_settings
 
 from signalengine.core.errors import ConfigurationError
 
-AUTOMATIONS_FILE = Path(__file__).resolve().parents[1] / "deployments" / "automations.yaml"
+# Package data beside this module, so the wheel, the image and a checkout all carry it.
+AUTOMATIONS_FILE = Path(__file__).resolve().parent / "automations.yaml"
 
 logger = logging.getLogger(__name__)
 

@@ -12,6 +12,7 @@ import typer
 from signalengine.core.config import get_settings
 from signalengine.core.errors import SignalEngineError
 from signalengine.core.telemetry import disable_telemetry
+from signalengine.core.vocabulary import LIVE_RUN
 
 app = typer.Typer(help="SignalEngine: klines in, scored signals out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
@@ -30,7 +31,7 @@ def _fail(error: Exception) -> None:
 def _symbols(value: str) -> list[str]:
     from signalengine.core.symbols import normalize_symbol
 
-    return [normalize_symbol(s) for s in value.split(",") if s.strip()]
+    return [normalize_symbol(s.strip()) for s in value.split(",") if s.strip()]
 
 
 @db_app.command("upgrade")
@@ -142,10 +143,10 @@ def api(
 def stream(
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
     shard: Annotated[str, typer.Option(help="i/n: this process takes its share.")] = "",
-    source: Annotated[str, typer.Option(help="live or replay")] = "live",
+    source: Annotated[str, typer.Option(help="live or replay")] = LIVE_RUN,
     run_id: Annotated[
         str, typer.Option(help="Run id; replays default to replay-<start>.")
-    ] = "live",
+    ] = LIVE_RUN,
     start: Annotated[str, typer.Option(help="Replay: ISO start (UTC).")] = "",
     end: Annotated[str, typer.Option(help="Replay: ISO end (UTC), exclusive.")] = "",
 ) -> None:

@@ -14,6 +14,7 @@ from typing import Any
 from psycopg import sql
 
 from signalengine.api.db import AsyncConn
+from signalengine.core.vocabulary import LIVE_RUN
 
 _LOG_FACTOR = "ln(greatest(1 + return_pct / 100, 1e-12))"
 _ORDER = "ORDER BY exit_time, signal_id ROWS UNBOUNDED PRECEDING"
@@ -25,7 +26,7 @@ _MAX_LOG = "700"
 class PerformanceFilter:
     """Which settled signals to aggregate; None means any. `since` bounds exit_time."""
 
-    run_id: str = "live"
+    run_id: str = LIVE_RUN
     symbol: str | None = None
     timeframe: str | None = None
     direction: str | None = None
@@ -147,7 +148,7 @@ async def performance_by_symbol(
     return await cur.fetchall()
 
 
-async def outcome_counts(*, conn: AsyncConn, run_id: str = "live") -> dict[str, int]:
+async def outcome_counts(*, conn: AsyncConn, run_id: str = LIVE_RUN) -> dict[str, int]:
     """Settled signals per outcome."""
     cur = await conn.execute(
         "SELECT outcome, count(*) AS n FROM signal_performance WHERE run_id = %s GROUP BY outcome",
@@ -157,7 +158,7 @@ async def outcome_counts(*, conn: AsyncConn, run_id: str = "live") -> dict[str, 
 
 
 async def cumulative_counts(
-    *, conn: AsyncConn, column: str, bounds: tuple[float, ...], run_id: str = "live"
+    *, conn: AsyncConn, column: str, bounds: tuple[float, ...], run_id: str = LIVE_RUN
 ) -> tuple[list[int], float, int]:
     """Prometheus histogram of a column: counts <= each bound, the sum and the count."""
     buckets = [

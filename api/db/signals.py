@@ -10,6 +10,7 @@ from uuid import UUID
 from psycopg import sql
 
 from signalengine.api.db import AsyncConn
+from signalengine.core.vocabulary import LIVE_RUN
 
 _COLUMNS = sql.SQL(
     "id, run_id, exchange, symbol, timeframe, direction, ts, emitted_at, entry_price,"
@@ -22,7 +23,7 @@ _COLUMNS = sql.SQL(
 class SignalFilter:
     """Which signals to list; None means any."""
 
-    run_id: str = "live"
+    run_id: str = LIVE_RUN
     symbol: str | None = None
     direction: str | None = None
     timeframe: str | None = None
@@ -76,7 +77,7 @@ async def get_signals_by_ids(*, conn: AsyncConn, ids: list[UUID]) -> dict[UUID, 
 
 
 async def signals_created_since(
-    *, conn: AsyncConn, since: datetime, run_id: str = "live", limit: int
+    *, conn: AsyncConn, since: datetime, run_id: str = LIVE_RUN, limit: int
 ) -> list[dict[str, Any]]:
     """The newest `limit` signals stored after `since`, returned oldest first (created_at, id)."""
     query = sql.SQL(
@@ -87,7 +88,7 @@ async def signals_created_since(
     return await cur.fetchall()
 
 
-async def count_signals(*, conn: AsyncConn, run_id: str = "live") -> int:
+async def count_signals(*, conn: AsyncConn, run_id: str = LIVE_RUN) -> int:
     """How many signals a run has."""
     cur = await conn.execute("SELECT count(*) AS n FROM signals WHERE run_id = %s", [run_id])
     row = await cur.fetchone()

@@ -29,6 +29,7 @@ from signalengine.api.schemas import (
     SymbolPerformance,
 )
 from signalengine.api.stats import performance_stats, symbol_performance
+from signalengine.core.vocabulary import LIVE_RUN
 
 router = APIRouter(prefix="/performance", tags=["performance"])
 
@@ -71,7 +72,7 @@ async def stats(
     timeframe: TimeframeQuery,
     direction: Direction | None = None,
     lookback_days: LookbackQuery = None,
-    run_id: RunIdQuery = "live",
+    run_id: RunIdQuery = LIVE_RUN,
 ) -> PerformanceStats:
     """Win rate, returns, profit factor, Sharpe and drawdown of settled signals."""
     where = _filter(run_id, symbol, timeframe, direction, lookback_days)
@@ -85,7 +86,7 @@ async def by_symbol(
     timeframe: TimeframeQuery,
     direction: Direction | None = None,
     lookback_days: LookbackQuery = None,
-    run_id: RunIdQuery = "live",
+    run_id: RunIdQuery = LIVE_RUN,
 ) -> list[SymbolPerformance]:
     """Win rate and returns per symbol."""
     where = _filter(run_id, None, timeframe, direction, lookback_days)
@@ -100,7 +101,7 @@ async def equity(
     timeframe: TimeframeQuery,
     direction: Direction | None = None,
     lookback_days: LookbackQuery = None,
-    run_id: RunIdQuery = "live",
+    run_id: RunIdQuery = LIVE_RUN,
     points: Annotated[int, Query(ge=2, le=5000, description="Thin the curve to ~N points.")] = 500,
 ) -> EquityCurve:
     """Compounded equity after each settled signal, in exit_time order."""

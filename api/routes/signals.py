@@ -14,6 +14,7 @@ from fastapi import APIRouter, HTTPException, Query, status
 from signalengine.api.db.signals import SignalFilter, get_signal, list_signals
 from signalengine.api.deps import ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery, UtcDatetime
 from signalengine.api.schemas import Direction, ErrorDetail, Signal, SignalPage
+from signalengine.core.vocabulary import LIVE_RUN
 
 router = APIRouter(prefix="/signals", tags=["signals"])
 
@@ -51,7 +52,7 @@ async def signals(
         UtcDatetime | None,
         Query(description="Only signals emitted at or after (ISO 8601; UTC if no offset)."),
     ] = None,
-    run_id: RunIdQuery = "live",
+    run_id: RunIdQuery = LIVE_RUN,
     cursor: Annotated[
         str | None,
         Query(

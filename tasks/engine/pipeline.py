@@ -32,7 +32,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import LIVE_RUN, FloatArray
 from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, ClosedSeries, index_ns, timeframe_ns
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.events import EVENT_LOOKBACK_BARS, EventSeries, detect_events
@@ -295,7 +295,7 @@ def evaluate_latest_batch(
     state: CooldownState,
     exchange: str,
     config: EngineConfig,
-    run_id: str = "live",
+    run_id: str = LIVE_RUN,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
 ) -> list[Signal]:
@@ -343,7 +343,7 @@ def evaluate_latest(
     symbol: str,
     exchange: str,
     config: EngineConfig,
-    run_id: str = "live",
+    run_id: str = LIVE_RUN,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
 ) -> list[Signal]:

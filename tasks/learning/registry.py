@@ -73,11 +73,14 @@ def tracking_uri(settings: Settings) -> str:
 
 
 def artifact_location(settings: Settings) -> str | None:
-    """Artifact root for a new experiment: state_dir/mlflow/artifacts for the default store.
+    """Artifact root for a new experiment: state_dir/mlflow/artifacts, unless a server decides.
 
-    None with an explicit tracking URI: the tracking server decides.
+    With an http(s) tracking URI the server's artifact store is used (None). Any other
+    store (the default SQLite one, an explicit `sqlite:`/`file:`/database URI) would
+    otherwise put artifacts in `./mlruns` of whatever directory the command runs in.
     """
-    if settings.mlflow_tracking_uri:
+    uri = settings.mlflow_tracking_uri
+    if uri and uri.startswith(("http://", "https://")):
         return None
     return (settings.state_dir / "mlflow" / "artifacts").resolve().as_uri()
 

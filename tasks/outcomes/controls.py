@@ -18,9 +18,7 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
-
-LIVE_RUN = "live"
-SHADOW_RUN = "shadow"
+from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN
 
 
 @dataclass(frozen=True)

@@ -1,11 +1,8 @@
-"""Performance rollups from `signal_performance`.
+"""Performance rollups from `signal_performance`: figures per run, symbol, timeframe, direction.
 
-Definitions (also in the README): win = `tp_hit`, loss = `sl_hit`; win_rate =
-wins / count (expired trades count in the denominator); sharpe = mean / sample std of
-per-trade `return_pct` (not annualized; null under two trades or zero spread);
-profit_factor = gross gains / gross losses of `return_pct` (null without losses);
-max_drawdown_pct = largest fall of the compounded equity prod(1 + r/100), ordered by
-exit time, from its running peak, in percent. Windows select trades by exit time.
+The figures are `tasks.outcomes.stats.trade_statistics` (the one definition, also in the
+README) over each group and window; `*` stands for "all" in a key. Windows select trades
+by exit time.
 """
 
 from __future__ import annotations
@@ -14,6 +11,7 @@ import numpy as np
 import pandas as pd
 
 from signalengine.core.db import DbConn
+from signalengine.tasks.outcomes.stats import trade_statistics
 
 WINDOWS_DAYS = (1, 7, 30, 0)  # 0 = all time
 ALL = "*"
@@ -36,40 +34,13 @@ ROLLUP_COLUMNS = [
     "max_drawdown_pct",
     "avg_duration_sec",
 ]
+_FIGURES = ROLLUP_COLUMNS[ROLLUP_COLUMNS.index("count") :]
 
 
-def max_drawdown_pct(returns_pct: np.ndarray) -> float:
-    """Largest peak-to-trough fall of the compounded equity curve, in percent (>= 0)."""
-    if returns_pct.size == 0:
-        return 0.0
-    equity = np.cumprod(1.0 + returns_pct / 100.0)
-    peak = np.maximum.accumulate(np.concatenate(([1.0], equity)))[1:]
-    return float(np.max((peak - equity) / peak) * 100.0)
-
-
-def summarize(trades: pd.DataFrame) -> dict[str, float | int | None]:
-    """The figures of one group of trades (rows of signal_performance)."""
-    ordered = trades.sort_values("exit_time", kind="stable")
-    r = ordered["return_pct"].to_numpy(dtype=np.float64)
-    n = int(r.size)
-    wins = int((ordered["outcome"] == "tp_hit").sum())
-    losses = int((ordered["outcome"] == "sl_hit").sum())
-    gains, pains = float(r[r > 0].sum()), float(-r[r < 0].sum())
-    std = float(np.std(r, ddof=1)) if n > 1 else 0.0
-    return {
-        "count": n,
-        "wins": wins,
-        "losses": losses,
-        "expired": n - wins - losses,
-        "win_rate": wins / n if n else 0.0,
-        "avg_return_pct": float(r.mean()) if n else 0.0,
-        "median_return_pct": float(np.median(r)) if n else 0.0,
-        "total_return_pct": float(r.sum()),
-        "profit_factor": gains / pains if pains > 0 else None,
-        "sharpe": float(r.mean()) / std if n > 1 and std > 0 else None,
-        "max_drawdown_pct": max_drawdown_pct(r),
-        "avg_duration_sec": float(ordered["duration_sec"].mean()) if n else 0.0,
-    }
+def _figures(trades: pd.DataFrame) -> dict[str, float | int | None]:
+    """The rollup columns of `trade_statistics` for one group of trades."""
+    stats = trade_statistics(trades)
+    return {column: stats[column] for column in _FIGURES}  # type: ignore[literal-required]
 
 
 def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataFrame:
@@ -99,7 +70,7 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
                         "timeframe": timeframe,
                         "direction": direction,
                         "window_days": window,
-                        **summarize(trades),
+                        **_figures(trades),
                     }
                 )
     return pd.DataFrame(rows, columns=ROLLUP_COLUMNS)
@@ -108,8 +79,8 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
 def refresh_rollups(conn: DbConn, *, now: pd.Timestamp) -> pd.DataFrame:
     """Recompute the whole `performance_rollups` table in one transaction."""
     rows = conn.execute(
-        "SELECT run_id, symbol, timeframe, direction, outcome, return_pct, duration_sec,"
-        " exit_time FROM signal_performance"
+        "SELECT signal_id::text AS signal_id, run_id, symbol, timeframe, direction, outcome,"
+        " return_pct, duration_sec, exit_time FROM signal_performance"
     ).fetchall()
     rollups = compute_rollups(pd.DataFrame(rows), now=now)
     columns = ", ".join(ROLLUP_COLUMNS)

@@ -12,6 +12,7 @@ from typing import Any
 import pandas as pd
 
 from signalengine.core.db import DbConn
+from signalengine.core.vocabulary import LIVE_RUN
 from signalengine.tasks.marketdata.klines import load_bars
 from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signals
 
@@ -44,7 +45,7 @@ def write_performance(conn: DbConn, rows: pd.DataFrame) -> int:
 def settle_open(
     conn: DbConn,
     *,
-    run_id: str = "live",
+    run_id: str = LIVE_RUN,
     fee_bps: float,
     slippage_bps: float,
 ) -> pd.DataFrame:

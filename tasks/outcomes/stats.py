@@ -38,7 +38,7 @@ class TradeStats(TypedDict):
     win_rate: float | None
     avg_return_pct: float | None
     median_return_pct: float | None
-    total_return_pct: float
+    total_return_pct: float | None
     compounded_return_pct: float | None
     profit_factor: float | None
     sharpe: float | None
@@ -63,7 +63,9 @@ def max_drawdown_pct(returns_pct: FloatArray) -> float:
 
 def trade_statistics(trades: pd.DataFrame) -> TradeStats:
     """The figures of `trades` (columns `outcome, return_pct, duration_sec, exit_time`)."""
-    ordered = exit_order(trades) if len(trades) else trades
+    if trades.empty:
+        return _NO_TRADES.copy()
+    ordered = exit_order(trades)
     r = ordered["return_pct"].to_numpy(dtype=np.float64)
     n = int(r.size)
     wins = int((ordered["outcome"] == "tp_hit").sum())
@@ -76,13 +78,30 @@ def trade_statistics(trades: pd.DataFrame) -> TradeStats:
         "wins": wins,
         "losses": losses,
         "expired": n - wins - losses,
-        "win_rate": wins / n if n else None,
-        "avg_return_pct": float(r.mean()) if n else None,
-        "median_return_pct": float(np.median(r)) if n else None,
+        "win_rate": wins / n,
+        "avg_return_pct": float(r.mean()),
+        "median_return_pct": float(np.median(r)),
         "total_return_pct": float(r.sum()),
-        "compounded_return_pct": float(np.expm1(log_equity) * 100.0) if n else None,
+        "compounded_return_pct": float(np.expm1(log_equity) * 100.0),
         "profit_factor": gains / pains if pains > 0 else None,
         "sharpe": float(r.mean()) / std if n > 1 and std > 0 else None,
-        "max_drawdown_pct": max_drawdown_pct(r) if n else None,
-        "avg_duration_sec": float(ordered["duration_sec"].mean()) if n else None,
+        "max_drawdown_pct": max_drawdown_pct(r),
+        "avg_duration_sec": float(ordered["duration_sec"].mean()),
     }
+
+
+_NO_TRADES: TradeStats = {
+    "count": 0,
+    "wins": 0,
+    "losses": 0,
+    "expired": 0,
+    "win_rate": None,
+    "avg_return_pct": None,
+    "median_return_pct": None,
+    "total_return_pct": None,
+    "compounded_return_pct": None,
+    "profit_factor": None,
+    "sharpe": None,
+    "max_drawdown_pct": None,
+    "avg_duration_sec": None,
+}

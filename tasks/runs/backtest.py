@@ -18,8 +18,8 @@ from signalengine.tasks.engine.buckets import resample_bars
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, SignalFilter
-from signalengine.tasks.outcomes.rollups import summarize
 from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signals
+from signalengine.tasks.outcomes.stats import trade_statistics
 
 __all__ = ["run_backtest", "summarize_performance"]
 
@@ -90,20 +90,18 @@ def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], order: str) ->
 def summarize_performance(performance: pd.DataFrame, *, signals: int) -> dict[str, Any]:
     """Trade statistics of settled signals (JSON-safe; None where undefined).
 
-    The definitions are the rollups' (tasks.rollups): win = tp_hit, win_rate = wins /
-    settled, sharpe = mean / sample std of per-trade return_pct (not annualized),
-    max_drawdown_pct = largest fall of the equity compounded in exit_time order.
+    The figures are `tasks.outcomes.stats.trade_statistics` (the one definition the
+    rollups and the API use too).
     """
-    figures = summarize(performance) if len(performance) else {}
-    settled = int(len(performance))
+    figures = trade_statistics(performance)
     return {
         "signals": int(signals),
-        "settled": settled,
-        "tp_hit": int(figures.get("wins") or 0),
-        "sl_hit": int(figures.get("losses") or 0),
-        "expired": int(figures.get("expired") or 0),
-        "win_rate": figures.get("win_rate") if settled else None,
-        "avg_return_pct": figures.get("avg_return_pct") if settled else None,
-        "sharpe": figures.get("sharpe"),
-        "max_drawdown_pct": figures.get("max_drawdown_pct") if settled else None,
+        "settled": figures["count"],
+        "tp_hit": figures["wins"],
+        "sl_hit": figures["losses"],
+        "expired": figures["expired"],
+        "win_rate": figures["win_rate"],
+        "avg_return_pct": figures["avg_return_pct"],
+        "sharpe": figures["sharpe"],
+        "max_drawdown_pct": figures["max_drawdown_pct"],
     }

@@ -16,7 +16,7 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
-from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
 from signalengine.tasks import metrics
 from signalengine.tasks.alerts.webhooks import WebhookDispatcher
 from signalengine.tasks.engine.config import EngineConfig
@@ -24,7 +24,7 @@ from signalengine.tasks.engine.pipeline import evaluate_latest_batch
 from signalengine.tasks.engine.records import CooldownState
 from signalengine.tasks.learning.ai_filter import ChampionFilter
 from signalengine.tasks.marketdata.klines import load_bars
-from signalengine.tasks.outcomes.controls import LIVE_RUN, SHADOW_RUN, SymbolControl, load_controls
+from signalengine.tasks.outcomes.controls import SymbolControl, load_controls
 from signalengine.tasks.outcomes.signals import insert_signals, load_cooldown_state
 
 MS = 1_000_000  # ns per ms
@@ -68,7 +68,7 @@ class LiveEngine:
             watermark_ms=mark,
             cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
             ai_filter=ChampionFilter.from_settings(settings),
-            webhooks=WebhookDispatcher.from_settings(settings) if run_id == "live" else None,
+            webhooks=WebhookDispatcher.from_settings(settings) if run_id == LIVE_RUN else None,
         )
 
     def ensure_watermark(self, conn: DbConn, now_ms: int) -> None:

@@ -17,22 +17,23 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
-from signalengine.tasks.outcomes.rollups import summarize  # noqa: E402
+from signalengine.tasks.outcomes.stats import MIN_FACTOR, exit_order, trade_statistics  # noqa: E402
 
 MAX_PRICE_CHARTS = 6
 
 
 def equity_curve(performance: pd.DataFrame) -> pd.Series:
     """Equity (start 1.0) compounded trade by trade, indexed by exit time."""
-    ordered = performance.sort_values("exit_time", kind="stable")
-    values = np.cumprod(1.0 + ordered["return_pct"].to_numpy(dtype=float) / 100.0)
+    ordered = exit_order(performance)
+    factors = 1.0 + ordered["return_pct"].to_numpy(dtype=float) / 100.0
+    values = np.cumprod(np.maximum(factors, MIN_FACTOR))
     return pd.Series(values, index=pd.to_datetime(ordered["exit_time"], utc=True))
 
 
 def per_symbol_table(performance: pd.DataFrame) -> pd.DataFrame:
     """One row of rollup figures per symbol."""
     rows = [
-        {"symbol": symbol, **summarize(trades)}
+        {"symbol": symbol, **trade_statistics(trades)}
         for symbol, trades in performance.groupby("symbol", sort=True)
     ]
     return pd.DataFrame(rows)

@@ -164,3 +164,32 @@ def test_feature_importance_of_the_newest_version(client: httpx.Client, db: Conn
         ("lightgbm", "2"),
         ("logreg", "7"),
     }
+
+
+@pytest.mark.parametrize(
+    "params",
+    [{}, {"symbol": "SOLUSDT", "direction": "short"}, {"symbol": "XRPUSDT"}],
+)
+def test_stats_equal_the_one_definition(
+    client: httpx.Client, db: Conn, params: dict[str, Any]
+) -> None:
+    """The API's SQL and `tasks.outcomes.stats.trade_statistics` agree on every figure,
+    including ties in exit time and a short that lost more than 100 %."""
+    from signalengine.tasks.outcomes.stats import trade_statistics
+
+    _settle_many(db, 80, seed=23)
+    tied = create_random_signal(db, symbol="SOL/USDT", direction="short")
+    create_random_performance(db, tied, outcome="sl_hit", return_pct=-130.0)
+    body = client.get("/performance/stats", params=params).json()
+    frame = _rows(db)
+    frame = frame[frame["run_id"] == "live"]
+    if "symbol" in params:
+        frame = frame[frame["symbol"] == params["symbol"].replace("USDT", "/USDT")]
+    if "direction" in params:
+        frame = frame[frame["direction"] == params["direction"]]
+    expected = trade_statistics(frame)
+    for key, value in expected.items():
+        if value is None:
+            assert body[key] is None, key
+        else:
+            assert body[key] == pytest.approx(value, rel=1e-9, abs=1e-9), key

@@ -2,7 +2,7 @@
 
 One Prefect server (a subprocess, PREFECT_HOME in tmp, telemetry off) serves the module:
 `prefect --no-prompt deploy --all` from the repository root, then the automations of
-deployments/automations.yaml, then a real worker that runs the scheduled flows against
+signalengine/automations.yaml, then a real worker that runs the scheduled flows against
 the test database. Every child runs in its own process group and is killed at the end.
 """
 

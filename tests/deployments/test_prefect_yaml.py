@@ -128,3 +128,17 @@ def test_work_pool_template_fits_the_process_worker() -> None:
     assert env["PREFECT_SERVER_ANALYTICS_ENABLED"] == "false"
     assert env["DO_NOT_TRACK"] == "1"
     assert env["MLFLOW_DISABLE_TELEMETRY"] == "true"
+
+
+def test_served_schedules_equal_the_prefect_yaml_ones() -> None:
+    """`up` serves settle/rollups/retrain itself (signalengine.schedules); workers take
+    prefect.yaml. Both must give the same timing."""
+    from signalengine import schedules
+
+    (settle,) = _schedules("settle")
+    (rollups,) = _schedules("rollups")
+    (retrain,) = _schedules("retrain")
+    assert settle["interval"] == schedules.SETTLE_EVERY_SECONDS
+    assert rollups["interval"] == schedules.ROLLUPS_EVERY_SECONDS
+    assert retrain["cron"] == schedules.RETRAIN_CRON
+    assert {settle["timezone"], rollups["timezone"], retrain["timezone"]} == {"UTC"}

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -11,8 +9,8 @@ import pytest
 from signalengine.tasks.engine.pipeline import SIGNAL_COLUMNS, EngineConfig
 from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signal
 from signalengine.tasks.runs.backtest import run_backtest, summarize_performance
-from tests.utils.real_data import real_files
 from tests.utils.bars import make_bars_1m
+from tests.utils.real_data import real_files
 
 CFG = EngineConfig()
 

@@ -295,3 +295,15 @@ def test_settings_are_accepted(bars: pd.DataFrame, history: pd.DataFrame) -> Non
         config=EngineConfig.from_settings(settings),
     )
     assert from_settings["id"].tolist() == history["id"].tolist()
+
+
+def test_engine_config_fields_are_settings_fields() -> None:
+    """EngineConfig is built from Settings by field name: every field must exist there."""
+    import dataclasses
+
+    settings = Settings(cooldown_bars=7, expiry_bars=5, primary_timeframe="15m")
+    config = EngineConfig.from_settings(settings)
+    for field in dataclasses.fields(EngineConfig):
+        assert field.name in Settings.model_fields, field.name
+    assert (config.cooldown_bars, config.expiry_bars) == (7, 5)
+    assert config.primary_timeframe == "15m" and "15m" in config.timeframes

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import numpy as np
 import pandas as pd
 import pytest
@@ -19,8 +17,8 @@ from signalengine.tasks.engine.features import (
     feature_arrays,
     feature_tails,
 )
-from tests.utils.real_data import real_files
 from tests.utils.bars import make_bars_1m
+from tests.utils.real_data import real_files
 
 WARM = 400  # rows skipped before comparing recursive indicators with TA-Lib's seeding
 # Rows per column that are NaN before the first value (finite input).

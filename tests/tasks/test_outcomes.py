@@ -10,8 +10,9 @@ from psycopg.types.json import Jsonb
 
 from signalengine.tasks.marketdata.klines import store_klines
 from signalengine.tasks.marketdata.validation import validate_klines
-from signalengine.tasks.outcomes.rollups import compute_rollups, max_drawdown_pct, refresh_rollups
+from signalengine.tasks.outcomes.rollups import compute_rollups, refresh_rollups
 from signalengine.tasks.outcomes.settle import settle_open
+from signalengine.tasks.outcomes.stats import max_drawdown_pct
 from tests.utils.klines import random_klines
 
 T0 = pd.Timestamp("2025-01-01", tz="UTC")

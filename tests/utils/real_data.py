@@ -12,7 +12,9 @@ from pathlib import Path
 import pytest
 
 _ROOT = Path(__file__).resolve().parents[2]
-REAL_DATA = Path(os.environ.get("SIGNALENGINE_REAL_DATA", _ROOT.parent / "shared" / "data" / "real"))
+REAL_DATA = Path(
+    os.environ.get("SIGNALENGINE_REAL_DATA", _ROOT.parent / "shared" / "data" / "real")
+)
 
 
 def real_files(pattern: str) -> list[Path]:

@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from signalengine.api.symbols import normalize_symbol
+from signalengine.core.symbols import normalize_symbol
 
 
 @pytest.mark.parametrize(
@@ -20,6 +20,9 @@ from signalengine.api.symbols import normalize_symbol
         ("SOLUSDC", "SOL/USDC"),
         ("XRPEUR", "XRP/EUR"),
         ("btc_usdt", "BTC/USDT"),
+        ("AUSDT", "A/USDT"),
+        ("T/USDT", "T/USDT"),
+        ("1000SATS-USDT", "1000SATS/USDT"),
     ],
 )
 def test_spellings_of_a_pair_normalize_to_the_unified_symbol(raw: str, expected: str) -> None:
