@@ -18,11 +18,40 @@ class ErrorDetail(BaseModel):
     detail: str
 
 
+class AiFilterHealth(BaseModel):
+    """The live AI filter of the running stream shards (from `ai_filter_health`)."""
+
+    status: Literal["ok", "unfiltered", "rejecting_all", "unknown"] = Field(
+        description="rejecting_all: a champion rejected every recent candidate (no signals);"
+        " unfiltered: no champion; unknown: no stream reported recently."
+    )
+    model_version: str | None = None
+    scored: int = Field(default=0, description="Recent candidates scored (summed over shards).")
+    passed: int = Field(default=0, description="Of those, how many the filter let through.")
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool = Field(description="Whether a query against the database succeeded.")
     feed: bool = Field(description="Whether this replica is LISTENing for new signals.")
+    ai_filter: AiFilterHealth = Field(
+        default_factory=lambda: AiFilterHealth(status="unknown"),
+        description="Whether the AI filter silences the engine (then status is degraded).",
+    )
     version: str
+
+
+class ModelDecision(BaseModel):
+    """The newest retrain decision: promoted or not, and why."""
+
+    model_type: str
+    model_version: str
+    run_id: str
+    promoted: bool
+    reason: str | None = Field(description="Why it was not promoted (null when promoted).")
+    has_importance: bool = Field(description="False: the model made no split (no importance).")
+    decided_at: datetime
+    champion_version: str | None = Field(description="The newest promoted version, if any.")
 
 
 class Signal(BaseModel):

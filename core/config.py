@@ -158,6 +158,42 @@ class Settings(BaseSettings):
         description="A retrained model becomes champion only if its holdout AUC beats the"
         " current champion's AUC on the same holdout by more than this.",
     )
+    ai_promotion_min_holdout_rows: int = Field(
+        default=30, ge=1, description="Holdout candidates a model needs before it may promote."
+    )
+    ai_promotion_min_holdout_positives: int = Field(
+        default=10, ge=1, description="Take-profit labels the holdout needs before promotion."
+    )
+    ai_promotion_auc_confidence: float = Field(
+        default=0.95,
+        gt=0.5,
+        lt=1.0,
+        description="Confidence of the one-sided DeLong bound that must put the holdout AUC"
+        " above 0.5 for a model to promote.",
+    )
+    ai_promotion_min_pass_rate: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=1.0,
+        description="Lowest holdout share of candidates a promoted filter may let through.",
+    )
+    ai_promotion_max_pass_rate: float = Field(
+        default=0.95,
+        ge=0.0,
+        le=1.0,
+        description="Highest holdout share of candidates a promoted filter may let through.",
+    )
+    ai_degraded_window_candidates: int = Field(
+        default=20,
+        ge=1,
+        description="The live filter is degraded (/health, ai_filter_rejecting_all) when it"
+        " rejected each of the last this many candidates it scored.",
+    )
+    ai_health_stale_seconds: float = Field(
+        default=900.0,
+        gt=0,
+        description="A stream's filter report older than this is ignored by /health.",
+    )
     retrain_holdout_fraction: float = Field(
         default=0.2,
         gt=0.0,

@@ -1,4 +1,4 @@
-"""Retrain the AI filter on stored klines, log it to MLflow and promote it if it wins."""
+"""Retrain the AI filter on stored klines, log it to MLflow and promote it if it earned it."""
 
 from __future__ import annotations
 
@@ -12,8 +12,10 @@ from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect
 from signalengine.core.symbols import normalize_symbol
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.learning.decisions import store_decision
 from signalengine.tasks.learning.importance import extract_importance, store_importance
 from signalengine.tasks.learning.labels import build_dataset, load_training_bars
+from signalengine.tasks.learning.promotion import PromotionPolicy
 from signalengine.tasks.learning.registry import (
     MODEL_TYPE,
     PublishResult,
@@ -61,7 +63,7 @@ def fit(
 
 @task(cache_policy=NO_CACHE)
 def rank_features(result: TrainingResult) -> dict[str, float]:
-    """Gain importance of the fitted booster, summing to 1."""
+    """Gain importance of the fitted booster, summing to 1 ({}: no importance)."""
     return extract_importance(result.booster)
 
 
@@ -73,23 +75,36 @@ def publish(
     settings: Settings,
     run_params: dict[str, Any],
 ) -> PublishResult:
-    """Log the run and register the model; move `champion` if it beats the current one."""
+    """Log the run and register the model; move `champion` if it beats no filter and the
+    current champion."""
     return publish_model(
         result,
         importance,
         uri=tracking_uri(settings),
         location=artifact_location(settings),
         min_auc_gain=settings.ai_promotion_min_auc_gain,
+        policy=PromotionPolicy.from_settings(settings),
         params=run_params,
         run_name="retrain",
     )
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def save_importance(importance: dict[str, float], version: str) -> int:
-    """Write the version's importances to `feature_importance`."""
+def save_importance(importance: dict[str, float], published: PublishResult) -> int:
+    """Write the version's importances to `feature_importance` and its decision."""
     with connect() as conn:
-        return store_importance(conn, importance, model_type=MODEL_TYPE, model_version=version)
+        store_decision(
+            conn,
+            model_type=MODEL_TYPE,
+            model_version=published.version,
+            run_id=published.run_id,
+            promoted=published.promoted,
+            reason=published.rejection_reason,
+            has_importance=bool(importance),
+        )
+        return store_importance(
+            conn, importance, model_type=MODEL_TYPE, model_version=published.version
+        )
 
 
 @flow(name="retrain")
@@ -101,7 +116,8 @@ def retrain(
     """Train on the last `lookback_days` of stored klines (ending at the newest bar).
 
     `params` override LightGBM parameters. Returns `PublishResult.summary`: run_id,
-    version, metrics (NaN as None), promoted, previous_champion, champion_auc; run_id and
+    version, metrics (NaN as None), promoted, decision, rejection_reason,
+    previous_champion, champion_auc; run_id and
     version are None (and `skipped` says why) when there is too little labelled data.
     """
     logger = get_run_logger()
@@ -128,11 +144,11 @@ def retrain(
         "exchange": settings.exchange,
     }
     published = publish(result, importance, settings, run_params)
-    save_importance(importance, published.version)
+    save_importance(importance, published)
     logger.info(
-        "version %s: auc %.4f, promoted=%s",
+        "version %s: auc %.4f, %s",
         published.version,
         result.metrics["auc"],
-        published.promoted,
+        "promoted" if published.promoted else f"rejected: {published.rejection_reason}",
     )
     return published.summary(result.metrics)

@@ -98,6 +98,17 @@ AI_MODEL_RELOADS = Counter(
     "Times the champion model was (re)loaded.",
     registry=REGISTRY,
 )
+AI_FILTER_REJECTING_ALL = Gauge(
+    "ai_filter_rejecting_all",
+    "1 when the live AI filter rejected each of the last ai_degraded_window_candidates"
+    " candidates it scored (the engine is silenced), else 0.",
+    registry=REGISTRY,
+)
+AI_FILTER_WINDOW_PASS_RATIO = Gauge(
+    "ai_filter_window_pass_ratio",
+    "Share of the last ai_degraded_window_candidates scored candidates the filter passed.",
+    registry=REGISTRY,
+)
 LAST_BAR_TS = Gauge(
     "stream_last_bar_timestamp_seconds",
     "Open time of the newest stored 1m bar (Unix s).",

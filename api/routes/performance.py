@@ -5,8 +5,9 @@ from __future__ import annotations
 from datetime import UTC, datetime, timedelta
 from typing import Annotated
 
-from fastapi import APIRouter, Query
+from fastapi import APIRouter, HTTPException, Query
 
+from signalengine.api.db.models import latest_decision
 from signalengine.api.db.performance import (
     PerformanceFilter,
     equity_curve,
@@ -25,6 +26,7 @@ from signalengine.api.schemas import (
     EquityCurve,
     EquityPoint,
     FeatureImportance,
+    ModelDecision,
     PerformanceStats,
     SymbolPerformance,
 )
@@ -135,3 +137,22 @@ async def feature_importance(
     return await cache.get(
         ("feature_importance", model_type), compute, conn=conn, tables=("feature_importance",)
     )
+
+
+@router.get("/model", responses={404: {"description": "No model was trained yet."}})
+async def model(
+    conn: ConnDep,
+    model_type: Annotated[
+        str, Query(min_length=1, max_length=100, pattern=TEXT_PATTERN)
+    ] = "lightgbm",
+) -> ModelDecision:
+    """The newest retrain's decision: promoted or, if not, why; and the champion version.
+
+    `/performance/feature-importance` lists importances only of models that have any (a
+    model without a split has none); this says which model is in use and why."""
+    row = await latest_decision(conn=conn, model_type=model_type)
+    if row is None:
+        raise HTTPException(
+            status_code=404, detail="no model trained yet: run `signalengine retrain`"
+        )
+    return ModelDecision.model_validate(row)

@@ -12,19 +12,28 @@ The filter returns P(take profit before stop loss) per candidate row; the engine
 rows below `ai_min_probability`. It counts `ai_inference_total{decision="pass"|"reject"}`
 (by that same threshold) and times each batch in `ai_inference_duration_seconds`; every
 model (re)load counts in `ai_model_reloads_total`.
+
+It also remembers whether each of the last `window` scored candidates passed. When a
+champion rejected every one of them the engine is silenced: `health()` says
+`rejecting_all`, `report()` sets `ai_filter_rejecting_all` and writes the shard's row of
+`ai_filter_health`, which `/health` reads (status `degraded`). A new champion starts a
+fresh window.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import deque
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 import pandas as pd
 
 from signalengine.core.config import Settings
+from signalengine.core.db import DbConn
 from signalengine.core.vocabulary import FloatArray
 from signalengine.tasks import metrics
 from signalengine.tasks.engine.records import SignalFilter
@@ -40,17 +49,40 @@ from signalengine.tasks.learning.training import predict_proba
 
 logger = logging.getLogger(__name__)
 
-__all__ = ["ChampionFilter", "booster_filter"]
+__all__ = ["ChampionFilter", "FilterHealth", "booster_filter"]
 
 
-def booster_filter(model: Any, *, min_probability: float) -> SignalFilter:
-    """A SignalFilter scoring candidate rows with `model` (a LightGBM Booster), with metrics."""
+@dataclass(frozen=True)
+class FilterHealth:
+    """The live filter over its window: model in use, candidates scored and passed."""
+
+    model_version: str | None
+    scored: int
+    passed: int
+    window: int
+
+    @property
+    def rejecting_all(self) -> bool:
+        """A full window of candidates, none let through: the engine emits nothing."""
+        return self.model_version is not None and self.scored >= self.window and self.passed == 0
+
+
+def booster_filter(
+    model: Any, *, min_probability: float, window: deque[bool] | None = None
+) -> SignalFilter:
+    """A SignalFilter scoring candidate rows with `model` (a LightGBM Booster), with metrics.
+
+    Each candidate's pass/reject decision is appended to `window` when given.
+    """
 
     def score(frame: pd.DataFrame) -> FloatArray:
         started = time.perf_counter()
         prob = predict_proba(model, frame)
         metrics.AI_INFERENCE_DURATION.observe(time.perf_counter() - started)
-        passed = int(np.count_nonzero(prob >= min_probability))
+        decisions = prob >= min_probability
+        if window is not None:
+            window.extend(bool(d) for d in decisions)
+        passed = int(np.count_nonzero(decisions))
         if passed:
             metrics.AI_INFERENCE.labels("pass").inc(passed)
         if prob.size - passed:
@@ -71,6 +103,7 @@ class ChampionFilter:
         reload_seconds: float = 30.0,
         model_name: str = MODEL_NAME,
         clock: Callable[[], float] = time.monotonic,
+        window: int = 20,
     ) -> None:
         self._uri = uri
         self._min_probability = min_probability
@@ -81,6 +114,7 @@ class ChampionFilter:
         self._next_check = float("-inf")
         self._filter: SignalFilter | None = None
         self._version: str | None = None
+        self._window: deque[bool] = deque(maxlen=window)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ChampionFilter:
@@ -89,6 +123,7 @@ class ChampionFilter:
             uri=tracking_uri(settings),
             min_probability=settings.ai_min_probability,
             reload_seconds=settings.ai_reload_seconds,
+            window=settings.ai_degraded_window_candidates,
         )
 
     @property
@@ -116,6 +151,7 @@ class ChampionFilter:
         if version is None:
             logger.warning("no champion for %s any more; running unfiltered", self._model_name)
             self._filter, self._version = None, None
+            self._window.clear()
             return
         try:
             booster = load_booster(self._client, version, uri=self._uri, name=self._model_name)
@@ -124,10 +160,40 @@ class ChampionFilter:
                 "could not load %s v%s; keeping %s", self._model_name, version, self._version
             )
             return
-        self._filter = booster_filter(booster, min_probability=self._min_probability)
+        self._window.clear()
+        self._filter = booster_filter(
+            booster, min_probability=self._min_probability, window=self._window
+        )
         self._version = version
         metrics.AI_MODEL_RELOADS.inc()
         logger.info("AI filter now %s v%s", self._model_name, version)
+
+    def health(self) -> FilterHealth:
+        """How the loaded champion treated the last `window` candidates it scored."""
+        maxlen = self._window.maxlen or 1
+        return FilterHealth(
+            model_version=self._version,
+            scored=len(self._window),
+            passed=sum(self._window),
+            window=maxlen,
+        )
+
+    def report(self, conn: DbConn, *, name: str) -> FilterHealth:
+        """Set the filter gauges and upsert this shard's `ai_filter_health` row."""
+        health = self.health()
+        metrics.AI_FILTER_REJECTING_ALL.set(1.0 if health.rejecting_all else 0.0)
+        if health.scored:
+            metrics.AI_FILTER_WINDOW_PASS_RATIO.set(health.passed / health.scored)
+        conn.execute(
+            "INSERT INTO ai_filter_health"
+            " (name, model_version, scored, passed, rejecting_all, updated_at)"
+            " VALUES (%s, %s, %s, %s, %s, now()) ON CONFLICT (name) DO UPDATE SET"
+            " model_version = EXCLUDED.model_version, scored = EXCLUDED.scored,"
+            " passed = EXCLUDED.passed, rejecting_all = EXCLUDED.rejecting_all,"
+            " updated_at = now()",
+            (name, health.model_version, health.scored, health.passed, health.rejecting_all),
+        )
+        return health
 
     def _champion(self) -> str | None:
         if not store_available(self._uri):

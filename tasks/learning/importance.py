@@ -2,8 +2,9 @@
 
 Importances are normalized to sum to 1 (DESIGN §3). LightGBM models report total *gain*
 (the loss reduction of every split on the feature); other sklearn-style models report
-their `feature_importances_`. A model with no split at all (every importance 0) gets a
-uniform 1/n, so the sum-to-1 contract still holds.
+their `feature_importances_`. A model with no split at all (every importance 0) has *no
+importance*: the result is empty, nothing is stored and the chart says so. Equal shares
+would present a constant model as if every feature mattered a little.
 """
 
 from __future__ import annotations
@@ -43,7 +44,8 @@ def _raw_importance(model: Any) -> tuple[list[str], np.ndarray[Any, np.dtype[np.
 
 
 def extract_importance(model: Any) -> dict[str, float]:
-    """Feature name -> importance in [0, 1], summing to 1, in decreasing order.
+    """Feature name -> importance in [0, 1], summing to 1, in decreasing order; {} when
+    the model has no positive importance at all ("no importance").
 
     Works for a LightGBM Booster, LGBMClassifier/Regressor (gain) and any model with
     `feature_importances_` (names from `feature_names_in_`, else f0, f1, ...).
@@ -53,7 +55,9 @@ def extract_importance(model: Any) -> dict[str, float]:
         return {}
     values = np.where(np.isfinite(values) & (values > 0), values, 0.0)
     total = float(values.sum())
-    shares = values / total if total > 0 else np.full(values.size, 1.0 / values.size)
+    if total <= 0:
+        return {}
+    shares = values / total
     order = sorted(range(len(names)), key=lambda i: (-shares[i], names[i]))
     return {names[i]: float(shares[i]) for i in order}
 
@@ -74,8 +78,12 @@ def plot_importance(importance: dict[str, float], path: Path, *, title: str) -> 
     values = [importance[n] for n in names]
     fig, ax = plt.subplots(figsize=(7.0, 0.28 * max(len(names), 4) + 1.2))
     try:
-        ax.barh(names, values, color="#3b7dd8")
-        ax.set_xlabel("share of total gain")
+        if names:
+            ax.barh(names, values, color="#3b7dd8")
+            ax.set_xlabel("share of total gain")
+        else:
+            ax.set_axis_off()
+            ax.text(0.5, 0.5, "no importance: the model made no split", ha="center")
         ax.set_title(title)
         fig.tight_layout()
         fig.savefig(path, dpi=100)

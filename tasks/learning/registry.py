@@ -2,9 +2,13 @@
 
 Every retrain logs one run (params, holdout metrics, the LightGBM booster in MLflow's
 lightgbm flavour with signature and input example, feature importance as CSV, JSON and a
-PNG chart) and registers a new model version. The alias `champion` moves to it only when
-its holdout AUC beats the current champion's AUC *on the same holdout* by more than
-`min_auc_gain` (the champion is re-scored, not compared on its own old holdout).
+PNG chart) and registers a new model version. The alias `champion` moves to it only
+when it has earned its place against the unfiltered engine (`tasks.learning.promotion`:
+enough holdout evidence, AUC above chance by a DeLong bound, a better filtered win rate
+or return, a sane pass rate) *and* its holdout AUC beats the current champion's AUC on
+the same holdout by more than `min_auc_gain` (the champion is re-scored, not compared on
+its own old holdout). Otherwise the run is tagged `decision=rejected` with its
+`rejection_reason`, and the engine keeps running unfiltered or on the old champion.
 
 Store: `settings.mlflow_tracking_uri`, else a SQLite store at
 `state_dir/mlflow/mlflow.db` with artifacts in `state_dir/mlflow/artifacts` (the layout the
@@ -33,6 +37,7 @@ from signalengine.core.config import Settings
 from signalengine.core.errors import TemporaryError
 from signalengine.tasks.learning.importance import importance_frame, plot_importance
 from signalengine.tasks.learning.labels import LABEL_COLUMN, MODEL_COLUMNS
+from signalengine.tasks.learning.promotion import PromotionPolicy, rejection_reasons
 from signalengine.tasks.learning.training import TrainingResult, predict_proba, roc_auc
 
 logger = logging.getLogger(__name__)
@@ -169,6 +174,12 @@ class PublishResult:
     promoted: bool
     previous_champion: str | None
     champion_auc: float | None  # the previous champion's AUC on the new holdout
+    reasons: tuple[str, ...] = ()  # why it was not promoted (empty when promoted)
+
+    @property
+    def rejection_reason(self) -> str | None:
+        """The reasons joined into one line, None when promoted."""
+        return "; ".join(self.reasons) if self.reasons else None
 
     def summary(self, metrics: Mapping[str, float]) -> dict[str, Any]:
         """JSON-safe summary (NaN as None) of this publish and the holdout `metrics`."""
@@ -177,6 +188,8 @@ class PublishResult:
             "version": self.version,
             "metrics": {k: _json_float(v) for k, v in metrics.items()},
             "promoted": self.promoted,
+            "decision": "promoted" if self.promoted else "rejected",
+            "rejection_reason": self.rejection_reason,
             "previous_champion": self.previous_champion,
             "champion_auc": _json_float(self.champion_auc),
         }
@@ -216,6 +229,7 @@ def _log_importance(importance: dict[str, float], folder: Path) -> None:
     import mlflow
 
     importance_frame(importance).to_csv(folder / "feature_importance.csv", index=False)
+    # {} is "no importance" (a model without a split), never equal shares
     (folder / "feature_importance.json").write_text(json.dumps(importance, indent=2))
     plot_importance(importance, folder / "feature_importance.png", title="AI filter: gain share")
     mlflow.log_artifacts(str(folder), artifact_path="importance")
@@ -249,6 +263,26 @@ def _finite(metrics: Mapping[str, float]) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if math.isfinite(v)}
 
 
+def _decide(
+    result: TrainingResult,
+    champ_auc: float | None,
+    *,
+    previous: str | None,
+    policy: PromotionPolicy,
+    min_auc_gain: float,
+) -> list[str]:
+    """Reasons against promotion: the baseline gate first, then the champion comparison."""
+    label = result.holdout[LABEL_COLUMN].to_numpy()
+    prob = predict_proba(result.booster, result.holdout)
+    reasons = rejection_reasons(result.metrics, label=label, prob=prob, policy=policy)
+    if not reasons and not should_promote(result.metrics["auc"], champ_auc, min_gain=min_auc_gain):
+        reasons.append(
+            f"holdout AUC {result.metrics['auc']:.4f} does not beat champion v{previous}'s"
+            f" {champ_auc:.4f} on the same holdout by more than {min_auc_gain:g}"
+        )
+    return reasons
+
+
 def publish_model(
     result: TrainingResult,
     importance: dict[str, float],
@@ -256,13 +290,15 @@ def publish_model(
     uri: str,
     location: str | None,
     min_auc_gain: float = 0.0,
+    policy: PromotionPolicy | None = None,
     params: Mapping[str, Any] | None = None,
     run_name: str | None = None,
 ) -> PublishResult:
-    """Log the run, register a version, and move `champion` to it if it wins (see module).
+    """Log the run, register a version, and move `champion` to it if it earned it (see module).
 
     `params` are extra run parameters (e.g. symbols, lookback); booster parameters and the
-    split are always logged. Undefined (NaN) metrics are left out of the run.
+    split are always logged. Undefined (NaN) metrics are left out of the run. `policy`
+    defaults to `PromotionPolicy()`.
     """
     with quiet_mlflow():
         import mlflow
@@ -275,7 +311,20 @@ def publish_model(
         champ_auc = (
             None if previous is None else _score_champion(client, previous, result.holdout, uri=uri)
         )
-        promoted = should_promote(result.metrics["auc"], champ_auc, min_gain=min_auc_gain)
+        reasons = _decide(
+            result,
+            champ_auc,
+            previous=previous,
+            policy=policy or PromotionPolicy(),
+            min_auc_gain=min_auc_gain,
+        )
+        promoted = not reasons
+        decision = {
+            "promoted": str(promoted).lower(),
+            "decision": "promoted" if promoted else "rejected",
+            "rejection_reason": "; ".join(reasons),
+            "importance": "gain" if importance else "none",
+        }
         with mlflow.start_run(experiment_id=experiment_id, run_name=run_name) as run:
             mlflow.log_params(
                 {
@@ -289,15 +338,14 @@ def publish_model(
             if champ_auc is not None:
                 metrics["champion_auc"] = champ_auc
             mlflow.log_metrics(_finite(metrics))
-            mlflow.set_tags(
-                {"promoted": str(promoted).lower(), "previous_champion": previous or ""}
-            )
+            mlflow.set_tags({**decision, "previous_champion": previous or ""})
             with tempfile.TemporaryDirectory(prefix="signalengine-importance-") as tmp:
                 _log_importance(importance, Path(tmp))
             info = _log_model(result)
         version = str(info.registered_model_version)
         client.set_model_version_tag(MODEL_NAME, version, "holdout_auc", result.metrics["auc"])
-        client.set_model_version_tag(MODEL_NAME, version, "promoted", str(promoted).lower())
+        for key in ("promoted", "decision", "rejection_reason"):
+            client.set_model_version_tag(MODEL_NAME, version, key, decision[key])
         if promoted:
             client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
     logger.info(
@@ -307,7 +355,7 @@ def publish_model(
         result.metrics["auc"],
         previous,
         champ_auc,
-        "promoted" if promoted else "kept champion",
+        "promoted" if promoted else f"rejected ({'; '.join(reasons)})",
     )
     return PublishResult(
         run_id=str(run.info.run_id),
@@ -315,4 +363,5 @@ def publish_model(
         promoted=promoted,
         previous_champion=previous,
         champion_auc=champ_auc,
+        reasons=tuple(reasons),
     )

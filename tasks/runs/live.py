@@ -171,5 +171,7 @@ class LiveEngine:
             if self.webhooks is not None:
                 self.webhooks.dispatch(signals)  # queued; never blocks the stream
             self._save(conn, close_ms)
+            if self.ai_filter is not None:  # /health shows a filter that rejects everything
+                self.ai_filter.report(conn, name=self.watermark_name)
             metrics.EVENT_PROCESSING.observe(time.perf_counter() - started)
         return written

@@ -31,7 +31,14 @@ def _signals(db: Conn, n: int, **overrides: Any) -> list[dict[str, Any]]:
 
 def test_health_reports_database_and_version(client: httpx.Client) -> None:
     body = client.get("/health").json()
-    assert body == {"status": "ok", "database": True, "feed": True, "version": body["version"]}
+    # issue 15 added `ai_filter` (no stream has reported in this test: unknown)
+    assert body == {
+        "status": "ok",
+        "database": True,
+        "feed": True,
+        "ai_filter": {"status": "unknown", "model_version": None, "scored": 0, "passed": 0},
+        "version": body["version"],
+    }
     assert body["version"]
 
 
