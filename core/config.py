@@ -214,6 +214,23 @@ class Settings(BaseSettings):
     retrain_num_leaves: int = Field(
         default=15, ge=2, description="LightGBM leaves per tree of the AI filter."
     )
+    backtest_chunk_symbols: int = Field(
+        default=4,
+        ge=1,
+        description="Symbols per backtest/retrain chunk (loaded, simulated, stored, released"
+        " together): bounds peak memory whatever the universe size.",
+    )
+    dask_address: str | None = Field(
+        default=None,
+        description="Dask scheduler (tcp://host:8786) for distributed backtests and retrain"
+        " labelling; unset means a LocalCluster on this machine when Dask is asked for.",
+    )
+    dask_workers: int = Field(
+        default=0,
+        ge=0,
+        description="Dask LocalCluster worker processes for backtest/retrain; 0 runs the"
+        " chunks in this process (unless dask_address is set).",
+    )
     sim_port: int = Field(default=8900, description="Port of the exchange simulator (up).")
     sim_speed: float = Field(
         default=60.0, gt=0, description="Simulated seconds per real second in the simulator."

@@ -15,9 +15,9 @@ One code path, two drivers (DESIGN §4 "one engine, two drivers"):
   read only when the bar fires.
 
 Pipeline per primary bar (open time ts, close time t = ts + tf):
-features (tasks.features) -> events (tasks.events) -> direction and score
+features (tasks.engine.features) -> events (tasks.engine.events) -> direction and score
 (tasks.scoring) -> score >= signal_score_threshold and ATR > 0 -> MTF votes of every
-timeframe's last bar closed by t (tasks.mtf) -> mtf_alignment_required -> optional AI
+timeframe's last bar closed by t (tasks.engine.mtf) -> mtf_alignment_required -> optional AI
 filter -> cooldown. Entry = close of the trigger bar; take profit / stop loss =
 entry +/- tp_atr_multiple / sl_atr_multiple * atr_14 (mirrored for short);
 expires_at = t + expiry_bars * tf.
@@ -50,6 +50,7 @@ from signalengine.tasks.engine.records import (
     CooldownState,
     Signal,
     SignalFilter,
+    candidate_frame,
     candidate_records,
     signal_id,
     signals_to_frame,
@@ -282,10 +283,9 @@ def evaluate_symbol_history(
         last_emitted={},
         signal_filter=signal_filter,
     )
-    records = candidate_records(
+    return candidate_frame(
         cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
     )
-    return signals_to_frame(records)
 
 
 def evaluate_latest_batch(

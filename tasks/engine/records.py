@@ -56,6 +56,8 @@ __all__ = [
     "CooldownState",
     "Signal",
     "SignalFilter",
+    "candidate_columns",
+    "candidate_frame",
     "candidate_records",
     "signal_id",
     "signals_to_frame",
@@ -145,6 +147,139 @@ def _json_float(value: float) -> float | None:
     return float(value) if np.isfinite(value) else None
 
 
+def _json_floats(matrix: FloatArray) -> list[list[float | None]]:
+    """Rows of a float matrix as Python floats, None where not finite (JSON has no NaN)."""
+    values = matrix.astype(object)
+    values[~np.isfinite(matrix)] = None
+    rows: list[list[float | None]] = values.tolist()
+    return rows
+
+
+def _iso_utc(ts_ns: NDArray[np.int64]) -> list[str]:
+    """`pd.Timestamp(t, tz="UTC").isoformat()` of each time, vectorized for whole seconds."""
+    if bool(np.all(ts_ns % 1_000_000_000 == 0)):
+        seconds = np.datetime_as_string(ts_ns.view("datetime64[ns]"), unit="s").tolist()
+        return [f"{text}+00:00" for text in seconds]
+    return [pd.Timestamp(int(t), unit="ns", tz="UTC").isoformat() for t in ts_ns.tolist()]
+
+
+def _event_lists(cand: Candidates) -> list[list[dict[str, Any]]]:
+    """Per candidate: its events (EVENT_TYPES order) as {"type", "direction", "strength"}."""
+    rows = cand.rows
+    sides = np.column_stack([cand.events[n].direction[rows] for n in EVENT_TYPES]).tolist()
+    strengths = np.column_stack([cand.events[n].strength[rows] for n in EVENT_TYPES]).tolist()
+    return [
+        [
+            {"type": name, "direction": _SIDE[d], "strength": float(s)}
+            for name, d, s in zip(EVENT_TYPES, side_row, strength_row, strict=True)
+            if d != 0
+        ]
+        for side_row, strength_row in zip(sides, strengths, strict=True)
+    ]
+
+
+def _mtf_detail_dicts(votes: NDArray[np.int8], timeframes: list[str]) -> list[dict[str, str]]:
+    """mtf_details of each votes row; few distinct rows exist, so each is built once."""
+    seen: dict[tuple[int, ...], dict[str, str]] = {}
+    out: list[dict[str, str]] = []
+    for row in map(tuple, votes.tolist()):
+        details = seen.get(row)
+        if details is None:
+            details = seen[row] = mtf_details(row, timeframes)
+        out.append(dict(details))  # a dict of its own per signal: callers may mutate it
+    return out
+
+
+def candidate_columns(
+    cand: Candidates,
+    cfg: EngineConfig,
+    *,
+    symbol: str,
+    exchange: str,
+    run_id: str,
+    model_version: str | None,
+) -> dict[str, Any]:
+    """SIGNAL_COLUMNS of the emitted candidates, column by column (one entry per candidate).
+
+    Numeric columns are computed as whole arrays with the same float operations, in the
+    same order, as a per-signal loop would do, so every value is bit-identical; only the
+    JSON columns (events, mtf_details, features) remain Python objects per signal.
+    Times are UTC DatetimeIndex (ns).
+    """
+    tf = cfg.primary_timeframe
+    tf_ns = timeframe_ns(tf)
+    n = int(cand.rows.size)
+    side = cand.side.astype(np.int64)
+    direction = [_SIDE[s] for s in side.tolist()]
+    ts_ns = cand.ts_ns.astype(np.int64)
+    ts = pd.DatetimeIndex(pd.to_datetime(ts_ns, unit="ns", utc=True)).as_unit("ns")
+    entry = cand.entry.astype(np.float64)
+    atr = cand.features["atr_14"][cand.rows].astype(np.float64)
+    keys = [
+        f"{run_id}|{exchange}|{symbol}|{tf}|{d}|{iso}"
+        for d, iso in zip(direction, _iso_utc(ts_ns), strict=True)
+    ]
+    features = np.column_stack([cand.features[c][cand.rows] for c in FEATURE_COLUMNS])
+    if cand.probability is None:
+        prob: list[float | None] = [None] * n
+    else:
+        prob = [p[0] for p in _json_floats(cand.probability.reshape(-1, 1))]
+    return {
+        "id": [str(uuid.uuid5(_ID_NAMESPACE, key)) for key in keys],
+        "run_id": [run_id] * n,
+        "exchange": [exchange] * n,
+        "symbol": [symbol] * n,
+        "timeframe": [tf] * n,
+        "direction": direction,
+        "ts": ts,
+        "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
+        "entry_price": entry,
+        "take_profit": entry + side * cfg.tp_atr_multiple * atr,
+        "stop_loss": entry - side * cfg.sl_atr_multiple * atr,
+        "expires_at": ts + pd.Timedelta((1 + cfg.expiry_bars) * tf_ns, unit="ns"),
+        "score": cand.score.astype(np.float64),
+        "events": _event_lists(cand),
+        "mtf_aligned": cand.aligned.astype(np.bool_),
+        "mtf_score": cand.mtf_score.astype(np.float64),
+        "mtf_details": _mtf_detail_dicts(cand.votes, list(cfg.timeframes)),
+        "ai_probability": prob,
+        "model_version": [model_version if p is not None else None for p in prob],
+        "features": [
+            dict(zip(FEATURE_COLUMNS, row, strict=True)) for row in _json_floats(features)
+        ],
+        "status": ["open"] * n,
+    }
+
+
+def candidate_frame(
+    cand: Candidates,
+    cfg: EngineConfig,
+    *,
+    symbol: str,
+    exchange: str,
+    run_id: str,
+    model_version: str | None,
+) -> pd.DataFrame:
+    """The emitted candidates as a SIGNAL_COLUMNS frame, equal to `signals_to_frame` of
+    `candidate_records` (the backtest's path: no per-signal dicts of columns)."""
+    columns = candidate_columns(
+        cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
+    )
+    if not len(columns["id"]):
+        return signals_to_frame([])
+    frame = pd.DataFrame({c: columns[c] for c in SIGNAL_COLUMNS})
+    for col in ("ts", "emitted_at", "expires_at"):
+        frame[col] = pd.to_datetime(frame[col], utc=True).dt.as_unit("ns")
+    return frame
+
+
+def _list_or_array(values: Any) -> Any:
+    """Numeric arrays as lists of Python scalars, like a frame built from records."""
+    if isinstance(values, np.ndarray):
+        return values.tolist()
+    return values
+
+
 def candidate_records(
     cand: Candidates,
     cfg: EngineConfig,
@@ -155,58 +290,14 @@ def candidate_records(
     model_version: str | None,
 ) -> list[dict[str, Any]]:
     """Signal records (SIGNAL_COLUMNS, as dicts) of the emitted candidates."""
-    tf = cfg.primary_timeframe
-    tf_ns = timeframe_ns(tf)
-    records: list[dict[str, Any]] = []
-    for k, row in enumerate(cand.rows.tolist()):
-        side = int(cand.side[k])
-        direction = _SIDE[side]
-        ts = pd.Timestamp(int(cand.ts_ns[k]), unit="ns", tz="UTC")
-        entry = float(cand.entry[k])
-        atr = float(cand.features["atr_14"][row])
-        events = [
-            {
-                "type": name,
-                "direction": _SIDE[int(cand.events[name].direction[row])],
-                "strength": float(cand.events[name].strength[row]),
-            }
-            for name in EVENT_TYPES
-            if cand.events[name].direction[row] != 0
-        ]
-        prob = None if cand.probability is None else _json_float(cand.probability[k])
-        records.append(
-            {
-                "id": signal_id(
-                    run_id=run_id,
-                    exchange=exchange,
-                    symbol=symbol,
-                    timeframe=tf,
-                    direction=direction,
-                    ts=ts,
-                ),
-                "run_id": run_id,
-                "exchange": exchange,
-                "symbol": symbol,
-                "timeframe": tf,
-                "direction": direction,
-                "ts": ts,
-                "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
-                "entry_price": entry,
-                "take_profit": entry + side * cfg.tp_atr_multiple * atr,
-                "stop_loss": entry - side * cfg.sl_atr_multiple * atr,
-                "expires_at": ts + pd.Timedelta((1 + cfg.expiry_bars) * tf_ns, unit="ns"),
-                "score": float(cand.score[k]),
-                "events": events,
-                "mtf_aligned": bool(cand.aligned[k]),
-                "mtf_score": float(cand.mtf_score[k]),
-                "mtf_details": mtf_details(cand.votes[k].tolist(), cfg.timeframes),
-                "ai_probability": prob,
-                "model_version": model_version if prob is not None else None,
-                "features": {c: _json_float(cand.features[c][row]) for c in FEATURE_COLUMNS},
-                "status": "open",
-            }
-        )
-    return records
+    columns = candidate_columns(
+        cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
+    )
+    values = [
+        list(columns[c]) if isinstance(columns[c], pd.DatetimeIndex) else _list_or_array(columns[c])
+        for c in SIGNAL_COLUMNS
+    ]
+    return [dict(zip(SIGNAL_COLUMNS, row, strict=True)) for row in zip(*values, strict=True)]
 
 
 def signal_id(
