@@ -7,7 +7,7 @@ differ from the stored one is rejected and logged, never silently overwritten.
 Two ways in, same result. Appending (the usual case: live minutes, imports, backfills of
 empty ranges): when nothing is stored yet between a symbol's first and last new bar, the
 bars are copied straight into `klines`, and the timeframe buckets lying wholly inside
-that span are computed from them (tasks.timeframes.aggregate_new_bars) and copied too;
+that span are computed from them (tasks.marketdata.timeframes.aggregate_new_bars) and copied too;
 only the bucket at each end is recomputed in SQL. Merging (anything overlapping stored
 bars): staging table, conflicts to `klines_rejected`, INSERT .. ON CONFLICT DO NOTHING,
 then every bucket of the touched ranges is recomputed. A server without COPY (PGlite in
@@ -29,8 +29,10 @@ from psycopg import sql
 from psycopg.copy import QueuedLibpqWriter
 from psycopg.rows import tuple_row
 
-from signalengine.core.timescale import backend, refresh_after_write
+from signalengine.core.timescale import backend
+from signalengine.core.timescale_refresh import Range, mark_pending, refresh_pending
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, timeframe_relation
+from signalengine.tasks.marketdata.columnar import read_bars
 from signalengine.tasks.marketdata.timeframes import aggregate_new_bars, refresh_buckets
 from signalengine.tasks.marketdata.validation import ValidatedBatch
 
@@ -223,6 +225,15 @@ def _span_params(spans: pd.DataFrame, lo: str, hi: str) -> list[list[Any]]:
     ]
 
 
+def _pending_ranges(spans: pd.DataFrame) -> list[Range]:
+    """[first bar, last bar + 1 minute) per (exchange, symbol), for `klines_pending`."""
+    minute = timedelta(minutes=1)
+    return [
+        (str(ex), str(sym), lo.to_pydatetime(), hi.to_pydatetime() + minute)
+        for ex, sym, lo, hi in spans[["exchange", "symbol", "lo", "hi"]].itertuples(index=False)
+    ]
+
+
 def _spans_occupied(conn: psycopg.Connection[Any], spans: pd.DataFrame) -> bool:
     """Whether any stored bar lies inside a span (then the write must merge)."""
     with conn.cursor(row_factory=tuple_row) as cur:
@@ -337,10 +348,15 @@ def store_klines(
 ) -> StoreResult:
     """Store a validated batch in one transaction and bring the timeframe relations up to date.
 
-    On TimescaleDB, aggregate ranges the write made stale are refreshed after the commit
-    when the connection is not inside a caller's transaction (core.timescale).
+    On TimescaleDB, bars old enough to lie behind a refresh are marked pending inside the
+    write's transaction (the `klines_<tf>` views then compute their buckets from `klines`),
+    and after the commit, unless the connection is inside a caller's transaction, that
+    range is refreshed through every aggregate and unmarked. A busy or failing refresh is
+    retried or left pending, never raised: the bars are stored either way
+    (core.timescale_refresh).
     """
     frame = batch.valid
+    pending: list[int] = []
     with conn.transaction():
         _prepare_session(conn)
         insert_rejected(conn, batch.rejected, source=source)
@@ -352,10 +368,9 @@ def store_klines(
             added, conflicts = len(unique), 0
         else:
             added, conflicts = _merge(conn, unique, timeframes, source=source)
-    if added and backend(conn).timescale:
-        start: datetime = spans["lo"].min().to_pydatetime()
-        end: datetime = spans["hi"].max().to_pydatetime() + timedelta(minutes=1)
-        refresh_after_write(conn, start=start, end=end)
+        if added and backend(conn).timescale and backend(conn).pending:
+            pending = mark_pending(conn, _pending_ranges(spans))
+    refresh_pending(conn, pending)
     duplicates = len(frame) - added - conflicts
     if conflicts:
         logger.warning("rejected %d klines that differ from stored bars (%s)", conflicts, source)
@@ -381,32 +396,18 @@ def load_bars(
 
     `start`/`end` bound the open time ([start, end)); `closed_by` keeps only buckets whose
     close time (open + timeframe) is at or before it, so an open bucket is never used.
+    Read through the columnar path (tasks.marketdata.columnar: binary COPY into numpy).
     """
-    width = pd.Timedelta(minutes=TIMEFRAME_MINUTES[timeframe])
-    upper = end
-    if closed_by is not None:
-        limit = closed_by - width + pd.Timedelta(microseconds=1)
-        upper = limit if upper is None else min(upper, limit)
-    query = (
-        "SELECT symbol, ts, open, high, low, close, volume, bars"
-        f" FROM {timeframe_relation(timeframe)}"
-        " WHERE exchange = %(exchange)s AND symbol = ANY(%(symbols)s)"
-        " AND (%(start)s::timestamptz IS NULL OR ts >= %(start)s)"
-        " AND (%(upper)s::timestamptz IS NULL OR ts < %(upper)s)"
-        " ORDER BY symbol, ts"
+    columns = read_bars(
+        conn,
+        exchange=exchange,
+        symbols=symbols,
+        timeframe=timeframe,
+        start=start,
+        end=end,
+        closed_by=closed_by,
     )
-    params = {"exchange": exchange, "symbols": symbols, "start": start, "upper": upper}
-    with conn.cursor(row_factory=psycopg.rows.tuple_row) as cur:
-        cur.execute(query, params)
-        rows = cur.fetchall()
-    columns = ["symbol", "ts", "open", "high", "low", "close", "volume", "bars"]
-    frame = pd.DataFrame(rows, columns=columns)
-    frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-    result: dict[str, pd.DataFrame] = {}
-    for symbol in symbols:
-        part = frame[frame["symbol"] == symbol].drop(columns="symbol").set_index("ts")
-        result[symbol] = part.astype("float64")
-    return result
+    return columns.frames()
 
 
 def last_stored_ts(
