@@ -1,4 +1,10 @@
-"""Backtest: replay stored history through the engine, settle, store and report."""
+"""Backtest: replay stored history through the engine, settle, store and report.
+
+The universe runs in symbol chunks (tasks.runs.chunks), one Prefect task run per chunk:
+in this process one after another (bounded memory), or on Dask workers when
+`run_backtest_flow` is given workers or `SIGNALENGINE_DASK_ADDRESS` is set. Both give the
+same signals, outcomes and summary.
+"""
 
 from __future__ import annotations
 
@@ -9,62 +15,94 @@ from typing import Any
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
 
 from signalengine.core.config import get_settings
 from signalengine.core.db import connect
 from signalengine.core.progress import progress_bar
+from signalengine.flows.distributed import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
-from signalengine.tasks.runs.backtest import run_backtest
-from signalengine.tasks.runs.history import load_history, store_backtest
-from signalengine.tasks.runs.report import write_report
+from signalengine.tasks.runs.backtest import summarize_performance
+from signalengine.tasks.runs.chunks import ChunkResult, chunk_symbols, merge_chunks, run_chunk
+from signalengine.tasks.runs.history import clear_run, load_history, load_markers
+from signalengine.tasks.runs.report import MAX_PRICE_CHARTS, write_report
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def load(
-    exchange: str, symbols: list[str], start: pd.Timestamp, end: pd.Timestamp
-) -> dict[str, pd.DataFrame]:
-    """Read the 1m bars of the period."""
-    with connect() as conn:
-        return load_history(conn, exchange=exchange, symbols=symbols, start=start, end=end)
-
-
-@task(cache_policy=NO_CACHE)
-def simulate(
-    bars: dict[str, pd.DataFrame], exchange: str, run_id: str
-) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
-    """Run the engine and the settlement over the history (a progress bar in a terminal)."""
-    with progress_bar() as bar:
-        job = bar.add_task("backtest", total=sum(len(frame) for frame in bars.values()))
-        return run_backtest(
-            bars,
-            config=EngineConfig.from_settings(get_settings()),
-            run_id=run_id,
-            exchange=exchange,
-            on_symbol=lambda symbol, n: bar.update(job, advance=n, description=symbol),
-        )
-
-
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def store(run_id: str, signals: pd.DataFrame, performance: pd.DataFrame) -> int:
-    """Write the run's signals and outcomes (replacing an earlier run of the same id)."""
+def clear(run_id: str) -> int:
+    """Delete an earlier run of the same id (its outcomes cascade)."""
     with connect() as conn:
         conn.autocommit = True
-        return store_backtest(conn, run_id=run_id, signals=signals, performance=performance)
+        return clear_run(conn, run_id=run_id)
+
+
+# No retries: a chunk that stored its rows and then failed would store them twice.
+@task(cache_policy=NO_CACHE, task_run_name="chunk {index}: {symbols[0]}..")
+def simulate_chunk(
+    index: int,
+    symbols: list[str],
+    exchange: str,
+    start: pd.Timestamp,
+    end: pd.Timestamp,
+    run_id: str,
+    config: EngineConfig,
+) -> ChunkResult:
+    """Read the chunk's 1m bars, run engine and settlement, store the results (COPY)."""
+    with connect() as conn:
+        conn.autocommit = True
+        return run_chunk(
+            conn,
+            index=index,
+            symbols=symbols,
+            exchange=exchange,
+            start=start,
+            end=end,
+            run_id=run_id,
+            config=config,
+        )
 
 
 @task(cache_policy=NO_CACHE)
 def report(
     out: str,
     summary: dict[str, Any],
-    signals: pd.DataFrame,
     performance: pd.DataFrame,
-    bars: dict[str, pd.DataFrame],
+    charted: list[str],
+    window: tuple[pd.Timestamp, pd.Timestamp],
 ) -> str:
-    """Write the HTML report with its charts."""
+    """Write the HTML report; the charted symbols' bars and markers are read back here."""
+    exchange, run_id = str(summary["exchange"]), str(summary["run_id"])
+    with connect() as conn:
+        bars = load_history(
+            conn, exchange=exchange, symbols=charted, start=window[0], end=window[1]
+        )
+        markers = load_markers(conn, run_id=run_id, symbols=charted)
     path = write_report(
-        Path(out), summary=summary, signals=signals, performance=performance, bars_1m=bars
+        Path(out), summary=summary, signals=markers, performance=performance, bars_1m=bars
     )
     return str(path)
+
+
+def _run_chunks(
+    chunks: list[list[str]], *, distributed: bool, args: dict[str, Any]
+) -> list[ChunkResult]:
+    """Submit every chunk (Dask) or run them one by one; a progress bar counts chunks."""
+    results: list[ChunkResult] = []
+    with progress_bar() as bar:
+        job = bar.add_task("backtest chunks", total=len(chunks))
+        if distributed:
+            futures = [
+                simulate_chunk.submit(index=i, symbols=c, **args) for i, c in enumerate(chunks)
+            ]
+            for future in as_completed(futures):
+                results.append(future.result())
+                bar.update(job, advance=1)
+        else:
+            for i, c in enumerate(chunks):
+                bar.update(job, description=f"backtest {c[0]}..")
+                results.append(simulate_chunk(index=i, symbols=c, **args))
+                bar.update(job, advance=1)
+    return results
 
 
 @flow(name="backtest")
@@ -75,8 +113,14 @@ def backtest(
     exchange: str | None = None,
     run_id: str | None = None,
     out: str | None = None,
+    distributed: bool = False,
+    chunk_size: int | None = None,
 ) -> dict[str, Any]:
-    """Backtest `symbols` over [start, end) (default: the last 30 days) and summarize."""
+    """Backtest `symbols` over [start, end) (default: the last 30 days) and summarize.
+
+    `distributed` submits the chunks to the flow's task runner (Dask through
+    `run_backtest_flow`); otherwise they run here one after another.
+    """
     settings = get_settings()
     logger = get_run_logger()
     exchange = exchange or settings.exchange
@@ -86,13 +130,43 @@ def backtest(
     if begin >= stop:
         raise ValueError(f"start {begin} must be before end {stop}")
     run_id = run_id or f"backtest-{uuid.uuid4().hex[:8]}"
-    bars = load(exchange, chosen, begin, stop)
-    signals, performance, summary = simulate(bars, exchange, run_id)
+    chunks = chunk_symbols(chosen, chunk_size or settings.backtest_chunk_symbols)
+    clear(run_id)
+    args = {
+        "exchange": exchange,
+        "start": begin,
+        "end": stop,
+        "run_id": run_id,
+        "config": EngineConfig.from_settings(settings),
+    }
+    results = _run_chunks(chunks, distributed=distributed, args=args)
+    performance, seconds = merge_chunks(results)
+    summary = summarize_performance(performance, signals=sum(r.signals for r in results))
+    summary["symbols"] = sum(len(r.symbols) for r in results)
+    summary["bars_processed"] = sum(r.bars for r in results)
+    summary["seconds"] = seconds["engine"]
+    summary["seconds_split"] = seconds
+    summary["chunks"] = len(chunks)
     summary["run_id"] = run_id
-    summary["stored_signals"] = store(run_id, signals, performance)
+    summary["exchange"] = exchange
+    summary["stored_signals"] = sum(r.stored for r in results)
     if out:
-        summary["report"] = report(out, summary, signals, performance, bars)
+        charted = list(dict.fromkeys(chosen))[:MAX_PRICE_CHARTS]
+        summary["report"] = report(out, summary, performance, charted, (begin, stop))
     logger.info(
         "backtest %s: %d signals, win rate %s", run_id, summary["signals"], summary["win_rate"]
     )
     return summary
+
+
+def run_backtest_flow(*, workers: int | None = None, **params: Any) -> dict[str, Any]:
+    """Run the backtest flow here, or on Dask when `workers` > 0 or a scheduler is set."""
+    settings = get_settings()
+    if uses_dask(settings, workers):
+        runner = dask_runner(settings, workers)
+        # DaskTaskRunner is a TaskRunner of PrefectDaskFuture, which mypy cannot widen
+        dask_flow = backtest.with_options(task_runner=runner)  # type: ignore[arg-type]
+        summary: dict[str, Any] = dask_flow(distributed=True, **params)
+        return summary
+    result: dict[str, Any] = backtest(**params)
+    return result

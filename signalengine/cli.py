@@ -210,18 +210,31 @@ def backtest(
     exchange: Annotated[str, typer.Option()] = "",
     run_id: Annotated[str, typer.Option()] = "",
     out: Annotated[str, typer.Option(help="Folder for report.html and charts.")] = "",
+    workers: Annotated[
+        int,
+        typer.Option(
+            min=0,
+            help="Dask LocalCluster workers (0: chunks run in this process, unless"
+            " SIGNALENGINE_DASK_ADDRESS names a cluster).",
+        ),
+    ] = 0,
+    chunk_size: Annotated[
+        int, typer.Option(min=0, help="Symbols per chunk (0: SIGNALENGINE_BACKTEST_CHUNK_SYMBOLS).")
+    ] = 0,
 ) -> None:
     """Replay stored klines through the engine; store, summarize and report."""
-    from signalengine.flows.backtest import backtest as backtest_flow
+    from signalengine.flows.backtest import run_backtest_flow
 
     try:
-        summary = backtest_flow(
+        summary = run_backtest_flow(
+            workers=workers or None,
             symbols=_symbols(symbols) if symbols else None,
             start=start or None,
             end=end or None,
             exchange=exchange or None,
             run_id=run_id or None,
             out=out or None,
+            chunk_size=chunk_size or None,
         )
     except ValueError as error:
         _fail(error)
