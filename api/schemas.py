@@ -84,7 +84,8 @@ class Signal(BaseModel):
 
 
 class SignalPage(BaseModel):
-    items: list[Signal] = Field(description="Newest first (emitted_at, then id, descending).")
+    # `signals` (not `items`): DESIGN §5, users' scripts read `.signals[]`
+    signals: list[Signal] = Field(description="Newest first (emitted_at, then id, descending).")
     next_cursor: str | None = Field(
         description="Pass as `cursor` to get the next page; null on the last page."
     )

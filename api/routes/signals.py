@@ -75,7 +75,7 @@ async def signals(
     rows = await list_signals(conn=conn, where=where, limit=limit, offset=offset, before=before)
     items = [Signal.model_validate(row) for row in rows]
     next_cursor = encode_cursor(items[-1].emitted_at, items[-1].id) if len(items) == limit else None
-    return SignalPage(items=items, next_cursor=next_cursor)
+    return SignalPage(signals=items, next_cursor=next_cursor)
 
 
 @router.get("/{signal_id}", responses={404: {"model": ErrorDetail}})

@@ -209,7 +209,7 @@
         api(`/signals?symbol=${q}&limit=200`),
       ]);
       const bars = series.klines.map((k) => ({ t: Date.parse(k.ts), open: k.open, high: k.high, low: k.low, close: k.close }));
-      const markers = page.items.map((s) => ({ t: Date.parse(s.ts), price: s.entry_price, direction: s.direction }));
+      const markers = page.signals.map((s) => ({ t: Date.parse(s.ts), price: s.entry_price, direction: s.direction }));
       window.SignalCharts.candles(canvas, bars, markers);
       canvas.dataset.bars = String(bars.length);
     } catch (err) {
@@ -237,6 +237,34 @@
     } catch (err) {
       console.warn(err);
     }
+  }
+
+  /* ---- health: a silenced engine must be visible, not just quiet ---- */
+  function healthMessage(health) {
+    const f = health.ai_filter || {};
+    if (f.status === "rejecting_all") {
+      return `AI filter model v${f.model_version} rejected all of the last ${f.scored} candidates:` +
+        " no signals are emitted. See /performance/model and MLflow; retrain or remove the champion alias.";
+    }
+    if (!health.database) { return "Database unavailable."; }
+    if (!health.feed) { return "Live feed reconnecting: new signals may be delayed."; }
+    return health.status === "ok" ? "" : `Health: ${health.status}`;
+  }
+
+  async function refreshHealth() {
+    const banner = $("health-banner");
+    let health;
+    try {
+      const headers = TOKEN ? { Authorization: `Bearer ${TOKEN}` } : {};
+      health = await (await fetch("/health", { headers })).json();  // 503 still has a body
+    } catch (err) {
+      health = { status: "degraded", database: false, feed: false };
+    }
+    const text = healthMessage(health);
+    banner.textContent = text;
+    banner.hidden = !text;
+    banner.dataset.state = health.ai_filter && health.ai_filter.status === "rejecting_all"
+      ? "rejecting_all" : health.status;
   }
 
   /* ---- WebSocket feed ---- */
@@ -284,7 +312,7 @@
   async function loadHistory() {
     try {
       const page = await api("/signals?limit=100");
-      for (const signal of page.items.slice().reverse()) { addSignal(signal, { fresh: false }); }
+      for (const signal of page.signals.slice().reverse()) { addSignal(signal, { fresh: false }); }
     } catch (err) {
       console.warn(err);
     }
@@ -305,6 +333,8 @@
     connect();
     redrawAll();
     setInterval(refreshPerformance, PERF_REFRESH_MS);
+    refreshHealth();
+    setInterval(refreshHealth, PERF_REFRESH_MS);
   }
 
   start();

@@ -126,3 +126,25 @@ def test_dashboard_uses_the_token_from_its_url(
     page.wait_for_selector("#connection-status[data-state='connected']", timeout=5000)
     page.wait_for_selector(f"tr[data-id='{stored['id']}']", timeout=2000)
     page.close()
+
+
+def test_dashboard_shows_a_filter_that_silences_the_engine(
+    api: ApiServer, browser: Any, db: Conn
+) -> None:
+    db.execute("DELETE FROM ai_filter_health")
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    try:
+        page.goto(f"{api.url}/dashboard")
+        page.wait_for_selector("#health-banner[data-state='ok']", state="attached", timeout=5000)
+        assert not page.locator("[data-testid=health-banner]").is_visible()
+        db.execute(
+            "INSERT INTO ai_filter_health (name, model_version, scored, passed, rejecting_all)"
+            " VALUES ('live:binance:all', '4', 20, 0, true)"
+        )
+        page.reload()
+        page.wait_for_selector("#health-banner[data-state='rejecting_all']", timeout=5000)
+        text = page.locator("[data-testid=health-banner]").inner_text()
+        assert "model v4 rejected all of the last 20 candidates" in text
+    finally:
+        page.close()
+        db.execute("DELETE FROM ai_filter_health")

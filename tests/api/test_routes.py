@@ -45,9 +45,9 @@ def test_health_reports_database_and_version(client: httpx.Client) -> None:
 def test_signals_are_listed_newest_first(client: httpx.Client, db: Conn) -> None:
     stored = _signals(db, 5)
     body = client.get("/signals").json()
-    assert [s["id"] for s in body["items"]] == [str(s["id"]) for s in reversed(stored)]
+    assert [s["id"] for s in body["signals"]] == [str(s["id"]) for s in reversed(stored)]
     assert body["next_cursor"] is None
-    first = body["items"][0]
+    first = body["signals"][0]
     assert first["emitted_at"].endswith("Z") or first["emitted_at"].endswith("+00:00")
     assert first["mtf_details"] == stored[-1]["mtf_details"]
 
@@ -58,7 +58,7 @@ def test_symbol_filter_accepts_every_spelling(
 ) -> None:
     btc = _signals(db, 2, symbol="BTC/USDT")
     _signals(db, 2, symbol="ETH/USDT")
-    items = client.get("/signals", params={"symbol": spelling}).json()["items"]
+    items = client.get("/signals", params={"symbol": spelling}).json()["signals"]
     assert {s["id"] for s in items} == {str(s["id"]) for s in btc}
 
 
@@ -67,14 +67,16 @@ def test_filters_combine(client: httpx.Client, db: Conn) -> None:
     _signals(db, 2, direction="short", timeframe="5m")
     _signals(db, 2, direction="long", timeframe="15m")
     create_random_signal(db, run_id="backtest-1", direction="long", timeframe="5m")
-    items = client.get("/signals", params={"direction": "long", "timeframe": "5m"}).json()["items"]
+    items = client.get("/signals", params={"direction": "long", "timeframe": "5m"}).json()[
+        "signals"
+    ]
     assert {s["id"] for s in items} == {str(s["id"]) for s in long_5m}
     since = (T0 + timedelta(minutes=5 * 1 + 5)).isoformat()
     items = client.get(
         "/signals", params={"direction": "long", "timeframe": "5m", "since": since}
-    ).json()["items"]
+    ).json()["signals"]
     assert {s["id"] for s in items} == {str(s["id"]) for s in long_5m[1:]}
-    backtest = client.get("/signals", params={"run_id": "backtest-1"}).json()["items"]
+    backtest = client.get("/signals", params={"run_id": "backtest-1"}).json()["signals"]
     assert [s["run_id"] for s in backtest] == ["backtest-1"]
 
 
@@ -84,12 +86,12 @@ def test_cursor_and_offset_pages_cover_everything_once(client: httpx.Client, db:
     params: dict[str, Any] = {"limit": 3}
     while True:
         page = client.get("/signals", params=params).json()
-        seen += [s["id"] for s in page["items"]]
+        seen += [s["id"] for s in page["signals"]]
         if page["next_cursor"] is None:
             break
         params["cursor"] = page["next_cursor"]
     assert seen == [str(s["id"]) for s in reversed(stored)]
-    second = client.get("/signals", params={"limit": 3, "offset": 3}).json()["items"]
+    second = client.get("/signals", params={"limit": 3, "offset": 3}).json()["signals"]
     assert [s["id"] for s in second] == seen[3:6]
 
 

@@ -18,9 +18,11 @@ CONFIG = PROM_DIR / "prometheus.yml"
 RULES = PROM_DIR / "rules" / "signalengine.rules.yml"
 RULE_TESTS = PROM_DIR / "tests" / "signalengine.rules.test.yml"
 TOKEN_FILE = "/run/secrets/api_token"
+# LowWinRate and HighCPU: names and thresholds fixed by DESIGN §5 (users route on them).
 ALERTS = {
-    "SignalWinRateLow",
-    "HighCpu",
+    "LowWinRate",
+    "HighCPU",
+    "AiFilterRejectingAll",
     "IngestLagHigh",
     "StreamDown",
     "NoSignals",
@@ -93,8 +95,9 @@ def test_alerts_have_severity_and_annotations() -> None:
 def test_alert_thresholds() -> None:
     rules = _rules()
     expected = {
-        "SignalWinRateLow": ("< 0.3", "30m"),
-        "HighCpu": ("> 90", "10m"),
+        "LowWinRate": ("[1h]))) < 0.4", "15m"),
+        "HighCPU": ("system_cpu_percent{job=\"api\"}) > 80", "5m"),
+        "AiFilterRejectingAll": ("ai_filter_rejecting_all", "10m"),
         "IngestLagHigh": ("> 180", "5m"),
         "StreamDown": ('up{job="stream"} == 0', "2m"),
         "NoSignals": ("[60m]", "5m"),
