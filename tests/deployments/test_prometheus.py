@@ -96,7 +96,7 @@ def test_alert_thresholds() -> None:
     rules = _rules()
     expected = {
         "LowWinRate": ("[1h]))) < 0.4", "15m"),
-        "HighCPU": ("system_cpu_percent{job=\"api\"}) > 80", "5m"),
+        "HighCPU": ('system_cpu_percent{job="api"}) > 80', "5m"),
         "AiFilterRejectingAll": ("ai_filter_rejecting_all", "10m"),
         "IngestLagHigh": ("> 180", "5m"),
         "StreamDown": ('up{job="stream"} == 0', "2m"),
