@@ -11,10 +11,11 @@ from prefect.cache_policies import NO_CACHE
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect
 from signalengine.core.symbols import normalize_symbol
+from signalengine.flows.distributed import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.learning.chunked import label_chunk, merge_datasets, training_window
 from signalengine.tasks.learning.decisions import store_decision
 from signalengine.tasks.learning.importance import extract_importance, store_importance
-from signalengine.tasks.learning.labels import build_dataset, load_training_bars
 from signalengine.tasks.learning.promotion import PromotionPolicy
 from signalengine.tasks.learning.registry import (
     MODEL_TYPE,
@@ -29,25 +30,54 @@ from signalengine.tasks.learning.training import (
     TrainingResult,
     train_filter,
 )
+from signalengine.tasks.runs.chunks import chunk_symbols
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def load_history(
+def find_window(
     exchange: str, symbols: list[str], lookback_days: float
-) -> dict[str, pd.DataFrame]:
-    """The last `lookback_days` of stored 1m bars per symbol."""
+) -> tuple[pd.Timestamp, pd.Timestamp] | None:
+    """The last `lookback_days` ending at the newest stored 1m bar (None: no bars)."""
     with connect() as conn:
-        return load_training_bars(
+        return training_window(
             conn, exchange=exchange, symbols=symbols, lookback_days=lookback_days
         )
 
 
-@task(cache_policy=NO_CACHE)
-def label_history(bars: dict[str, pd.DataFrame], settings: Settings) -> pd.DataFrame:
-    """Every pre-filter engine candidate with its triple-barrier label."""
-    return build_dataset(
-        bars, config=EngineConfig.from_settings(settings), exchange=settings.exchange
-    )
+@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
+def label_chunk_task(
+    index: int,
+    symbols: list[str],
+    exchange: str,
+    window: tuple[pd.Timestamp, pd.Timestamp],
+    config: EngineConfig,
+) -> pd.DataFrame:
+    """Every pre-filter engine candidate of a chunk, with its triple-barrier label."""
+    with connect() as conn:
+        return label_chunk(conn, symbols=symbols, exchange=exchange, window=window, config=config)
+
+
+def label_history(
+    symbols: list[str],
+    lookback_days: float,
+    settings: Settings,
+    *,
+    distributed: bool = False,
+) -> pd.DataFrame:
+    """Label the universe chunk by chunk (on the flow's task runner when `distributed`)."""
+    window = find_window(settings.exchange, symbols, lookback_days)
+    if window is None:
+        return merge_datasets([])
+    chunks = chunk_symbols(symbols, settings.backtest_chunk_symbols)
+    args: dict[str, Any] = {
+        "exchange": settings.exchange,
+        "window": window,
+        "config": EngineConfig.from_settings(settings),
+    }
+    if distributed:
+        futures = [label_chunk_task.submit(i, c, **args) for i, c in enumerate(chunks)]
+        return merge_datasets([f.result() for f in futures])
+    return merge_datasets([label_chunk_task(i, c, **args) for i, c in enumerate(chunks)])
 
 
 @task(cache_policy=NO_CACHE)
@@ -112,8 +142,12 @@ def retrain(
     lookback_days: float = 30,
     symbols: list[str] | None = None,
     params: dict[str, Any] | None = None,
+    distributed: bool = False,
 ) -> dict[str, Any]:
     """Train on the last `lookback_days` of stored klines (ending at the newest bar).
+
+    Labelling runs in symbol chunks, one task run each; `distributed` submits them to the
+    flow's task runner (Dask through `run_retrain_flow`).
 
     `params` override LightGBM parameters. Returns `PublishResult.summary`: run_id,
     version, metrics (NaN as None), promoted, decision, rejection_reason,
@@ -123,8 +157,7 @@ def retrain(
     logger = get_run_logger()
     settings = get_settings()
     chosen = [normalize_symbol(s) for s in (symbols or settings.symbols)]
-    bars = load_history(settings.exchange, chosen, lookback_days)
-    dataset = label_history(bars, settings)
+    dataset = label_history(chosen, lookback_days, settings, distributed=distributed)
     logger.info("%d labelled candidates from %d symbols", len(dataset), len(chosen))
     result = fit(dataset, settings, params)
     if isinstance(result, str):
@@ -152,3 +185,14 @@ def retrain(
         "promoted" if published.promoted else f"rejected: {published.rejection_reason}",
     )
     return published.summary(result.metrics)
+
+
+def run_retrain_flow(*, workers: int | None = None, **params: Any) -> dict[str, Any]:
+    """Run retrain here, or label on Dask when `workers` > 0 or a scheduler is set."""
+    settings = get_settings()
+    if uses_dask(settings, workers):
+        dask_flow = retrain.with_options(task_runner=dask_runner(settings, workers))  # type: ignore[arg-type]
+        summary: dict[str, Any] = dask_flow(distributed=True, **params)
+        return summary
+    result: dict[str, Any] = retrain(**params)
+    return result

@@ -263,12 +263,19 @@ def rollups() -> None:
 def retrain(
     lookback_days: Annotated[float, typer.Option(help="Days of klines to learn from.")] = 30.0,
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    workers: Annotated[
+        int, typer.Option(min=0, help="Dask LocalCluster workers for labelling (0: here).")
+    ] = 0,
 ) -> None:
     """Train the LightGBM filter, log it to MLflow, promote it when it beats the champion."""
-    from signalengine.flows.retrain import retrain as retrain_flow
+    from signalengine.flows.retrain import run_retrain_flow
 
     _summary(
-        retrain_flow(lookback_days=lookback_days, symbols=_symbols(symbols) if symbols else None)
+        run_retrain_flow(
+            workers=workers or None,
+            lookback_days=lookback_days,
+            symbols=_symbols(symbols) if symbols else None,
+        )
     )
 
 
