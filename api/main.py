@@ -36,6 +36,7 @@ from signalengine.api.routes import (
     signals,
 )
 from signalengine.api.routes.dashboard import STATIC_DIR
+from signalengine.api.routes.docs import install_docs
 from signalengine.api.schemas import ErrorDetail
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import database_url
@@ -113,6 +114,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version=version,
         description="Signals, klines, features, performance and a live WebSocket feed.",
         lifespan=_lifespan,
+        docs_url=None,  # served from local assets by install_docs below
+        redoc_url=None,
     )
     app.state.api = ApiState(
         settings=settings, version=version, metrics=api_metrics, cache=VersionedCache()
@@ -140,6 +143,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(dashboard.router)
     app.include_router(feed.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
+    install_docs(app)
     _customize_openapi(app, settings)
     return app
 
