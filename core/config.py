@@ -255,8 +255,32 @@ class Settings(BaseSettings):
     webhook_max_attempts: int = Field(
         default=5,
         ge=1,
-        description="Tries per webhook delivery (connection errors, 5xx and 429 are retried"
-        " with exponential backoff).",
+        description="Tries per delivery of the in-memory `WebhookDispatcher` only; the stream's"
+        " outbox retries for `webhook_retry_horizon_seconds` instead.",
+    )
+    webhook_retry_horizon_seconds: float = Field(
+        default=6 * 3600.0,
+        gt=0,
+        description="How long a webhook delivery is retried (from the signal's emission) before"
+        " it is marked failed; the outbox keeps it across restarts meanwhile.",
+    )
+    webhook_backoff_seconds: float = Field(
+        default=1.0, gt=0, description="First webhook retry delay; doubles per attempt."
+    )
+    webhook_max_backoff_seconds: float = Field(
+        default=300.0, gt=0, description="Longest pause between two attempts of one delivery."
+    )
+    webhook_workers: int = Field(
+        default=1,
+        ge=0,
+        description="Outbox delivery threads the stream runs (0: deliveries are left to"
+        " `signalengine webhooks` workers).",
+    )
+    db_wait_cap_seconds: float = Field(
+        default=15.0,
+        gt=0,
+        description="Longest pause between two connection attempts while the stream waits"
+        " (indefinitely) for a lost database.",
     )
     webhook_queue_size: int = Field(
         default=1000,

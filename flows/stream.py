@@ -1,12 +1,21 @@
-"""The long-running streaming flow: closed 1m bars in, signals out, one batch per minute."""
+"""The long-running streaming flow: closed 1m bars in, signals out, one batch per minute.
+
+Every REST request (server time, catch-up, gap fills) takes a slot of the Prefect global
+limit `exchange-<id>-rest` shared with `backfill` and is retried per request; the
+database is awaited indefinitely without blocking the event loop (`ReconnectingConnection
+.ready`), while a heartbeat and the `stream_database_*` gauges show the wait.
+"""
 
 from __future__ import annotations
 
+import asyncio
+from contextlib import suppress
 from typing import Any
 
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
+from prefect.concurrency.asyncio import rate_limit
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
@@ -14,15 +23,21 @@ from signalengine.core.config import get_settings
 from signalengine.core.db import database_url
 from signalengine.core.dbconn import ReconnectingConnection
 from signalengine.core.vocabulary import LIVE_RUN, TIMEFRAME_MINUTES
+from signalengine.flows.backfill import ensure_rate_limit
 from signalengine.flows.cancellation import CancellationWatch
 from signalengine.tasks import metrics
-from signalengine.tasks.marketdata.batching import MINUTE_MS, shard_symbols
+from signalengine.tasks.alerts.outbox import DeliveryPolicy, DeliveryWorker
+from signalengine.tasks.marketdata.backfill import BackfillResult, fill_gaps
+from signalengine.tasks.marketdata.batching import MINUTE_MS, MinuteBars, shard_symbols
 from signalengine.tasks.marketdata.collection import LiveCollection
-from signalengine.tasks.marketdata.exchange import create_exchange
+from signalengine.tasks.marketdata.exchange import (
+    Acquire,
+    RestPolicy,
+    create_exchange,
+    exchange_time_ms,
+)
 from signalengine.tasks.marketdata.ingest import (
     Watermarks,
-    exchange_time_ms,
-    fill_gaps,
     primary_closes,
     store_live_minute,
     stored_span,
@@ -39,15 +54,20 @@ async def catch_up(
     upto_ms: int,
     default_start_ms: int,
     timeframes: list[str],
+    acquire: Acquire | None,
+    tally: list[BackfillResult],
 ) -> int:
-    """Backfill every missing minute before `upto_ms` over REST."""
+    """Backfill every missing minute before `upto_ms` over REST, page by page (each page
+    stored as it arrives, so a retry resumes rather than starts over)."""
     return await fill_gaps(
-        db.get(),
+        await db.ready(),
         client,
         marks=marks,
         upto_ms=upto_ms,
         default_start_ms=default_start_ms,
         timeframes=timeframes,
+        acquire=acquire,
+        tally=tally,
     )
 
 
@@ -58,37 +78,43 @@ async def ingest_minute(
     marks: Watermarks,
     *,
     minute_ms: int,
-    bars: dict[str, dict[str, Any]],
+    bars: MinuteBars,
     timeframes: list[str],
+    acquire: Acquire | None,
 ) -> dict[str, int]:
     """Fill any gap before this minute, store the minute's closed bars, then fetch the
     minute over REST for any symbol whose WebSocket bar has not arrived: the engine must
     never evaluate a primary close on an incomplete bucket."""
-    conn = db.get()
-    await fill_gaps(
+    conn = await db.ready()
+    before = await fill_gaps(
         conn,
         client,
         marks=marks,
         upto_ms=minute_ms,
         default_start_ms=minute_ms,
         timeframes=timeframes,
+        acquire=acquire,
     )
     summary = store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
-    summary["inserted"] += await fill_gaps(
+    summary["inserted"] += before + await fill_gaps(
         conn,
         client,
         marks=marks,
         upto_ms=minute_ms + MINUTE_MS,
         default_start_ms=minute_ms,
         timeframes=timeframes,
+        acquire=acquire,
     )
     return summary
 
 
-@task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 10])
-def emit_signals(db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: list[int]) -> int:
-    """Run the engine at each primary close and write the signals (idempotent)."""
-    return engine.process_closes(db.get(), closes_ms)
+@task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
+async def emit_signals(
+    db: ReconnectingConnection, engine: LiveEngine, *, closes_ms: list[int]
+) -> int:
+    """Run the engine at each primary close and write the signals (one transaction per
+    close; a retry yields exactly what a first attempt would)."""
+    return engine.process_closes(await db.ready(), closes_ms)
 
 
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
@@ -118,7 +144,7 @@ async def _replay(
     closes = primary_closes(first_ms, last_ms + MINUTE_MS, primary_minutes)
     emitted = 0
     for i in range(0, len(closes), REPLAY_CHUNK_CLOSES):
-        emitted += emit_signals(db, engine, closes_ms=closes[i : i + REPLAY_CHUNK_CLOSES])
+        emitted += await emit_signals(db, engine, closes_ms=closes[i : i + REPLAY_CHUNK_CLOSES])
     return emitted
 
 
@@ -160,27 +186,47 @@ async def stream(
         raise ValueError(f"unknown source {source!r}; use live or replay")
     if not metrics.start_metrics_server(settings.stream_metrics_port, settings.stream_metrics_host):
         logger.warning("metrics port %d is taken; metrics not served", settings.stream_metrics_port)
-    db = ReconnectingConnection(database_url(settings))
-    client = create_exchange(settings.exchange, base_url=settings.exchange_url)
-    marks = Watermarks.load(db.get(), exchange=settings.exchange, symbols=chosen)
-    engine = LiveEngine.start(
-        db.get(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
+    url = database_url(settings)
+    db = ReconnectingConnection(url, wait_cap_seconds=settings.db_wait_cap_seconds)
+    beat = asyncio.create_task(
+        metrics.heartbeat(db.state.outage_seconds, lambda: db.state.connected)
     )
-    minutes_done, stored, emitted = 0, 0, 0
+    limit = await ensure_rate_limit(
+        f"exchange-{settings.exchange}-rest", settings.backfill_requests_per_second
+    )
+
+    async def acquire() -> None:
+        await rate_limit(limit, strict=True)
+
+    client = create_exchange(settings.exchange, base_url=settings.exchange_url)
+    marks = Watermarks.load(await db.ready(), exchange=settings.exchange, symbols=chosen)
+    engine = LiveEngine.start(
+        await db.ready(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
+    )
+    workers = [
+        DeliveryWorker(url, DeliveryPolicy.from_settings(settings), name=f"webhooks-{i}").start()
+        for i in range(settings.webhook_workers if engine.webhook_urls else 0)
+    ]
+    minutes_done, stored, emitted, resumed_from = 0, 0, 0, -1
     async with CancellationWatch(flow_run.get_id()) as cancel:
         try:
-            now_ms = await exchange_time_ms(client)
+            now_ms = await exchange_time_ms(client, policy=RestPolicy(acquire=acquire))
             current_minute = now_ms // MINUTE_MS * MINUTE_MS
             start_ms = current_minute - int(settings.backfill_days * 1440) * MINUTE_MS
-            stored += await catch_up(
+            tally: list[BackfillResult] = []
+            await catch_up(
                 db,
                 client,
                 marks,
                 upto_ms=current_minute,
                 default_start_ms=start_ms,
                 timeframes=settings.timeframes,
+                acquire=acquire,
+                tally=tally,
             )
-            engine.ensure_watermark(db.get(), current_minute)
+            stored += sum(part.inserted for part in tally)  # every attempt's pages count
+            engine.ensure_watermark(await db.ready(), current_minute)
+            resumed_from = engine.watermark_ms
             logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
             collection = LiveCollection(client, chosen, exchange=settings.exchange, logger=logger)
             async for minute_ms, bars in collection.minutes(race=cancel.race):
@@ -191,18 +237,24 @@ async def stream(
                     minute_ms=minute_ms,
                     bars=bars,
                     timeframes=settings.timeframes,
+                    acquire=acquire,
                 )
                 stored += summary["inserted"]
                 minutes_done += 1
                 closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
                 if closes:
-                    emitted += emit_signals(db, engine, closes_ms=closes)
+                    emitted += await emit_signals(db, engine, closes_ms=closes)
                 metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
                 if max_minutes is not None and minutes_done >= max_minutes:
                     break
             if cancel.requested.is_set():
                 logger.info("cancellation requested; stopping after %d minutes", minutes_done)
         finally:
+            beat.cancel()
+            with suppress(asyncio.CancelledError):
+                await beat
+            for worker in workers:
+                await asyncio.to_thread(worker.stop)
             await client.close()
             engine.close()
             db.close()
@@ -211,6 +263,8 @@ async def stream(
         "minutes": minutes_done,
         "bars_stored": stored,
         "signals": emitted,
+        # the primary close this run evaluated after (its watermark at start), epoch ms
+        "evaluated_after_ms": resumed_from,
     }
     if cancel.requested.is_set():
         return Cancelled(message=f"cancelled after {minutes_done} minutes: {summary}")

@@ -14,6 +14,7 @@ from signalengine.simulator.config import SimulatorConfig, market_id
 # Counter names shown under "injected" and "traffic" in /sim/status.
 INJECTED = ("ws_drops", "duplicates", "out_of_order", "malformed", "rest_429")
 TRAFFIC = ("rest_requests", "ws_connections", "klines_sent", "closed_klines_sent")
+MALFORMED_LOG_SIZE = 100_000  # malformed klines listed in /sim/status (the newest are kept)
 
 
 class SimState:
@@ -25,6 +26,14 @@ class SimState:
         self.symbol_by_id = {market_id(s): s for s in config.symbols}
         self.counters: Counter[str] = Counter(dict.fromkeys(INJECTED + TRAFFIC, 0))
         self.connection_seq = 0
+        self.malformed_log: list[dict[str, Any]] = []
+
+    def note_malformed(self, market: str, kline: dict[str, Any]) -> None:
+        """Remember a malformed kline that was sent, so tests can match it against rejects."""
+        entry = {"symbol": self.symbol_by_id[market], "t": kline["t"], "c": kline["c"]}
+        entry.update(h=kline["h"], l=kline["l"])
+        self.malformed_log.append(entry)
+        del self.malformed_log[:-MALFORMED_LOG_SIZE]
 
     def stream_of(self, name: str) -> tuple[str, str] | None:
         """(market id, interval) of a stream name like `btcusdt@kline_1m`, else None."""
@@ -48,4 +57,5 @@ class SimState:
             "faults": asdict(self.config.faults),
             "injected": {name: self.counters[name] for name in INJECTED},
             "traffic": {name: self.counters[name] for name in TRAFFIC},
+            "malformed_klines": list(self.malformed_log),
         }

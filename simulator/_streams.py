@@ -169,8 +169,10 @@ class Connection:
         faults, counters = self.state.config.faults, self.state.counters
         if faults.malformed_rate and self._rng.random() < faults.malformed_rate:
             tick_size = symbol_profile(self.state.symbol_by_id[stream[0]]).tick_size
-            counters["malformed"] += 1
-            await self._send(_malformed(event, self._rng.randrange(3), tick_size), stream)
+            bad = _malformed(event, self._rng.randrange(3), tick_size)
+            await self._send(bad, stream)
+            counters["malformed"] += 1  # counted once sent: a failed send reached nobody
+            self.state.note_malformed(stream[0], bad["k"])
         if (
             faults.out_of_order_rate
             and stream not in self._held

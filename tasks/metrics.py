@@ -6,6 +6,10 @@ stream serves what only it can see: the collector, features, events and AI infer
 
 from __future__ import annotations
 
+import asyncio
+import time
+from collections.abc import Callable
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
 
 REGISTRY = CollectorRegistry(auto_describe=True)
@@ -149,3 +153,36 @@ def observe_stream_health(marks: dict[str, int | None], *, now_ms: int) -> None:
     oldest = min(known)
     LAST_BAR_TS.set(oldest / 1000)
     INGEST_LAG.set(max(0.0, (now_ms - (oldest + 60_000)) / 1000))
+
+
+HEARTBEAT_TS = Gauge(
+    "stream_heartbeat_timestamp_seconds",
+    "Wall clock (Unix s) of the stream's event-loop heartbeat; stalls when the loop blocks.",
+    registry=REGISTRY,
+)
+HEARTBEATS = Counter(
+    "stream_heartbeats_total",
+    "Heartbeats of the stream's event loop (one per HEARTBEAT_SECONDS while it runs).",
+    registry=REGISTRY,
+)
+DATABASE_UP = Gauge(
+    "stream_database_up",
+    "1 while the stream has a working database connection, 0 while it waits for one.",
+    registry=REGISTRY,
+)
+DATABASE_OUTAGE = Gauge(
+    "stream_database_outage_seconds",
+    "How long the stream has been waiting for the database (0 when connected).",
+    registry=REGISTRY,
+)
+HEARTBEAT_SECONDS = 0.5
+
+
+async def heartbeat(outage_seconds: Callable[[], float], connected: Callable[[], bool]) -> None:
+    """Beat until cancelled: proves the event loop is free and publishes the database state."""
+    while True:
+        HEARTBEAT_TS.set(time.time())
+        HEARTBEATS.inc()
+        DATABASE_UP.set(1.0 if connected() else 0.0)
+        DATABASE_OUTAGE.set(outage_seconds())
+        await asyncio.sleep(HEARTBEAT_SECONDS)

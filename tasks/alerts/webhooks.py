@@ -168,11 +168,14 @@ def verify_signature(
     return hmac.compare_digest(sign(body, key, timestamp), given)
 
 
-def _redact(url: str) -> str:
+def redact_url(url: str) -> str:
     """scheme://host/path of a URL: query strings and credentials often hold tokens."""
     parts = urlsplit(url)
     port = f":{parts.port}" if parts.port else ""
     return f"{parts.scheme}://{parts.hostname}{port}{parts.path}"
+
+
+_redact = redact_url
 
 
 @dataclass(frozen=True)

@@ -14,6 +14,8 @@ from typing import Any
 import pandas as pd
 
 MINUTE_MS = 60_000
+# One minute's closed-kline payloads per symbol, in arrival order (usually one each).
+MinuteBars = dict[str, list[dict[str, Any]]]
 # How long (real seconds) a minute waits for its slowest symbol before it is flushed;
 # a symbol that misses it is filled over REST by the gap check.
 FLUSH_AFTER_SECONDS = 3.0
@@ -25,24 +27,28 @@ class MinuteBatcher:
 
     symbols: list[str]
     flush_after: float = FLUSH_AFTER_SECONDS
-    _pending: dict[int, dict[str, dict[str, Any]]] = field(default_factory=dict)
+    _pending: dict[int, dict[str, list[dict[str, Any]]]] = field(default_factory=dict)
     _first_seen: dict[int, float] = field(default_factory=dict)
     _flushed_upto: int = -1
 
     def add(self, symbol: str, minute_ms: int, raw: dict[str, Any]) -> None:
-        """Queue one closed bar (raw exchange fields kept for validation)."""
-        if minute_ms <= self._flushed_upto:
-            # late (out of order) bar for a minute already flushed: its own batch
-            self._pending.setdefault(minute_ms, {})[symbol] = raw
-            self._first_seen.setdefault(minute_ms, 0.0)
-            return
-        self._pending.setdefault(minute_ms, {})[symbol] = raw
-        self._first_seen.setdefault(minute_ms, time.monotonic())
+        """Queue one closed bar (raw exchange fields kept for validation).
+
+        Every distinct payload of a minute is kept, not just the last one: a malformed
+        kline followed by the genuine one must both reach validation, so the malformed
+        one is recorded in `klines_rejected`. Exact repeats (duplicates) are kept once.
+        """
+        payloads = self._pending.setdefault(minute_ms, {}).setdefault(symbol, [])
+        if raw not in payloads:
+            payloads.append(raw)
+        # a late (out-of-order) bar of a minute already flushed gets a batch of its own
+        late = minute_ms <= self._flushed_upto
+        self._first_seen.setdefault(minute_ms, 0.0 if late else time.monotonic())
 
     def depth(self) -> int:
-        return sum(len(v) for v in self._pending.values())
+        return sum(len(p) for bars in self._pending.values() for p in bars.values())
 
-    def ready(self, now: float | None = None) -> list[tuple[int, dict[str, dict[str, Any]]]]:
+    def ready(self, now: float | None = None) -> list[tuple[int, MinuteBars]]:
         """Minutes to process now, oldest first.
 
         A minute is ready when all symbols reported it, when a later minute has been
@@ -87,9 +93,9 @@ def raw_kline_row(exchange: str, symbol: str, raw: dict[str, Any]) -> dict[str, 
     }
 
 
-def frame_from_raw_klines(exchange: str, bars: dict[str, dict[str, Any]]) -> pd.DataFrame:
-    """Binance kline payloads (`k` objects: t, o, h, l, c, v as sent) per symbol."""
-    rows = [raw_kline_row(exchange, symbol, raw) for symbol, raw in bars.items()]
+def frame_from_raw_klines(exchange: str, bars: MinuteBars) -> pd.DataFrame:
+    """Binance kline payloads (`k` objects: t, o, h, l, c, v as sent), all of every symbol."""
+    rows = [raw_kline_row(exchange, symbol, raw) for symbol, raws in bars.items() for raw in raws]
     return pd.DataFrame(
         rows, columns=["exchange", "symbol", "ts", "open", "high", "low", "close", "volume"]
     )

@@ -16,7 +16,7 @@ from typing import Any
 from signalengine.core.errors import TemporaryError
 from signalengine.core.retry import backoff_seconds
 from signalengine.tasks import metrics
-from signalengine.tasks.marketdata.batching import MinuteBatcher, batch_minute
+from signalengine.tasks.marketdata.batching import MinuteBars, MinuteBatcher, batch_minute
 from signalengine.tasks.marketdata.exchange import ClosedBar, watch_closed_bars
 
 RECONNECT_BASE_SECONDS = 0.5
@@ -24,7 +24,8 @@ RECONNECT_MAX_SECONDS = 30.0
 
 # Runs one awaitable, or returns None without its result when the run is being stopped.
 Race = Callable[[Awaitable[list[ClosedBar]]], Awaitable[list[ClosedBar] | None]]
-Minute = tuple[int, dict[str, dict[str, Any]]]
+Minute = tuple[int, MinuteBars]
+_REMEMBERED_SOCKETS = 64  # WebSocket clients remembered to tell a new one from an old one
 
 __all__ = ["RECONNECT_BASE_SECONDS", "RECONNECT_MAX_SECONDS", "LiveCollection", "Minute"]
 
@@ -45,6 +46,24 @@ class LiveCollection:
         self._exchange = exchange
         self._batcher = MinuteBatcher(symbols)
         self._log = logger or logging.getLogger(__name__)
+        self._sockets: list[Any] = []  # strong refs, so ids are never reused while listed
+        self.reconnects = 0
+
+    def _count_reconnects(self) -> None:
+        """Count every new WebSocket client ccxt opened after the first one.
+
+        ccxt reconnects on its own when a socket drops between two watch calls, without
+        raising to us; a new client object in `client.clients` is the only trace of it.
+        """
+        clients = getattr(self._client, "clients", None) or {}
+        known = {id(c) for c in self._sockets}
+        fresh = [c for c in list(clients.values()) if id(c) not in known]
+        if not fresh:
+            return
+        if self._sockets:
+            self.reconnects += len(fresh)
+            metrics.COLLECTOR_RECONNECTS.labels(self._exchange).inc(len(fresh))
+        self._sockets = (self._sockets + fresh)[-_REMEMBERED_SOCKETS:]
 
     async def minutes(self, race: Race | None = None) -> AsyncIterator[Minute]:
         """Complete minutes as they close; ends when `race` reports the run stopping."""
@@ -53,11 +72,13 @@ class LiveCollection:
             try:
                 pending = watch_closed_bars(self._client, self._symbols)
                 closed = await (race(pending) if race is not None else pending)
+                self._count_reconnects()
                 if closed is None:
                     return
                 self._add(closed)
                 attempt = 0
             except TemporaryError as error:
+                self._count_reconnects()
                 await self._reconnect_after(error, attempt)
                 attempt += 1
                 continue
@@ -72,7 +93,6 @@ class LiveCollection:
 
     async def _reconnect_after(self, error: TemporaryError, attempt: int) -> None:
         metrics.COLLECTOR_ERRORS.labels(self._exchange, "stream").inc()
-        metrics.COLLECTOR_RECONNECTS.labels(self._exchange).inc()
         delay = backoff_seconds(attempt, base=RECONNECT_BASE_SECONDS, cap=RECONNECT_MAX_SECONDS)
         self._log.warning("kline stream lost (%s); reconnecting in %.1f s", error, delay)
         await asyncio.sleep(delay)

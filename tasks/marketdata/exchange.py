@@ -10,13 +10,15 @@ the same ccxt code runs either way.
 
 from __future__ import annotations
 
+import asyncio
 import itertools
+import logging
 import time
 from collections import defaultdict, deque
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 from urllib.parse import urlsplit
 
 import ccxt
@@ -24,6 +26,7 @@ import ccxt.async_support as ccxt_async
 import ccxt.pro as ccxt_pro
 
 from signalengine.core.errors import ConfigurationError, ExchangeError, TemporaryExchangeError
+from signalengine.core.retry import backoff_seconds
 
 __all__ = [
     "ClosedBar",
@@ -31,14 +34,19 @@ __all__ = [
     "ExchangeError",
     "TemporaryExchangeError",
     "connected_exchange",
+    "RestPolicy",
     "create_exchange",
+    "exchange_time_ms",
+    "fetch_ohlcv_page",
     "fetch_ohlcv_range",
+    "resilient_call",
     "translate_error",
     "watch_closed_bars",
 ]
 
 OHLCV_PAGE_LIMIT = 1000  # Binance's maximum klines per request
 CLOSED_BAR_BUFFER = 100_000  # per (symbol, timeframe); the oldest go first when full
+logger = logging.getLogger(__name__)
 _SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot", "fetchCurrencies": False}
 
 
@@ -226,3 +234,94 @@ async def watch_closed_bars(
             await exchange.watch_ohlcv_for_symbols(wanted)
         except ccxt.BaseError as exc:
             raise translate_error(exc) from exc
+
+
+Acquire = Callable[[], Awaitable[None]]
+T = TypeVar("T")
+
+
+@dataclass(frozen=True)
+class RestPolicy:
+    """How every REST request is made: a rate-limit slot first (the Prefect global limit,
+    on top of ccxt's own limiter), then retries of temporary errors with capped exponential
+    backoff, never sooner than the exchange's `Retry-After`."""
+
+    acquire: Acquire | None = None
+    max_attempts: int = 8
+    base_seconds: float = 0.5
+    cap_seconds: float = 60.0
+    on_retry: Callable[[Exception], None] | None = None
+
+
+def _retry_after(exchange: Any) -> float | None:
+    """`Retry-After` (seconds) of the exchange's last answer, when it sent one."""
+    headers = getattr(exchange, "last_response_headers", None) or {}
+    for name, value in dict(headers).items():
+        if str(name).lower() == "retry-after" and str(value).strip().isdigit():
+            return float(str(value).strip())
+    return None
+
+
+async def resilient_call(
+    exchange: Any, call: Callable[[], Awaitable[T]], *, what: str, policy: RestPolicy
+) -> T:
+    """`await call()` under `policy`: 418/429 and network errors are retried, others raised.
+
+    Raises `TemporaryExchangeError` after `policy.max_attempts` temporary failures.
+    """
+    for attempt in range(policy.max_attempts):
+        if policy.acquire is not None:
+            await policy.acquire()
+        try:
+            return await call()
+        except ccxt.BaseError as exc:
+            error = translate_error(exc)
+            if not isinstance(error, TemporaryExchangeError):
+                raise error from exc
+        except TemporaryExchangeError as exc:
+            error = exc
+        if policy.on_retry is not None:
+            policy.on_retry(error)
+        delay = backoff_seconds(attempt, base=policy.base_seconds, cap=policy.cap_seconds)
+        delay = max(delay, min(_retry_after(exchange) or 0.0, policy.cap_seconds))
+        logger.warning("%s: %s; retrying in %.1f s", what, str(error)[:120], delay)
+        await asyncio.sleep(delay)
+    raise TemporaryExchangeError(f"{what}: gave up after {policy.max_attempts} attempts")
+
+
+async def fetch_ohlcv_page(
+    exchange: Any,
+    symbol: str,
+    since_ms: int,
+    until_ms: int,
+    *,
+    policy: RestPolicy,
+    timeframe: str = "1m",
+) -> list[list[Any]]:
+    """One page (up to 1000) of closed candles opening in [since_ms, until_ms), oldest first.
+
+    Rows are ccxt's `[ts_ms, open, high, low, close, volume]` (UTC open time); retried
+    under `policy`. An empty list means the exchange has nothing more in the range.
+    """
+
+    async def call() -> list[list[Any]]:
+        page: list[list[Any]] = await exchange.fetch_ohlcv(
+            symbol,
+            timeframe,
+            since=since_ms,
+            limit=OHLCV_PAGE_LIMIT,
+            params={"until": until_ms - 1},
+        )
+        return page
+
+    page = await resilient_call(exchange, call, what=f"klines {symbol}", policy=policy)
+    return [row for row in page if since_ms <= row[0] < until_ms]
+
+
+async def exchange_time_ms(exchange: Any, *, policy: RestPolicy) -> int:
+    """The exchange's clock (epoch ms, UTC), retried under `policy`."""
+
+    async def call() -> int:
+        return int(await exchange.fetch_time())
+
+    return await resilient_call(exchange, call, what="server time", policy=policy)

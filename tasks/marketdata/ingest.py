@@ -1,4 +1,6 @@
-"""Getting 1m bars into the database: REST catch-up and live micro-batches.
+"""Getting 1m bars into the database: validated writes and live micro-batches.
+
+REST pages (catch-up, gap fills, backfill) go through `backfill.store_range`.
 
 All bar times are epoch milliseconds (UTC, bar open time) on the way in and
 `timestamptz` in the database. Every write goes through validation, so a malformed
@@ -9,7 +11,6 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, field
-from typing import Any
 
 import pandas as pd
 
@@ -17,9 +18,8 @@ from signalengine.core.db import DbConn
 from signalengine.tasks import metrics
 from signalengine.tasks.marketdata.batching import (
     MINUTE_MS,
-    frame_from_ohlcv,
+    MinuteBars,
     frame_from_raw_klines,
-    missing_range,
 )
 from signalengine.tasks.marketdata.klines import StoreResult, last_stored_ts, store_klines
 from signalengine.tasks.marketdata.validation import validate_klines
@@ -78,57 +78,14 @@ def store_frame(
     return result
 
 
-async def fetch_range(client: Any, *, symbol: str, start_ms: int, end_ms: int) -> list[list[Any]]:
-    """1m OHLCV rows with open time in [start_ms, end_ms) through ccxt pagination."""
-    from signalengine.tasks.marketdata.exchange import fetch_ohlcv_range
-
-    if end_ms <= start_ms:
-        return []
-    return await fetch_ohlcv_range(client, symbol, start_ms, end_ms)
-
-
-async def fill_gaps(
-    conn: DbConn,
-    client: Any,
-    *,
-    marks: Watermarks,
-    upto_ms: int,
-    default_start_ms: int,
-    timeframes: list[str],
-) -> int:
-    """Fetch every missing minute before `upto_ms` (exclusive) over REST; returns bars stored."""
-    stored = 0
-    symbols = list(marks.by_symbol)
-    for symbol in symbols:
-        last = marks.by_symbol.get(symbol)
-        span = (default_start_ms, upto_ms) if last is None else missing_range(last, upto_ms)
-        if span is None or span[1] <= span[0]:
-            continue
-        rows = await fetch_range(client, symbol=symbol, start_ms=span[0], end_ms=span[1])
-        frame = frame_from_ohlcv(marks.exchange, symbol, rows)
-        result = store_frame(
-            conn,
-            frame,
-            exchange=marks.exchange,
-            known_symbols=symbols,
-            timeframes=timeframes,
-            source="rest",
-            marks=marks,
-        )
-        stored += result.inserted
-        if last is not None:
-            metrics.GAP_BACKFILLED.labels(marks.exchange).inc(result.inserted)
-    return stored
-
-
 def store_live_minute(
     conn: DbConn,
-    bars: dict[str, dict[str, Any]],
+    bars: MinuteBars,
     *,
     marks: Watermarks,
     timeframes: list[str],
 ) -> StoreResult:
-    """Store one minute of closed bars received over the WebSocket."""
+    """Store one minute of closed bars received over the WebSocket (every payload)."""
     frame = frame_from_raw_klines(marks.exchange, bars)
     return store_frame(
         conn,
@@ -146,18 +103,6 @@ def primary_closes(after_ms: int, upto_ms: int, primary_minutes: int) -> list[in
     step = primary_minutes * MINUTE_MS
     first = (after_ms // step + 1) * step
     return list(range(first, upto_ms + 1, step))
-
-
-async def exchange_time_ms(client: Any) -> int:
-    """The exchange's clock (epoch ms); the simulator's runs at its own speed."""
-    import ccxt
-
-    from signalengine.tasks.marketdata.exchange import translate_error
-
-    try:
-        return int(await client.fetch_time())
-    except ccxt.BaseError as error:
-        raise translate_error(error) from error
 
 
 def stored_span(

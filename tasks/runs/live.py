@@ -4,13 +4,20 @@ It reads each timeframe's closed bars from the database (never an open bucket), 
 `tasks.engine.pipeline.evaluate_latest` (the same code the backtest runs) and writes the
 signals. Where it got to is kept in `stream_watermarks`, so a restarted stream resumes
 at the next unprocessed primary close and evaluates none twice.
+
+Each close is one transaction: its signals, their webhook outbox rows and the new
+watermark commit together, and the engine's in-memory state (cooldowns, the watermark)
+is replaced by the evaluated copy only after that commit. A failure anywhere (the
+connection dropping between evaluation and insert, say) leaves both the database and
+the state as they were, so a retry produces exactly the signals a first attempt would.
 """
 
 from __future__ import annotations
 
 import dataclasses
 import time
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 import pandas as pd
 
@@ -18,16 +25,23 @@ from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
 from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
 from signalengine.tasks import metrics
-from signalengine.tasks.alerts.webhooks import WebhookDispatcher
+from signalengine.tasks.alerts.outbox import enqueue_deliveries
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.pipeline import evaluate_latest_batch
-from signalengine.tasks.engine.records import CooldownState
+from signalengine.tasks.engine.records import CooldownState, Signal
 from signalengine.tasks.learning.ai_filter import ChampionFilter
 from signalengine.tasks.marketdata.klines import load_bars
 from signalengine.tasks.outcomes.controls import SymbolControl, load_controls
 from signalengine.tasks.outcomes.signals import insert_signals, load_cooldown_state
 
 MS = 1_000_000  # ns per ms
+# Called between evaluation and storage; tests use it to inject faults (e.g. kill the
+# connection) at the one point where an in-memory update could outrun the database.
+BeforeStore = Callable[[DbConn, list[Signal]], None]
+
+
+def _copy_cooldown(state: CooldownState) -> CooldownState:
+    return CooldownState({key: dict(sides) for key, sides in state.last_emitted.items()})
 
 
 @dataclass
@@ -43,7 +57,9 @@ class LiveEngine:
     watermark_ms: int
     cooldown: CooldownState
     ai_filter: ChampionFilter | None = None
-    webhooks: WebhookDispatcher | None = None
+    webhook_urls: list[str] = field(default_factory=list)
+    webhook_min_score: float = 1.0
+    before_store: BeforeStore | None = None
 
     @classmethod
     def start(
@@ -68,7 +84,8 @@ class LiveEngine:
             watermark_ms=mark,
             cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
             ai_filter=ChampionFilter.from_settings(settings),
-            webhooks=WebhookDispatcher.from_settings(settings) if run_id == LIVE_RUN else None,
+            webhook_urls=list(settings.webhook_urls) if run_id == LIVE_RUN else [],
+            webhook_min_score=settings.webhook_min_score,
         )
 
     def ensure_watermark(self, conn: DbConn, now_ms: int) -> None:
@@ -78,12 +95,15 @@ class LiveEngine:
             self._save(conn, now_ms // step * step)
 
     def _save(self, conn: DbConn, close_ms: int) -> None:
+        self._write_watermark(conn, close_ms)
+        self.watermark_ms = close_ms
+
+    def _write_watermark(self, conn: DbConn, close_ms: int) -> None:
         conn.execute(
             "INSERT INTO stream_watermarks (name, ts) VALUES (%s, %s) ON CONFLICT (name)"
             " DO UPDATE SET ts = EXCLUDED.ts, updated_at = now()",
             (self.watermark_name, pd.Timestamp(close_ms * MS, tz="UTC")),
         )
-        self.watermark_ms = close_ms
 
     def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
         """symbol -> timeframe -> closed bars of the trailing window."""
@@ -118,9 +138,7 @@ class LiveEngine:
         return config, self.run_id if control.enabled else SHADOW_RUN
 
     def close(self) -> None:
-        """Stop background helpers (webhook delivery threads)."""
-        if self.webhooks is not None:
-            self.webhooks.close()
+        """Nothing to stop: webhook deliveries live in the outbox table, not in this object."""
 
     def process_closes(self, conn: DbConn, closes_ms: list[int]) -> int:
         """Evaluate every primary close after the watermark; returns signals written."""
@@ -139,13 +157,14 @@ class LiveEngine:
             groups: dict[tuple[EngineConfig, str], dict[str, dict[str, pd.DataFrame]]] = {}
             for symbol in self.symbols:
                 groups.setdefault(self._controlled(controls.get(symbol)), {})[symbol] = bars[symbol]
-            signals = []
+            signals: list[Signal] = []
+            cooldown = _copy_cooldown(self.cooldown)  # committed only with the signals
             for (config, run_id), group in groups.items():
                 signals.extend(
                     evaluate_latest_batch(
                         group,
                         at=at,
-                        state=self.cooldown,
+                        state=cooldown,
                         exchange=self.exchange,
                         config=config,
                         run_id=run_id,
@@ -167,10 +186,18 @@ class LiveEngine:
                     signal.timeframe,
                     str(signal.mtf_aligned).lower(),
                 ).inc()
-            written += insert_signals(conn, signals)
-            if self.webhooks is not None:
-                self.webhooks.dispatch(signals)  # queued; never blocks the stream
-            self._save(conn, close_ms)
+            if self.before_store is not None:
+                self.before_store(conn, signals)
+            with conn.transaction():
+                new = insert_signals(conn, signals)
+                if self.webhook_urls:
+                    enqueue_deliveries(
+                        conn, signals, urls=self.webhook_urls, min_score=self.webhook_min_score
+                    )
+                self._write_watermark(conn, close_ms)
+            # committed: only now does the in-memory state move on
+            written += new
+            self.cooldown, self.watermark_ms = cooldown, close_ms
             if self.ai_filter is not None:  # /health shows a filter that rejects everything
                 self.ai_filter.report(conn, name=self.watermark_name)
             metrics.EVENT_PROCESSING.observe(time.perf_counter() - started)

@@ -81,6 +81,10 @@ async def test_database_connection_killed_mid_stream(
 
     with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms) as url:
         _configure(monkeypatch, url)
+        # enough signals to compare, with cooldowns on (state a failed attempt must not touch)
+        monkeypatch.setenv("SIGNALENGINE_SIGNAL_SCORE_THRESHOLD", "0.3")
+        monkeypatch.setenv("SIGNALENGINE_MTF_MIN_ALIGNED", "1")
+        monkeypatch.setenv("SIGNALENGINE_PRIMARY_TIMEFRAME", "1m")
         thread = threading.Thread(target=killer, daemon=True)
         thread.start()
         try:
@@ -92,3 +96,19 @@ async def test_database_connection_killed_mid_stream(
     assert sum(kills) >= 3  # the stream's connection really was cut, repeatedly
     with psycopg.connect(database_url, row_factory=psycopg.rows.dict_row, autocommit=True) as fresh:
         _assert_truth(fresh)
+        end_mark = fresh.execute(
+            "SELECT ts FROM stream_watermarks WHERE name LIKE 'live:%'"
+        ).fetchone()["ts"]
+    # live signals equal a replay over the same stored klines, from the live run's start
+    start_mark = pd.Timestamp(summary["evaluated_after_ms"], unit="ms", tz="UTC")
+    await stream(source="replay", run_id="rp", start=start_mark.isoformat())
+    window = "emitted_at > %s AND emitted_at <= %s"
+    key = "symbol, timeframe, direction, ts, entry_price, take_profit, stop_loss, score"
+    live = db.execute(
+        f"SELECT {key} FROM signals WHERE run_id = 'live' AND {window}", (start_mark, end_mark)
+    ).fetchall()
+    replayed = db.execute(
+        f"SELECT {key} FROM signals WHERE run_id = 'rp' AND {window}", (start_mark, end_mark)
+    ).fetchall()
+    assert len(live) >= 3, "too few live signals for the comparison to prove anything"
+    assert sorted(map(str, live)) == sorted(map(str, replayed))

@@ -28,7 +28,19 @@ def test_minute_flushes_when_overtaken_or_stale_and_late_bars_get_a_batch() -> N
     assert [minute for minute, _ in batcher.ready()] == [10 * M]
     import time
 
-    assert batcher.ready(now=time.monotonic() + 6) == [(11 * M, {"A": {}})]
+    assert batcher.ready(now=time.monotonic() + 6) == [(11 * M, {"A": [{}]})]
+
+
+def test_every_distinct_payload_of_a_minute_is_kept() -> None:
+    """A malformed kline followed by the genuine one: both reach validation, once each."""
+    batcher = MinuteBatcher(["A"], flush_after=60)
+    broken = {"t": 10 * M, "c": "NaN"}
+    genuine = {"t": 10 * M, "c": "1.5"}
+    batcher.add("A", 10 * M, broken)
+    batcher.add("A", 10 * M, genuine)
+    batcher.add("A", 10 * M, dict(genuine))  # an exact duplicate
+    assert batcher.depth() == 2
+    assert batcher.ready() == [(10 * M, {"A": [broken, genuine]})]
 
 
 def test_missing_range() -> None:
