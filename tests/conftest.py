@@ -1,4 +1,7 @@
-"""Shared fixtures: a fresh PostgreSQL database per test session, dropped at the end."""
+"""Shared fixtures: a fresh PostgreSQL database per test session, dropped at the end.
+
+The TimescaleDB fixtures (real server or PGlite) live in tests/utils/timescale.py.
+"""
 
 from __future__ import annotations
 
@@ -10,6 +13,8 @@ from pathlib import Path
 
 import psycopg
 import pytest
+
+pytest_plugins = ("tests.utils.timescale",)
 
 # Nothing the tests start may phone home.
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
@@ -41,6 +46,8 @@ def _with_dbname(url: str, dbname: str) -> str:
 def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
     """A migrated database of our own for this run."""
     from signalengine.core.migrate import upgrade
+    from signalengine.core.timescale import backend
+    from tests.utils.timescale import pause_policies
 
     server = _server_url(tmp_path_factory.mktemp("pg"))
     name = f"signalengine_test_{uuid.uuid4().hex[:10]}"
@@ -48,6 +55,9 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         conn.execute(f'CREATE DATABASE "{name}"')
     url = _with_dbname(server, name)
     upgrade(url)
+    with psycopg.connect(url, autocommit=True) as conn:
+        if backend(conn).timescale:  # SIGNALENGINE_TEST_DATABASE_URL on TimescaleDB
+            pause_policies(conn)
     os.environ["SIGNALENGINE_DATABASE_URL"] = url
     yield url
     with psycopg.connect(server, autocommit=True) as conn:
@@ -56,13 +66,12 @@ def database_url(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
 
 @pytest.fixture
 def db(database_url: str) -> Iterator[psycopg.Connection[dict]]:  # type: ignore[type-arg]
-    """A connection to the test database; tables written by a test are emptied after it."""
+    """A connection to the test database; tables written by a test, and every timeframe
+    relation (4h, 1d ... included, on either backend), are emptied after it."""
     from psycopg.rows import dict_row
+
+    from tests.utils.tables import empty_database
 
     with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
         yield conn
-        conn.execute(
-            "TRUNCATE klines, klines_rejected, klines_5m, klines_15m, klines_1h, signals,"
-            " signal_performance, feature_importance, performance_rollups, stream_watermarks,"
-            " symbol_controls CASCADE"
-        )
+        empty_database(conn)

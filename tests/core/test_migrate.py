@@ -41,7 +41,11 @@ def test_contract_relations_exist(database_url: str) -> None:
         assert name in tables
 
 
-def test_extra_timeframes_get_their_relation_and_the_writer_fills_it(database_url: str) -> None:
+def test_extra_timeframes_get_their_relation_and_the_writer_fills_it(
+    database_url: str,
+    db: psycopg.Connection[dict],  # type: ignore[type-arg]
+) -> None:
+    """`db` empties every timeframe relation after (klines_4h included, on either backend)."""
     import pandas as pd
 
     from signalengine.tasks.marketdata.klines import load_bars, store_klines
@@ -55,8 +59,6 @@ def test_extra_timeframes_get_their_relation_and_the_writer_fills_it(database_ur
     with psycopg.connect(database_url, autocommit=True) as conn:
         store_klines(conn, validate_klines(frame), timeframes=timeframes)
         got = load_bars(conn, exchange="binance", symbols=["FOURH/USDT"], timeframe="4h")
-        for relation in ("klines", "klines_5m", "klines_15m", "klines_1h", "klines_4h"):
-            conn.execute(f"DELETE FROM {relation} WHERE symbol = 'FOURH/USDT'")
     want = frame.set_index("ts")["close"].resample("4h", label="left", closed="left").last()
     assert len(got["FOURH/USDT"]) == 12
     pd.testing.assert_series_equal(

@@ -3,8 +3,8 @@
 Bucket = [ts, ts + timeframe), open = first open, close = last close, high = max,
 low = min, volume = sum, bars = number of 1m bars; the last (still open) bucket included.
 On TimescaleDB the head of the data is materialized (refreshed after each write, a
-backfill included) and the tail, written inside a caller's transaction, is served by
-real-time aggregation.
+backfill included) and the tail, written inside a caller's transaction (so not refreshed
+after it), is served from `klines` through the exact views until a later refresh.
 """
 
 from __future__ import annotations
@@ -67,7 +67,7 @@ def _materialized_rows(conn: Conn, timeframe: str) -> int:
         "SELECT format('%%I.%%I', materialization_hypertable_schema,"
         " materialization_hypertable_name) AS name"
         " FROM timescaledb_information.continuous_aggregates WHERE view_name = %s",
-        (f"klines_{timeframe}",),
+        (f"klines_{timeframe}_cagg",),
     ).fetchone()
     assert row is not None
     return int(conn.execute(f"SELECT count(*) AS n FROM {row['name']}").fetchone()["n"])

@@ -1,7 +1,13 @@
-"""TimescaleDB backend (real TimescaleDB 2.23 inside PGlite): migrations, schema, policies,
-the store path on a hypertable (compressed chunks included), and plain PostgreSQL untouched."""
+"""TimescaleDB backend: migrations, schema, policies, the store path on a hypertable
+(compressed chunks included), and plain PostgreSQL untouched.
+
+On the real server when SIGNALENGINE_TEST_TIMESCALE_URL is set, on TimescaleDB 2.23 inside
+PGlite otherwise (tests/utils/timescale.py).
+"""
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 import pandas as pd
 import psycopg
@@ -49,8 +55,10 @@ def _columns(conn: Conn, relation: str) -> list[tuple[str, str]]:
     return [(r["column_name"], r["data_type"]) for r in rows]
 
 
-def test_hypertable_and_hierarchical_real_time_aggregates(timescale_db: Conn, db: Conn) -> None:
-    assert backend(timescale_db).timescale and not backend(db).timescale
+def test_hypertable_and_hierarchical_real_time_aggregates(
+    timescale_db: Conn, plain_db: Conn
+) -> None:
+    assert backend(timescale_db).timescale and not backend(plain_db).timescale
     hypertable = timescale_db.execute(
         "SELECT compression_enabled FROM timescaledb_information.hypertables"
         " WHERE hypertable_name = 'klines'"
@@ -69,12 +77,15 @@ def test_hypertable_and_hierarchical_real_time_aggregates(timescale_db: Conn, db
             " FROM timescaledb_information.continuous_aggregates"
         ).fetchall()
     }
-    for tf, source in [("5m", "klines"), ("15m", "klines_5m"), ("1h", "klines_15m")]:
-        view = views[f"klines_{tf}"]
+    for tf, source in [("5m", "klines"), ("15m", "klines_5m_cagg"), ("1h", "klines_15m_cagg")]:
+        view = views[f"klines_{tf}_cagg"]
         assert view["materialized_only"] is False
         assert f"FROM {source}\n" in view["view_definition"]
-        # the contract: the same columns and types as the plain-PostgreSQL tables
-        assert _columns(timescale_db, f"klines_{tf}") == _columns(db, f"klines_{tf}")
+        # the contract: the same columns and types as the plain-PostgreSQL tables, both
+        # for the exact view every reader uses and for the aggregate behind it
+        assert _columns(timescale_db, f"klines_{tf}") == _columns(plain_db, f"klines_{tf}")
+        assert _columns(timescale_db, f"klines_{tf}_cagg") == _columns(plain_db, f"klines_{tf}")
+    assert not any(name.startswith("klines_") and not name.endswith("_cagg") for name in views)
 
 
 def test_policies_follow_settings(timescale_db: Conn) -> None:
@@ -85,6 +96,8 @@ def test_policies_follow_settings(timescale_db: Conn) -> None:
         ).fetchall()
         return {(r["proc_name"], r["hypertable_name"]): r["config"] for r in rows}
 
+    refresh = "policy_refresh_continuous_aggregate"
+
     try:
         upgrade_timescale(
             timescale_db,
@@ -94,11 +107,8 @@ def test_policies_follow_settings(timescale_db: Conn) -> None:
         assert ("policy_compression", "klines") not in changed
         assert changed[("policy_retention", "klines")]["drop_after"] == "30 days"
         # the 5m aggregate never re-reads 1m ranges that retention may have dropped
-        assert (
-            changed[("policy_refresh_continuous_aggregate", "klines_5m")]["start_offset"]
-            == "30 days"
-        )
-        assert changed[("policy_refresh_continuous_aggregate", "klines_1h")]["start_offset"] is None
+        assert changed[(refresh, "klines_5m_cagg")]["start_offset"] == "30 days"
+        assert changed[(refresh, "klines_1h_cagg")]["start_offset"] is None
     finally:
         upgrade_timescale(
             timescale_db,
@@ -107,13 +117,55 @@ def test_policies_follow_settings(timescale_db: Conn) -> None:
     restored = policies()
     assert restored[("policy_compression", "klines")]["compress_after"] == "7 days"
     assert ("policy_retention", "klines") not in restored
-    assert restored[("policy_refresh_continuous_aggregate", "klines_5m")] == {
+    five = restored[(refresh, "klines_5m_cagg")]
+    # one transaction per run: no batch of buckets committed ahead of the older ones
+    assert five == {
         "end_offset": "00:15:00",
         "start_offset": None,
-        "mat_hypertable_id": restored[("policy_refresh_continuous_aggregate", "klines_5m")][
-            "mat_hypertable_id"
-        ],
+        "buckets_per_batch": 0,
+        "mat_hypertable_id": five["mat_hypertable_id"],
     }
+    # end offsets chained: each level stops 3 of its buckets behind now, far behind
+    # what the level below has refreshed by then
+    offsets = [restored[(refresh, f"klines_{tf}_cagg")]["end_offset"] for tf in ("15m", "1h")]
+    assert offsets == ["00:45:00", "03:00:00"]
+
+
+def test_policies_start_after_a_delay_not_when_created(timescale_db: Conn) -> None:
+    timescale_db.execute(  # so that upgrade_timescale creates every policy anew
+        "SELECT delete_job(job_id) FROM timescaledb_information.jobs"
+        " WHERE hypertable_name IS NOT NULL"
+    )
+    upgrade_timescale(
+        timescale_db,
+        settings=Settings(timescale_compress_after_days=3, timescale_retention_days=40),
+    )
+    try:
+        rows = timescale_db.execute(
+            "SELECT proc_name, hypertable_name, schedule_interval,"
+            " next_start - now() AS wait FROM timescaledb_information.jobs"
+            " WHERE hypertable_name IS NOT NULL"
+        ).fetchall()
+    finally:
+        upgrade_timescale(
+            timescale_db,
+            settings=Settings(timescale_compress_after_days=7, timescale_retention_days=None),
+        )
+    kinds = {r["proc_name"] for r in rows}
+    assert kinds == {
+        "policy_compression",
+        "policy_retention",
+        "policy_refresh_continuous_aggregate",
+    }
+    for row in rows:
+        # created just now (inside this test's transaction time), first run one schedule
+        # interval later for a refresh, an hour later for compression and retention
+        least = (
+            row["schedule_interval"]
+            if row["proc_name"] == "policy_refresh_continuous_aggregate"
+            else timedelta(hours=1)
+        )
+        assert row["wait"] >= least - timedelta(seconds=30), row
 
 
 def _store(conn: Conn, frame: pd.DataFrame) -> dict[str, int]:
@@ -170,17 +222,19 @@ def test_backfill_is_refreshed_after_commit_on_a_non_autocommit_connection(
     materialized = timescale_db.execute(
         "SELECT format('%I.%I', materialization_hypertable_schema,"
         " materialization_hypertable_name) AS name"
-        " FROM timescaledb_information.continuous_aggregates WHERE view_name = 'klines_5m'"
+        " FROM timescaledb_information.continuous_aggregates WHERE view_name = 'klines_5m_cagg'"
     ).fetchone()
     assert materialized is not None
     count = timescale_db.execute(f"SELECT count(*) AS n FROM {materialized['name']}").fetchone()
     assert count == {"n": 120}  # 10 hours of old bars: materialized, not left to real time
+    # and refreshed through every level, so nothing is left pending
+    assert timescale_db.execute("SELECT count(*) AS n FROM klines_pending").fetchone() == {"n": 0}
 
 
-def test_plain_postgres_stays_plain(db: Conn) -> None:
-    assert upgrade_timescale(db) == []
-    assert not backend(db).timescale
-    kinds = db.execute(
+def test_plain_postgres_stays_plain(plain_db: Conn) -> None:
+    assert upgrade_timescale(plain_db) == []
+    assert not backend(plain_db).timescale
+    kinds = plain_db.execute(
         "SELECT relname, relkind::text FROM pg_class WHERE relname IN"
         " ('klines', 'klines_5m', 'klines_15m', 'klines_1h') ORDER BY relname"
     ).fetchall()
@@ -192,11 +246,14 @@ def test_plain_postgres_stays_plain(db: Conn) -> None:
     ]
 
 
-def test_pglite_server_reassembles_messages_and_refuses_copy(timescale_db: Conn) -> None:
-    big = "x" * 3_000_000  # far larger than one TCP read
-    row = timescale_db.execute("SELECT length(%s) AS n", (big,)).fetchone()
-    assert row == {"n": len(big)}
-    with pytest.raises(psycopg.errors.FeatureNotSupported), timescale_db.cursor() as cur:
-        with cur.copy("COPY klines_rejected (raw, reason) FROM STDIN") as copy:
-            copy.write_row(('{"a": 1}', "x"))
-    assert timescale_db.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+def test_pglite_server_reassembles_messages_and_refuses_copy(pglite_url: str) -> None:
+    """About tools/pglite itself, so on PGlite whichever tier the other tests use."""
+    with psycopg.connect(pglite_url, autocommit=True, row_factory=psycopg.rows.dict_row) as conn:
+        big = "x" * 3_000_000  # far larger than one TCP read
+        row = conn.execute("SELECT length(%s) AS n", (big,)).fetchone()
+        assert row == {"n": len(big)}
+        conn.execute("CREATE TEMP TABLE copy_target (raw text, reason text)")
+        with pytest.raises(psycopg.errors.FeatureNotSupported), conn.cursor() as cur:
+            with cur.copy("COPY copy_target (raw, reason) FROM STDIN") as copy:
+                copy.write_row(('{"a": 1}', "x"))
+        assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
