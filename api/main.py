@@ -34,6 +34,7 @@ from signalengine.api.routes import (
     metrics,
     performance,
     signals,
+    webhooks,
 )
 from signalengine.api.routes.dashboard import STATIC_DIR
 from signalengine.api.routes.docs import install_docs
@@ -137,6 +138,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         features.router,
         performance.router,
         controls.router,
+        webhooks.router,
     ):
         app.include_router(router, dependencies=protected, responses=_ERRORS)
     app.include_router(metrics.router, dependencies=protected, responses=_ERRORS)

@@ -10,7 +10,6 @@ import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.orchestration import get_client
-from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate
 from prefect.concurrency.asyncio import rate_limit
 from prefect.exceptions import ObjectAlreadyExists
 
@@ -19,22 +18,31 @@ from signalengine.core.db import connect, database_url
 from signalengine.core.progress import progress_bar
 from signalengine.tasks.marketdata.backfill import backfill_symbol
 from signalengine.tasks.marketdata.batching import MINUTE_MS
+from signalengine.tasks.marketdata.markets import unlisted_symbols
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[1, 5, 15])
 async def ensure_rate_limit(name: str, per_second: float) -> str:
-    """A Prefect global concurrency limit that refills `per_second` request slots a second."""
+    """A Prefect global concurrency limit that refills `per_second` request slots a second.
+
+    Read before create: creating an existing limit makes the Prefect server log a long
+    UNIQUE-constraint traceback on every repeated backfill, although nothing is wrong.
+    """
     slots = max(1, int(per_second))
     async with get_client() as client:
         try:
-            await client.create_global_concurrency_limit(
-                GlobalConcurrencyLimitCreate(
-                    name=name, limit=slots, slot_decay_per_second=per_second
-                )
+            await client.upsert_global_concurrency_limit_by_name(
+                name, slots, slot_decay_per_second=per_second
             )
-        except ObjectAlreadyExists:
+        except ObjectAlreadyExists:  # created by a concurrent backfill in between
             pass
     return name
+
+
+@task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[2, 10])
+async def unknown_symbols(symbols: list[str], *, exchange: str, base_url: str | None) -> list[str]:
+    """The symbols the exchange does not list (its markets are loaded once)."""
+    return await unlisted_symbols(symbols, exchange=exchange, base_url=base_url)
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 30])
@@ -107,6 +115,10 @@ async def backfill(
     )
     if start >= end:
         raise ValueError(f"since {start} must be before until {end}")
+    # a symbol the exchange does not list would fail every page and every retry
+    missing = await unknown_symbols(chosen, exchange=exchange, base_url=settings.exchange_url)
+    if missing:
+        raise ValueError(f"{exchange} lists no market {', '.join(missing)}")
     limit_name = await ensure_rate_limit(
         f"exchange-{exchange}-rest", settings.backfill_requests_per_second
     )

@@ -279,6 +279,27 @@ def retrain(
     )
 
 
+@app.command("webhooks")
+def webhooks(
+    workers: Annotated[int, typer.Option(min=1, help="Delivery threads in this process.")] = 1,
+) -> None:
+    """Deliver the webhook outbox until Ctrl-C or SIGTERM (run as many as you like)."""
+    import signal
+    import threading
+
+    from signalengine.core.db import database_url
+    from signalengine.tasks.alerts.outbox import DeliveryPolicy, serve_outbox
+
+    settings = get_settings()
+    stop = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda *_: stop.set())
+    delivered = serve_outbox(
+        database_url(settings), DeliveryPolicy.from_settings(settings), workers=workers, stop=stop
+    )
+    _summary({"workers": workers, "delivered": delivered})
+
+
 @app.command("schedule")
 def schedule() -> None:
     """Serve the scheduled flows (settle, rollups, retrain) with Prefect's scheduler."""

@@ -61,6 +61,7 @@ __all__ = [
     "deliver_due",
     "delivery_counts",
     "enqueue_deliveries",
+    "serve_outbox",
 ]
 
 IDEMPOTENCY_HEADER = "Idempotency-Key"
@@ -264,3 +265,12 @@ class DeliveryWorker:
                     logger.exception("webhook worker crashed; restarting in 5 s")
                     self._stop.wait(5.0)
         self._db.close()
+
+
+def serve_outbox(url: str, policy: DeliveryPolicy, *, workers: int, stop: threading.Event) -> int:
+    """Run `workers` delivery threads until `stop` is set; returns deliveries made."""
+    running = [DeliveryWorker(url, policy, name=f"webhooks-{i}").start() for i in range(workers)]
+    stop.wait()
+    for worker in running:
+        worker.stop()
+    return sum(worker.delivered for worker in running)

@@ -48,6 +48,16 @@ class BackfillResult:
         return dict(self.__dict__)
 
 
+def _oldest_stored_ms(conn: DbConn, *, exchange: str, symbol: str) -> int:
+    """Open time (epoch ms) of the oldest stored 1m bar; call only when one exists."""
+    row: Any = conn.execute(
+        "SELECT min(ts) AS ts FROM klines WHERE exchange = %s AND symbol = %s",
+        (exchange, symbol),
+    ).fetchone()
+    value = row["ts"] if isinstance(row, dict) else row[0]  # dict or tuple rows
+    return int(value.timestamp() * 1000)
+
+
 def resume_point(
     conn: DbConn,
     *,
@@ -55,9 +65,13 @@ def resume_point(
     symbol: str,
     since_ms: int,
 ) -> int:
-    """Where to start: after the newest stored bar when the store already reaches `since`."""
+    """Where to start: after the newest stored bar when the store already reaches `since`.
+
+    A `since` before the oldest stored bar starts there: that range is missing (bars
+    fetched again over the stored range come back as counted duplicates).
+    """
     last = last_stored_ts(conn, exchange=exchange, symbol=symbol)
-    if last is None:
+    if last is None or since_ms < _oldest_stored_ms(conn, exchange=exchange, symbol=symbol):
         return since_ms
     last_ms = int(last.value // 1_000_000)
     return max(since_ms, last_ms + MINUTE_MS)
