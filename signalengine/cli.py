@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import sys
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 
@@ -23,7 +23,7 @@ def _summary(payload: dict[str, Any]) -> None:
     typer.echo(json.dumps(payload, default=str))
 
 
-def _fail(error: Exception) -> None:
+def _fail(error: Exception) -> NoReturn:
     typer.echo(f"error: {error}", err=True)
     raise typer.Exit(code=2)
 
@@ -76,16 +76,25 @@ def export_file(
     symbol: Annotated[str, typer.Option()] = "BTC/USDT",
     timeframe: Annotated[str, typer.Option()] = "1m",
 ) -> None:
-    """Export stored bars of one symbol and timeframe to Parquet or CSV."""
+    """Export stored bars of one symbol and timeframe to Parquet or CSV (with `bars`)."""
+    import psycopg
+
     from signalengine.core.db import connect
     from signalengine.tasks.marketdata.files import write_klines_file
     from signalengine.tasks.marketdata.klines import load_bars
 
-    sym = _symbols(symbol)[0]
+    configured = get_settings().timeframes
+    if timeframe not in configured:
+        _fail(ValueError(f"unknown timeframe {timeframe!r}; configured: {', '.join(configured)}"))
     try:
+        sym = _symbols(symbol)[0]
         with connect() as conn:
-            bars = load_bars(conn, exchange=exchange, symbols=[sym], timeframe=timeframe)[sym]
+            bars = load_bars(conn, exchange=exchange, symbols=[sym], timeframe=timeframe).get(sym)
+        if bars is None or bars.empty:
+            raise ValueError(f"no stored {timeframe} bars of {sym} on {exchange}: nothing written")
         write_klines_file(bars.reset_index(), path)
+    except psycopg.errors.UndefinedTable as error:
+        _fail(ValueError(f"{error.diag.message_primary}: run `signalengine db upgrade`"))
     except ValueError as error:
         _fail(error)
     _summary({"path": str(path), "rows": len(bars), "symbol": sym, "timeframe": timeframe})
@@ -186,12 +195,32 @@ def backfill(
     """Fetch history over REST (resumable, idempotent, rate limited)."""
     import asyncio
 
-    from signalengine.flows.backfill import backfill as backfill_flow
+    import ccxt
+    import pandas as pd
 
+    from signalengine.flows.backfill import backfill as backfill_flow
+    from signalengine.tasks.marketdata.markets import unlisted_symbols
+
+    settings = get_settings()
+    venue = exchange or settings.exchange
+    # checked before the flow starts, so that a bad argument is one line, not a failed run
+    try:
+        chosen = _symbols(symbols) if symbols else settings.symbols
+        if since and until and pd.Timestamp(since, tz="UTC") >= pd.Timestamp(until, tz="UTC"):
+            raise ValueError(f"--since {since} must be before --until {until}")
+        missing = asyncio.run(
+            unlisted_symbols(chosen, exchange=venue, base_url=settings.exchange_url)
+        )
+        if missing:
+            raise ValueError(f"{venue} lists no market {', '.join(missing)}")
+    except ccxt.BaseError as error:
+        _fail(ValueError(f"cannot read the markets of {venue}: {error}"))
+    except ValueError as error:
+        _fail(error)
     try:
         summary = asyncio.run(
             backfill_flow(
-                symbols=_symbols(symbols) if symbols else None,
+                symbols=chosen,
                 since=since or None,
                 until=until or None,
                 exchange=exchange or None,
