@@ -222,6 +222,9 @@ def test_a_4xx_is_final(
     assert dispatcher.stats()["rejected"] == 1
 
 
+HUNG_TIMEOUT = 30.0
+
+
 @pytest.mark.parametrize("dead", ["refused", "hung"])
 def test_a_dead_receiver_blocks_neither_dispatch_nor_other_receivers(
     dead: str, receiver: Callable[..., Receiver], dispatchers: Callable[..., WebhookDispatcher]
@@ -236,23 +239,32 @@ def test_a_dead_receiver_blocks_neither_dispatch_nor_other_receivers(
             port = free_port()
         healthy = receiver()
         failed_before = counted("failed")
+        # A hung receiver holds each attempt for the whole timeout: a dispatch that waited
+        # for it even once could not return before HUNG_TIMEOUT. The checks below follow
+        # from that ordering, not from how fast this machine is (no wall-clock bound).
         dispatcher = dispatchers(
             [f"http://127.0.0.1:{port}/hook", healthy.url],
-            timeout_seconds=0.3,
+            timeout_seconds=HUNG_TIMEOUT if dead == "hung" else 0.3,
             max_attempts=2,
             queue_size=5,
         )
         signals = [make_signal(0.9) for _ in range(100)]
 
-        started = time.perf_counter()
-        assert dispatcher.dispatch(signals) == 100
-        assert time.perf_counter() - started < 0.05
+        queued: list[int] = []
+        caller = threading.Thread(target=lambda: queued.append(dispatcher.dispatch(signals)))
+        caller.start()
+        caller.join(HUNG_TIMEOUT / 3)
+        assert queued == [100], "dispatch did not return while the receiver was dead"
+        if dead == "hung":
+            # no attempt on the hung URL has ended yet, so dispatch waited for none
+            assert dispatcher.stats()["failed"] == 0
 
         # the healthy receiver is served while the dead one is still being retried
         deadline = time.monotonic() + 5
         while len(healthy.accepted()) < 5 and time.monotonic() < deadline:
             time.sleep(0.01)
         assert len(healthy.accepted()) >= 5
+        blackhole.close()  # resets the hung connections: its attempts now fail fast
         assert dispatcher.wait_idle(15)
         stats = dispatcher.stats()
         # 100 for each URL: the dead URL's all failed or were dropped from its full queue
