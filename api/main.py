@@ -23,6 +23,7 @@ from signalengine.api.db import AsyncConn
 from signalengine.api.deps import ApiState, reject_unknown_query, require_token
 from signalengine.api.errors import install_error_handlers
 from signalengine.api.feed import Feed
+from signalengine.api.limits import install_log_redaction, server_options
 from signalengine.api.metrics import ApiMetrics, HttpMetricsMiddleware
 from signalengine.api.routes import (
     controls,
@@ -108,6 +109,7 @@ async def _lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """A new API application (nothing connects until its lifespan starts)."""
     settings = settings or get_settings()
+    install_log_redaction()  # the token must never reach a log line
     version = _version()
     api_metrics = ApiMetrics()
     app = FastAPI(
@@ -193,6 +195,7 @@ def serve(
         # clients that is most of the fan-out's CPU; messages are ~2 KB, so send them plain.
         ws_per_message_deflate=False,
         log_level="info",
+        **server_options(),  # 431 for oversized request heads
     )
 
 

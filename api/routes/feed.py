@@ -15,12 +15,26 @@ logger = logging.getLogger(__name__)
 router = APIRouter(tags=["feed"])
 
 
+BEARER_SUBPROTOCOL = "signalengine.bearer"
+
+
+def _offered(websocket: WebSocket) -> list[str]:
+    raw = websocket.headers.get("sec-websocket-protocol", "")
+    return [p.strip() for p in raw.split(",") if p.strip()]
+
+
 def _token(websocket: WebSocket) -> str | None:
-    """The bearer token from the Authorization header, else from `?token=`."""
+    """The token: `Authorization: Bearer`, else the subprotocol pair
+    `["signalengine.bearer", <token>]` (what browsers can send), else `?token=` (kept for
+    old clients; access logs redact it)."""
     header = websocket.headers.get("authorization", "")
     scheme, _, credentials = header.partition(" ")
     if scheme.lower() == "bearer" and credentials:
         return credentials.strip()
+    offered = _offered(websocket)
+    if BEARER_SUBPROTOCOL in offered:
+        rest = offered[offered.index(BEARER_SUBPROTOCOL) + 1 :]
+        return rest[0] if rest else None
     return websocket.query_params.get("token")
 
 
@@ -44,7 +58,9 @@ async def feed(websocket: WebSocket, state: StateDep) -> None:
     "timeframes": [...]}` to filter signals. Close codes: 1008 bad token or parameters,
     1013 the client fell too far behind, 1011 the feed is not running.
     """
-    await websocket.accept()
+    # a browser drops the connection unless one offered subprotocol is selected
+    chosen = BEARER_SUBPROTOCOL if BEARER_SUBPROTOCOL in _offered(websocket) else None
+    await websocket.accept(subprotocol=chosen)
     token = state.settings.api_token
     if token is not None and not token_matches(token, _token(websocket)):
         await websocket.close(code=status.WS_1008_POLICY_VIOLATION, reason="unauthorized")

@@ -1,10 +1,18 @@
 /* SignalEngine real-time dashboard: REST for history, /ws/feed for live updates.
- * An optional ?token= in the page URL is sent as a bearer token (REST) and as ?token= (WS). */
+ * An optional ?token= in the page URL is kept in sessionStorage and removed from the address
+ * bar (so it is not logged again or bookmarked); it is sent as a bearer header over REST and
+ * as the WebSocket subprotocol pair ["signalengine.bearer", token], never in a URL. */
 (function () {
   "use strict";
 
   const params = new URLSearchParams(window.location.search);
-  const TOKEN = params.get("token");
+  const TOKEN = params.get("token") || window.sessionStorage.getItem("signalengine.token");
+  if (params.has("token")) {
+    window.sessionStorage.setItem("signalengine.token", params.get("token"));
+    params.delete("token");
+    const rest = params.toString();
+    window.history.replaceState(null, "", window.location.pathname + (rest ? `?${rest}` : ""));
+  }
   const MAX_ROWS = 300;
   const TOAST_MS = 6000;
   const PERF_REFRESH_MS = 15000;
@@ -271,7 +279,6 @@
   function feedUrl() {
     const scheme = window.location.protocol === "https:" ? "wss" : "ws";
     const query = new URLSearchParams();
-    if (TOKEN) { query.set("token", TOKEN); }
     if (newestCreated) {
       query.set("since", new Date(Date.parse(newestCreated) - REPLAY_MARGIN_MS).toISOString());
     }
@@ -299,7 +306,8 @@
 
   function connect() {
     setStatus(attempt ? "reconnecting" : "connecting");
-    socket = new WebSocket(feedUrl());
+    socket = TOKEN ? new WebSocket(feedUrl(), ["signalengine.bearer", TOKEN])
+      : new WebSocket(feedUrl());
     socket.addEventListener("message", onMessage);
     socket.addEventListener("close", () => {
       setStatus("reconnecting");

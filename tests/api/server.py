@@ -11,6 +11,7 @@ from types import TracebackType
 import httpx
 import uvicorn
 
+from signalengine.api.limits import server_options
 from signalengine.api.main import WS_MAX_MESSAGE_BYTES, create_app
 from signalengine.core.config import Settings
 
@@ -45,6 +46,7 @@ class ApiServer:
             log_level="warning",
             ws_max_size=WS_MAX_MESSAGE_BYTES,
             lifespan="on",
+            **server_options(),  # the header limits `signalengine api` runs with
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"api-{self.port}", daemon=True)

@@ -125,6 +125,8 @@ def test_dashboard_uses_the_token_from_its_url(
     page.goto(f"{secured_api.url}/dashboard?token={API_TOKEN}")
     page.wait_for_selector("#connection-status[data-state='connected']", timeout=5000)
     page.wait_for_selector(f"tr[data-id='{stored['id']}']", timeout=2000)
+    # the WebSocket authenticated with a subprotocol; the token left the address bar
+    assert API_TOKEN not in page.url
     page.close()
 
 

@@ -13,6 +13,7 @@ import time
 import httpx
 import pandas as pd
 import psycopg
+import pytest
 
 from signalengine.simulator import Faults, running_simulator
 from signalengine.tasks import metrics
@@ -84,6 +85,7 @@ async def test_every_malformed_kline_reaches_klines_rejected(
     _assert_truth(db)
 
 
+@pytest.mark.timeout(OUTAGE_SECONDS + 400)  # start-up, the outage, and the catch-up after it
 async def test_database_outage_longer_than_the_old_horizon(
     db, database_url, prefect_harness, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
