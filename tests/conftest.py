@@ -5,8 +5,11 @@ The TimescaleDB fixtures (real server or PGlite) live in tests/utils/timescale.p
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import socket
+import tempfile
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -20,6 +23,15 @@ pytest_plugins = ("tests.utils.timescale",)
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
 os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+
+# Tests never read the demo's state (the checkout's .state/: its MLflow store, the running
+# stack's URLs, its database): every test process gets a state dir and MLflow store of its
+# own, inherited by the processes it starts.
+TEST_STATE_DIR = Path(tempfile.mkdtemp(prefix="signalengine-test-state-"))
+atexit.register(shutil.rmtree, TEST_STATE_DIR, ignore_errors=True)
+os.environ["SIGNALENGINE_STATE_DIR"] = str(TEST_STATE_DIR)
+for _name in ("SIGNALENGINE_MLFLOW_TRACKING_URI", "MLFLOW_TRACKING_URI"):
+    os.environ.pop(_name, None)
 
 _LOCAL_PG = "postgresql://postgres@127.0.0.1:5432/postgres"
 
