@@ -12,9 +12,18 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import numpy as np
 import pandas as pd
+from numpy.typing import NDArray
 
-from signalengine.tasks.engine.buckets import resample_bars
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.tasks.engine.buckets import (
+    OHLCV_COLUMNS,
+    aggregate_buckets,
+    index_ns,
+    resample_bars,
+    timeframe_ns,
+)
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, SignalFilter
@@ -53,7 +62,7 @@ def run_backtest(
             on_symbol(symbol, len(bars_1m))
         if bars_1m.empty:
             continue
-        bars_by_tf = {tf: resample_bars(bars_1m, tf) for tf in cfg.timeframes if tf != "1m"}
+        bars_by_tf = _higher_timeframes(bars_1m, cfg)
         bars_by_tf["1m"] = bars_1m
         signals = evaluate_symbol_history(
             bars_by_tf,
@@ -78,6 +87,37 @@ def run_backtest(
     summary["bars_processed"] = bars_processed
     summary["seconds"] = round(time.perf_counter() - started, 6)
     return signals_all, perf_all, summary
+
+
+def _higher_timeframes(bars_1m: pd.DataFrame, cfg: EngineConfig) -> dict[str, pd.DataFrame]:
+    """Every configured timeframe above 1m, bucketed from the 1m bars.
+
+    The primary timeframe is bucketed from the 1m bars themselves. The others only cast
+    MTF votes, which read open times and closes: those are exact whichever level they
+    are built from, so each is bucketed from the largest smaller timeframe dividing it
+    (1h from 15m: 4 rows per bucket instead of 60), as the database's relations are.
+    """
+    out: dict[str, pd.DataFrame] = {}
+    ts = index_ns(bars_1m)
+    if ts.size == 0 or (ts.size > 1 and not bool(np.all(np.diff(ts) > 0))):
+        # empty, or out of order: resample_bars returns the empty frames / raises
+        return {tf: resample_bars(bars_1m, tf) for tf in cfg.timeframes if tf != "1m"}
+    base: dict[str, NDArray[np.generic]] = {"ts": ts}
+    base |= {c: np.asarray(bars_1m[c], dtype=np.float64) for c in OHLCV_COLUMNS}
+    levels: dict[int, dict[str, NDArray[np.generic]]] = {1: base}
+    ordered = sorted(set(cfg.timeframes) - {"1m"}, key=TIMEFRAME_MINUTES.__getitem__)
+    if cfg.primary_timeframe in ordered:  # first, so the others may build on it
+        ordered.remove(cfg.primary_timeframe)
+        ordered.insert(0, cfg.primary_timeframe)
+    for tf in ordered:
+        minutes = TIMEFRAME_MINUTES[tf]
+        source = 1 if tf == cfg.primary_timeframe else max(m for m in levels if minutes % m == 0)
+        level = aggregate_buckets(levels[source], timeframe_ns(tf))
+        levels[minutes] = level
+        index = pd.DatetimeIndex(np.asarray(level["ts"]).view("datetime64[ns]"), name="ts")
+        columns = {c: level[c] for c in (*OHLCV_COLUMNS, "bars")}
+        out[tf] = pd.DataFrame(columns, index=index.tz_localize("UTC"))
+    return out
 
 
 def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], order: str) -> pd.DataFrame:
