@@ -25,7 +25,10 @@ from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.runs.backtest import summarize_performance
 from signalengine.tasks.runs.chunks import ChunkResult, chunk_symbols, merge_chunks, run_chunk
 from signalengine.tasks.runs.history import clear_run, load_history, load_markers
-from signalengine.tasks.runs.report import MAX_PRICE_CHARTS, write_report
+
+# The report charts this many symbols' prices (tasks.runs.report.MAX_PRICE_CHARTS; not
+# imported from there, as that module loads matplotlib).
+MAX_PRICE_CHARTS = 6
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
@@ -71,6 +74,8 @@ def report(
     window: tuple[pd.Timestamp, pd.Timestamp],
 ) -> str:
     """Write the HTML report; the charted symbols' bars and markers are read back here."""
+    from signalengine.tasks.runs.report import write_report  # matplotlib: only when reporting
+
     exchange, run_id = str(summary["exchange"]), str(summary["run_id"])
     with connect() as conn:
         bars = load_history(
@@ -151,7 +156,7 @@ def backtest(
     summary["exchange"] = exchange
     summary["stored_signals"] = sum(r.stored for r in results)
     if out:
-        charted = list(dict.fromkeys(chosen))[:MAX_PRICE_CHARTS]
+        charted = list(dict.fromkeys(chosen))[:MAX_PRICE_CHARTS]  # as report.MAX_PRICE_CHARTS
         summary["report"] = report(out, summary, performance, charted, (begin, stop))
     logger.info(
         "backtest %s: %d signals, win rate %s", run_id, summary["signals"], summary["win_rate"]
