@@ -219,3 +219,18 @@ def test_dockerignore_keeps_secrets_and_local_state_out() -> None:
     allowed = {line[1:].rstrip("/") for line in lines if line.startswith("!")}
     assert {"pyproject.toml", "core", "flows", "tasks", "api", "sql"} <= allowed
     assert not allowed & {".env", ".venv", ".git", ".state", "tests"}
+
+
+def test_dask_scheduler_and_workers_for_distributed_backtests(rendered: dict[str, Any]) -> None:
+    services = rendered["services"]
+    scheduler, worker = services["dask-scheduler"], services["dask-worker"]
+    for service in (scheduler, worker):
+        assert service["image"].startswith(OUR_IMAGE)  # workers import signalengine
+        assert service["entrypoint"] == ["dask"]
+    assert scheduler["command"][:1] == ["scheduler"] and "8786" in scheduler["command"]
+    assert worker["command"][:2] == ["worker", "tcp://dask-scheduler:8786"]
+    # workers read their own chunks: the same database and Prefect API as everyone
+    assert "@db:5432/" in worker["environment"]["SIGNALENGINE_DATABASE_URL"]
+    assert worker["environment"]["PREFECT_API_URL"] == "http://prefect-server:4200/api"
+    flows_env = services["prefect-worker"]["environment"]
+    assert flows_env["SIGNALENGINE_DASK_ADDRESS"] == "tcp://dask-scheduler:8786"
