@@ -3,8 +3,10 @@
 Each replica holds one dedicated connection LISTENing on the `signals` channel (the
 trigger in sql/003 NOTIFYs id and routing keys on every insert). Notifications of the
 live run are batched, the rows fetched once per replica, serialized once, and put on
-every matching client's bounded queue. A client whose queue is full is too slow: it is
-closed with code 1013 instead of letting memory grow. The LISTEN connection reconnects
+every matching client's bounded queue. A client whose queue is full is too slow: its
+queue is dropped (counted in `ws_messages_dropped_total`) and it gets a close frame with
+code 1013 whose reason says how many messages it lost and the `since` to reconnect with;
+`since` replays everything stored after it, oldest first, in pages. The LISTEN connection reconnects
 with backoff and, after a reconnect, catches up on signals stored while it was away.
 """
 
@@ -27,7 +29,12 @@ from starlette.websockets import WebSocket, WebSocketState
 
 from signalengine.api.cache import VersionedCache
 from signalengine.api.db.performance import PerformanceFilter
-from signalengine.api.db.signals import count_signals, get_signals_by_ids, signals_created_since
+from signalengine.api.db.signals import (
+    count_signals,
+    get_signals_by_ids,
+    signals_created_since,
+    signals_page_since,
+)
 from signalengine.api.feed_client import FeedClient, QueueItem, Subscription
 from signalengine.api.metrics import ApiMetrics, system_figures
 from signalengine.api.schemas import Signal
@@ -59,6 +66,9 @@ LISTEN_PROBE_SECONDS = 30.0
 CATCH_UP_MARGIN = timedelta(seconds=60)
 CLOSE_TOO_SLOW = 1013
 CLOSE_TIMEOUT = 10.0
+# A slow client still reads: give its close frame time to get through the (small) buffers.
+SLOW_CLOSE_TIMEOUT = 30.0
+REPLAY_MAX = 100_000  # signals one `since` replays at most
 
 
 class Feed:
@@ -200,7 +210,7 @@ class Feed:
         text = SignalMessage(data=signal).model_dump_json()
         for client in list(self.clients):
             if client.subscription.matches(signal):
-                self._offer(client, (signal.id, text))
+                self._offer(client, (signal.id, text, signal.created_at))
 
     def _offer(self, client: FeedClient, item: QueueItem) -> None:
         was_slow = client.too_slow.is_set()
@@ -225,11 +235,11 @@ class Feed:
         text = (await self.status()).model_dump_json()
         self._last_status = (asyncio.get_running_loop().time(), text)
         for client in list(self.clients):
-            self._offer(client, (None, text))
+            self._offer(client, (None, text, None))
 
     async def _broadcast_keepalive(self) -> None:
         for client in list(self.clients):
-            self._offer(client, (None, KEEPALIVE_TEXT))
+            self._offer(client, (None, KEEPALIVE_TEXT, None))
 
     async def status(self) -> StatusMessage:
         """Live figures for the status message; database figures are null if it is down."""
@@ -273,11 +283,13 @@ class Feed:
             self.clients.discard(client)
             self._metrics.ws_connected.set(len(self.clients))
             if websocket.application_state == WebSocketState.CONNECTED:
-                code = CLOSE_TOO_SLOW if client.too_slow.is_set() else 1000
-                reason = "client too slow" if client.too_slow.is_set() else ""
+                code, reason, wait = 1000, "", CLOSE_TIMEOUT
+                if client.too_slow.is_set():
+                    self._metrics.ws_messages_dropped.inc(client.drop_queued())
+                    code, reason, wait = CLOSE_TOO_SLOW, client.close_reason(), SLOW_CLOSE_TIMEOUT
                 # A client that stopped reading may never let the close frame through.
                 with contextlib.suppress(Exception):
-                    await asyncio.wait_for(websocket.close(code=code, reason=reason), CLOSE_TIMEOUT)
+                    await asyncio.wait_for(websocket.close(code=code, reason=reason), wait)
 
     async def serve(self, websocket: WebSocket, *, since: datetime | None) -> None:
         """Talk to one accepted client until it leaves or falls behind; always cleans up."""
@@ -313,28 +325,38 @@ class Feed:
         else:
             text = (await self.status()).model_dump_json()
             self._last_status = (now, text)
-        self._offer(client, (None, text))
+        self._offer(client, (None, text, None))
 
     async def _send_now(self, client: FeedClient, text: str) -> None:
         await client.websocket.send_text(text)
         self._metrics.ws_messages_sent.inc()
 
     async def _replay(self, client: FeedClient, since: datetime) -> None:
-        """Send live signals stored after `since` (oldest first) before the live ones."""
-        async with self._pool.connection() as conn:
-            rows = await signals_created_since(conn=conn, since=since, limit=REPLAY_LIMIT)
-        for row in rows:
-            try:
-                signal = Signal.model_validate(row)
-            except ValidationError as exc:
-                logger.error("cannot replay signal %s: %s", row.get("id"), exc)
-                continue
-            client.replayed.add(signal.id)
-            await self._send_now(client, SignalMessage(data=signal).model_dump_json())
+        """Send every live signal stored after `since` (oldest first, in pages, at most
+        REPLAY_MAX) before the live ones, so a reconnecting client misses nothing."""
+        after: tuple[datetime, UUID] | None = None
+        sent = 0
+        while sent < REPLAY_MAX:
+            async with self._pool.connection() as conn:
+                rows = await signals_page_since(
+                    conn=conn, since=since, after=after, limit=REPLAY_LIMIT
+                )
+            for row in rows:
+                try:
+                    signal = Signal.model_validate(row)
+                except ValidationError as exc:
+                    logger.error("cannot replay signal %s: %s", row.get("id"), exc)
+                    continue
+                client.replayed.add(signal.id)
+                await self._send_now(client, SignalMessage(data=signal).model_dump_json())
+            sent += len(rows)
+            if len(rows) < REPLAY_LIMIT:
+                return
+            after = (rows[-1]["created_at"], rows[-1]["id"])
 
     async def _send(self, client: FeedClient) -> None:
         while True:
-            signal_id, text = await client.queue.get()
+            signal_id, text, _ = await client.queue.get()
             if signal_id is not None and signal_id in client.replayed:
                 client.replayed.discard(signal_id)
                 continue
@@ -362,4 +384,4 @@ class Feed:
             if isinstance(parsed, SubscribeMessage):
                 client.subscription = Subscription.from_message(parsed)
             else:
-                self._offer(client, (None, KEEPALIVE_TEXT))
+                self._offer(client, (None, KEEPALIVE_TEXT, None))

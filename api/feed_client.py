@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 from uuid import UUID
 
 from starlette.websockets import WebSocket
@@ -11,8 +12,8 @@ from starlette.websockets import WebSocket
 from signalengine.api.schemas import Signal
 from signalengine.api.ws_schemas import SubscribeMessage
 
-QueueItem = tuple[UUID | None, str]
-"""(signal id or None, the message as JSON text)."""
+QueueItem = tuple[UUID | None, str, datetime | None]
+"""(signal id or None, the message as JSON text, the signal's created_at or None)."""
 
 
 @dataclass(frozen=True)
@@ -51,14 +52,42 @@ class FeedClient:
         self.subscription = Subscription()
         self.too_slow = asyncio.Event()
         self.replayed: set[UUID] = set()
+        self.dropped = 0  # messages this client will never get (counted, not silent)
+        self.first_dropped_at: datetime | None = None  # created_at of its first lost signal
 
     def offer(self, item: QueueItem) -> bool:
         """Queue a message; False (and flagged too slow) when the queue is full."""
         if self.too_slow.is_set():
+            self._lose(item)
             return False
         try:
             self.queue.put_nowait(item)
         except asyncio.QueueFull:
             self.too_slow.set()
+            self._lose(item)
             return False
         return True
+
+    def _lose(self, item: QueueItem) -> None:
+        self.dropped += 1
+        created = item[2]
+        if created is not None and (
+            self.first_dropped_at is None or created < self.first_dropped_at
+        ):
+            self.first_dropped_at = created
+
+    def drop_queued(self) -> int:
+        """Empty the queue into the dropped count (the client is being closed); returns it."""
+        while not self.queue.empty():
+            self._lose(self.queue.get_nowait())
+        return self.dropped
+
+    def close_reason(self) -> str:
+        """The 1013 reason: how much was lost and where to resume (<= 123 bytes)."""
+        reason = f"too slow: {self.dropped} messages dropped"
+        if self.first_dropped_at is not None:
+            # `since` is exclusive, and one transaction's signals share a created_at
+            moment = (self.first_dropped_at - timedelta(microseconds=1)).astimezone(UTC)
+            since = moment.isoformat().replace("+00:00", "Z")  # URL-safe as it is
+            reason += f"; resume with since={since}"
+        return reason

@@ -13,13 +13,19 @@ uvicorn loggers.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import re
+import socket
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import STATUS_LINE, HttpToolsProtocol
 
 MAX_HEADER_BYTES = 64 * 1024  # request line + header fields of one request
+# Kernel send buffer of a WebSocket: small, so a backlog waits in the feed's own bounded
+# queue (which it can count and drop) and a 1013 close frame is never stuck behind
+# megabytes of loopback buffers when the client is slow.
+WS_SEND_BUFFER_BYTES = 64 * 1024
 MAX_HEADER_COUNT = 100
 _SECRET_QUERY = re.compile(r"((?:^|[?&;\s\"'])(?:token|access_token|api_key)=)[^&\s\"'#]*", re.I)
 REDACTED = "***"
@@ -76,6 +82,13 @@ class LimitedHttpToolsProtocol(HttpToolsProtocol):
     def on_message_complete(self) -> None:
         self._in_head = True
         super().on_message_complete()
+
+    def handle_websocket_upgrade(self) -> None:
+        sock = self.transport.get_extra_info("socket")
+        if sock is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, WS_SEND_BUFFER_BYTES)
+        super().handle_websocket_upgrade()
 
     def send_400_response(self, msg: str) -> None:
         if not self._too_large:

@@ -168,6 +168,11 @@ class ApiMetrics:
             "Slow /ws/feed clients closed because their queue filled.",
             registry=reg,
         )
+        self.ws_messages_dropped = Counter(
+            "ws_messages_dropped_total",
+            "Messages slow /ws/feed clients lost (their queue at the 1013 close, and after).",
+            registry=reg,
+        )
         self.signals_generated = Counter(
             "signals_generated_total",
             "Live signals announced to this replica.",

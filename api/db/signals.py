@@ -88,6 +88,26 @@ async def signals_created_since(
     return await cur.fetchall()
 
 
+async def signals_page_since(
+    *,
+    conn: AsyncConn,
+    since: datetime,
+    after: tuple[datetime, UUID] | None,
+    run_id: str = LIVE_RUN,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """Up to `limit` signals stored after `since`, oldest first; `after` (created_at, id)
+    of the previous page's last row continues from there (keyset paging)."""
+    lower_ts, lower_id = after if after is not None else (since, None)
+    query = sql.SQL(
+        "SELECT {} FROM signals WHERE run_id = %s AND created_at > %s"
+        " AND (%s::uuid IS NULL OR (created_at, id) > (%s::timestamptz, %s::uuid))"
+        " ORDER BY created_at, id LIMIT %s"
+    ).format(_COLUMNS)
+    cur = await conn.execute(query, [run_id, since, lower_id, lower_ts, lower_id, limit])
+    return await cur.fetchall()
+
+
 async def count_signals(*, conn: AsyncConn, run_id: str = LIVE_RUN) -> int:
     """How many signals a run has."""
     cur = await conn.execute("SELECT count(*) AS n FROM signals WHERE run_id = %s", [run_id])
