@@ -71,7 +71,7 @@ EVENTS_DETECTED = Counter(
 )
 EVENT_QUEUE_DEPTH = Gauge(
     "event_queue_depth",
-    "Closed bars waiting to be processed.",
+    "Stored minutes waiting for evaluation (the stream's bounded ingest -> evaluation queue).",
     registry=REGISTRY,
 )
 EVENT_PROCESSING = Histogram(
@@ -79,6 +79,20 @@ EVENT_PROCESSING = Histogram(
     "Time from a closed batch to its signals.",
     registry=REGISTRY,
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
+LIVE_STAGE_DURATION = Histogram(
+    "stream_close_stage_duration_seconds",
+    "Time of one primary close by stage: state_update (windows brought to the minute),"
+    " compute (engine over the in-memory windows), store (signals, outbox, watermark"
+    " committed; the signals NOTIFY fires at that commit).",
+    ["stage"],
+    registry=REGISTRY,
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5),
+)
+INGEST_BACKPRESSURE = Counter(
+    "stream_ingest_backpressure_seconds_total",
+    "Seconds ingest waited because the evaluation queue was full (0 while evaluation keeps up).",
+    registry=REGISTRY,
 )
 SIGNALS_EMITTED = Counter(
     "stream_signals_emitted_total",

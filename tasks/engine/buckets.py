@@ -132,6 +132,9 @@ def resample_closed(bars_1m: pd.DataFrame, timeframe: str, as_of: pd.Timestamp) 
     )
 
 
+_NO_BARS = pd.DataFrame()  # placeholder frame of series built from arrays (never read)
+
+
 class ClosedSeries:
     """One timeframe's bars closed by `as_of_ns` (open + tf <= as_of), the last `window` rows.
 
@@ -156,6 +159,17 @@ class ClosedSeries:
         self._rows = slice(0, 0)
         self._ts: NDArray[np.int64] | None = None
         self._cols: dict[str, FloatArray] | None = None
+
+    @classmethod
+    def from_arrays(
+        cls, timeframe: str, ts: NDArray[np.int64], cols: Mapping[str, FloatArray]
+    ) -> ClosedSeries:
+        """An already selected series: `ts` (int64 ns open times, ascending) and contiguous
+        float64 OHLCV arrays of the same length (the live stream's in-memory windows)."""
+        series = cls(_NO_BARS, timeframe, as_of_ns=None, window=None)
+        series._ts = ts
+        series._cols = {c: cols[c] for c in OHLCV_COLUMNS}
+        return series
 
     def _select(self) -> NDArray[np.int64]:
         if self._resample:

@@ -70,6 +70,7 @@ __all__ = [
     "SignalFilter",
     "evaluate_latest",
     "evaluate_latest_batch",
+    "evaluate_latest_series",
     "evaluate_symbol_history",
     "signal_id",
     "signals_to_frame",
@@ -171,7 +172,7 @@ def _latest_scored(primaries: list[ClosedSeries], cfg: EngineConfig) -> list[_Sc
 
 
 def _votes(
-    series: dict[str, ClosedSeries],
+    series: Mapping[str, ClosedSeries],
     primary_feats: dict[str, FloatArray],
     cfg: EngineConfig,
     rows: NDArray[np.int64],
@@ -194,7 +195,7 @@ def _votes(
 
 
 def _candidates(
-    series: dict[str, ClosedSeries],
+    series: Mapping[str, ClosedSeries],
     cfg: EngineConfig,
     scored: _Scored,
     *,
@@ -306,12 +307,42 @@ def evaluate_latest_batch(
     `evaluate_latest` per symbol in the mapping's order, only faster: the symbols'
     window-local features, events and scores are computed together.
     """
+    at_ns = _ns_of(at)
+    series_by_symbol = {
+        symbol: _prepare(bars_by_tf, config, as_of_ns=at_ns, window=config.live_window_bars)
+        for symbol, bars_by_tf in bars_by_symbol.items()
+    }
+    return evaluate_latest_series(
+        series_by_symbol,
+        at=at,
+        state=state,
+        exchange=exchange,
+        config=config,
+        run_id=run_id,
+        signal_filter=signal_filter,
+        model_version=model_version,
+    )
+
+
+def evaluate_latest_series(
+    series_by_symbol: Mapping[str, Mapping[str, ClosedSeries]],
+    *,
+    at: pd.Timestamp,
+    state: CooldownState,
+    exchange: str,
+    config: EngineConfig,
+    run_id: str = LIVE_RUN,
+    signal_filter: SignalFilter | None = None,
+    model_version: str | None = None,
+) -> list[Signal]:
+    """`evaluate_latest_batch` on series already selected: per symbol and timeframe the
+    closed bars by `at`, at most `live_window_bars` of them (`ClosedSeries.from_arrays`:
+    the live stream's in-memory windows, no DataFrame per symbol)."""
     cfg = config
     at_ns = _ns_of(at)
     primary_tf, tf_ns = cfg.primary_timeframe, timeframe_ns(cfg.primary_timeframe)
-    due: list[tuple[str, dict[str, ClosedSeries]]] = []
-    for symbol, bars_by_tf in bars_by_symbol.items():
-        series = _prepare(bars_by_tf, cfg, as_of_ns=at_ns, window=cfg.live_window_bars)
+    due: list[tuple[str, Mapping[str, ClosedSeries]]] = []
+    for symbol, series in series_by_symbol.items():
         ts = series[primary_tf].ts
         if ts.size and int(ts[-1]) + tf_ns == at_ns:
             due.append((symbol, series))

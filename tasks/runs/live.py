@@ -1,9 +1,13 @@
 """The live driver of the engine: signals for each primary bar as it closes.
 
-It reads each timeframe's closed bars from the database (never an open bucket), runs
-`tasks.engine.pipeline.evaluate_latest` (the same code the backtest runs) and writes the
-signals. Where it got to is kept in `stream_watermarks`, so a restarted stream resumes
-at the next unprocessed primary close and evaluates none twice.
+The live stream keeps each timeframe's trailing closed bars in memory
+(`tasks.runs.windows.LiveWindows`: seeded from the database, advanced from the bars the
+stream stores), so a primary close reads no window from the database; a replay, without
+windows, reads them from the database per close. Either way it runs
+`tasks.engine.pipeline.evaluate_latest_series` (the same code the backtest runs) on the
+same closed bars and writes the signals. Where it got to is kept in `stream_watermarks`,
+so a restarted stream resumes at the next unprocessed primary close and evaluates none
+twice.
 
 Each close is one transaction: its signals, their webhook outbox rows and the new
 watermark commit together, and the engine's in-memory state (cooldowns, the watermark)
@@ -18,6 +22,7 @@ import dataclasses
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any
 
 import pandas as pd
 
@@ -27,12 +32,13 @@ from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
 from signalengine.tasks import metrics
 from signalengine.tasks.alerts.outbox import enqueue_deliveries
 from signalengine.tasks.engine.config import EngineConfig
-from signalengine.tasks.engine.pipeline import evaluate_latest_batch
+from signalengine.tasks.engine.pipeline import evaluate_latest_batch, evaluate_latest_series
 from signalengine.tasks.engine.records import CooldownState, Signal
 from signalengine.tasks.learning.ai_filter import ChampionFilter
 from signalengine.tasks.marketdata.klines import load_bars
 from signalengine.tasks.outcomes.controls import SymbolControl, load_controls
 from signalengine.tasks.outcomes.signals import insert_signals, load_cooldown_state
+from signalengine.tasks.runs.windows import LiveWindows
 
 MS = 1_000_000  # ns per ms
 # Called between evaluation and storage; tests use it to inject faults (e.g. kill the
@@ -60,6 +66,7 @@ class LiveEngine:
     webhook_urls: list[str] = field(default_factory=list)
     webhook_min_score: float = 1.0
     before_store: BeforeStore | None = None
+    windows: LiveWindows | None = None  # None: read each close's windows from the database
 
     @classmethod
     def start(
@@ -105,6 +112,39 @@ class LiveEngine:
             (self.watermark_name, pd.Timestamp(close_ms * MS, tz="UTC")),
         )
 
+    def hold_windows(self, conn: DbConn, *, now_ms: int) -> LiveWindows:
+        """Seed the in-memory windows as of `now_ms` (a minute boundary), holding every
+        close after the watermark too (a restarted stream evaluates those first)."""
+        step = TIMEFRAME_MINUTES[self.config.primary_timeframe] * 60_000
+        windows = LiveWindows(
+            exchange=self.exchange,
+            symbols=list(self.symbols),
+            timeframes=self.config.timeframes,
+            window=self.config.live_window_bars,
+        )
+        pending = self.watermark_ms + step if self.watermark_ms >= 0 else now_ms
+        windows.seed(conn, at_ms=now_ms, from_ms=pending)
+        self.windows = windows
+        return windows
+
+    def advance(
+        self,
+        conn: DbConn,
+        *,
+        upto_ms: int,
+        stored: pd.DataFrame | None = None,
+        newest_ms: dict[str, int | None] | None = None,
+    ) -> None:
+        """Bring the windows to `upto_ms` from the 1m bars just stored (`stored`) and the
+        stream's watermarks (`newest_ms`); a no-op without windows."""
+        if self.windows is None:
+            return
+        started = time.perf_counter()
+        if stored is not None:
+            self.windows.take_1m(stored)
+        self.windows.advance(conn, upto_ms=upto_ms, newest_ms=newest_ms)
+        metrics.LIVE_STAGE_DURATION.labels("state_update").observe(time.perf_counter() - started)
+
     def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
         """symbol -> timeframe -> closed bars of the trailing window."""
         window = self.config.live_window_bars
@@ -148,31 +188,35 @@ class LiveEngine:
                 continue
             started = time.perf_counter()
             at = pd.Timestamp(close_ms * MS, tz="UTC")
-            bars = self._bars(conn, at)
+            windows = self.windows.series(close_ms) if self.windows is not None else None
+            bars = self._bars(conn, at) if windows is None else {}
             signal_filter, model_version = (
                 self.ai_filter.current() if self.ai_filter else (None, None)
             )
             controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
             # symbols sharing a config and run are evaluated together (usually all of them)
-            groups: dict[tuple[EngineConfig, str], dict[str, dict[str, pd.DataFrame]]] = {}
+            groups: dict[tuple[EngineConfig, str], list[str]] = {}
             for symbol in self.symbols:
-                groups.setdefault(self._controlled(controls.get(symbol)), {})[symbol] = bars[symbol]
+                groups.setdefault(self._controlled(controls.get(symbol)), []).append(symbol)
             signals: list[Signal] = []
             cooldown = _copy_cooldown(self.cooldown)  # committed only with the signals
-            for (config, run_id), group in groups.items():
-                signals.extend(
-                    evaluate_latest_batch(
-                        group,
-                        at=at,
-                        state=cooldown,
-                        exchange=self.exchange,
-                        config=config,
-                        run_id=run_id,
-                        signal_filter=signal_filter,
-                        model_version=model_version,
-                    )
-                )
+            for (config, run_id), names in groups.items():
+                common: dict[str, Any] = {
+                    "at": at,
+                    "state": cooldown,
+                    "exchange": self.exchange,
+                    "config": config,
+                    "run_id": run_id,
+                    "signal_filter": signal_filter,
+                    "model_version": model_version,
+                }
+                if windows is not None:
+                    chosen = {s: windows[s] for s in names}
+                    signals.extend(evaluate_latest_series(chosen, **common))
+                else:
+                    signals.extend(evaluate_latest_batch({s: bars[s] for s in names}, **common))
             elapsed = time.perf_counter() - started
+            metrics.LIVE_STAGE_DURATION.labels("compute").observe(elapsed)
             metrics.FEATURE_COMPUTATIONS.labels(self.config.primary_timeframe).inc(
                 len(self.symbols)
             )
@@ -188,6 +232,7 @@ class LiveEngine:
                 ).inc()
             if self.before_store is not None:
                 self.before_store(conn, signals)
+            stored_at = time.perf_counter()
             with conn.transaction():
                 new = insert_signals(conn, signals)
                 if self.webhook_urls:
@@ -196,6 +241,7 @@ class LiveEngine:
                     )
                 self._write_watermark(conn, close_ms)
             # committed: only now does the in-memory state move on
+            metrics.LIVE_STAGE_DURATION.labels("store").observe(time.perf_counter() - stored_at)
             written += new
             self.cooldown, self.watermark_ms = cooldown, close_ms
             if self.ai_filter is not None:  # /health shows a filter that rejects everything
