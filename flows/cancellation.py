@@ -3,6 +3,9 @@
 A run started by a worker or `serve` is stopped by its runner when it is cancelled; one
 started from the command line (as `signalengine up` does) has nobody to kill it, so it
 watches its own state and ends itself, cleanly, when it sees CANCELLING.
+
+SIGTERM and Ctrl-C (SIGINT) are the same request made locally: the run finishes the
+minute in hand and ends as Cancelled instead of Crashed. A second signal stops it at once.
 """
 
 from __future__ import annotations
@@ -10,6 +13,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import signal
+import threading
 from collections.abc import Awaitable
 from typing import TypeVar
 from uuid import UUID
@@ -25,18 +30,44 @@ POLL_SECONDS = 3.0
 class CancellationWatch:
     """Polls the run's state; `race` returns None as soon as a cancel was requested."""
 
-    def __init__(self, flow_run_id: UUID | str | None, *, every: float = POLL_SECONDS) -> None:
+    def __init__(
+        self,
+        flow_run_id: UUID | str | None,
+        *,
+        every: float = POLL_SECONDS,
+        signals: tuple[signal.Signals, ...] = (signal.SIGTERM, signal.SIGINT),
+    ) -> None:
         self.flow_run_id = flow_run_id
         self.every = every
         self.requested = asyncio.Event()
+        self.reason: str | None = None
+        self._signals = signals
+        self._handled: list[signal.Signals] = []
         self._task: asyncio.Task[None] | None = None
+
+    def request(self, reason: str) -> None:
+        """Ask the run to stop (what a CANCELLING state or a signal does)."""
+        if self.requested.is_set():
+            raise KeyboardInterrupt(f"{reason} again: stopping now")
+        self.reason = reason
+        self.requested.set()
 
     async def __aenter__(self) -> CancellationWatch:
         if self.flow_run_id is not None:
             self._task = asyncio.create_task(self._poll())
+        if threading.current_thread() is threading.main_thread():
+            loop = asyncio.get_running_loop()
+            for sig in self._signals:
+                with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
+                    loop.add_signal_handler(sig, self.request, sig.name)
+                    self._handled.append(sig)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in self._handled:
+            loop.remove_signal_handler(sig)
+        self._handled = []
         if self._task is not None:
             self._task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
@@ -55,6 +86,7 @@ class CancellationWatch:
                     StateType.CANCELLING,
                     StateType.CANCELLED,
                 ):
+                    self.reason = "cancelled through Prefect"
                     self.requested.set()
 
     async def race(self, awaitable: Awaitable[T]) -> T | None:

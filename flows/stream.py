@@ -248,7 +248,7 @@ async def stream(
                 if max_minutes is not None and minutes_done >= max_minutes:
                     break
             if cancel.requested.is_set():
-                logger.info("cancellation requested; stopping after %d minutes", minutes_done)
+                logger.info("%s; stopping after %d minutes", cancel.reason, minutes_done)
         finally:
             beat.cancel()
             with suppress(asyncio.CancelledError):
