@@ -77,3 +77,31 @@ def test_token_never_appears_in_the_logs(database_url, tmp_path: Path) -> None: 
     assert "/ws/feed" in text and "/dashboard" in text  # the requests were logged ...
     assert API_TOKEN not in text  # ... without the token
     assert "token=***" in text
+
+
+# The README's "open by design" list; every other GET route needs the token.
+OPEN_BY_DESIGN = {
+    "/health",
+    "/dashboard",
+    "/dashboard_realtime.html",
+    "/docs",
+    "/openapi.json",
+}
+
+
+def test_only_the_documented_routes_are_open(secured_api) -> None:  # type: ignore[no-untyped-def]
+    schema = httpx.get(f"{secured_api.url}/openapi.json").json()
+    fill = {"{symbol}": "BTCUSDT", "{signal_id}": "00000000-0000-0000-0000-000000000000"}
+    paths = set(OPEN_BY_DESIGN)
+    for path, operations in schema["paths"].items():
+        if "get" in operations:
+            for key, value in fill.items():
+                path = path.replace(key, value)
+            paths.add(path)
+    assert "/webhooks/deliveries" in paths and "/signals" in paths
+    for path in sorted(paths):
+        status = httpx.get(f"{secured_api.url}{path}").status_code
+        if path in OPEN_BY_DESIGN:
+            assert status != 401, path
+        else:
+            assert status == 401, path
