@@ -162,21 +162,31 @@ def stream(
     """Run the streaming flow live, or replay stored klines through it as fast as it can."""
     import asyncio
 
+    from prefect import tags
     from prefect.exceptions import CancelledRun
+    from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 
     from signalengine.flows.stream import stream as stream_flow
 
+    # Heartbeats every 30 s and the `signalengine` tag: a run whose process is killed is
+    # then marked Crashed by the zombie automation (automations.yaml) instead of staying
+    # Running forever; the deployment's runs get both from prefect.yaml and the worker.
+    beat = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
     try:
-        result = asyncio.run(
-            stream_flow(
-                symbols=_symbols(symbols) if symbols else None,
-                shard=shard or None,
-                source=source,
-                run_id=run_id,
-                start=start or None,
-                end=end or None,
+        with (
+            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: min(beat or 30, 30)}),
+            tags("signalengine", "stream"),
+        ):
+            result = asyncio.run(
+                stream_flow(
+                    symbols=_symbols(symbols) if symbols else None,
+                    shard=shard or None,
+                    source=source,
+                    run_id=run_id,
+                    start=start or None,
+                    end=end or None,
+                )
             )
-        )
     except ValueError as error:
         _fail(error)
     except CancelledRun as cancelled:  # cancelled from the Prefect UI: a clean stop

@@ -52,3 +52,5 @@ async def test_signal_ends_the_run_cancelled(
             flow_run_filter=FlowRunFilter(name=FlowRunFilterName(any_=[name]))
         )
     assert [run.state.type.value for run in runs if run.state] == ["CANCELLED"]
+    # tagged for the zombie automation, which marks a killed run Crashed
+    assert "signalengine" in runs[0].tags
