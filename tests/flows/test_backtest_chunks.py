@@ -82,9 +82,22 @@ def test_chunked_dask_and_one_pass_runs_are_identical(history, prefect_harness) 
         exchange="binance",
     )
     assert sorted(signals["id"]) == list(one[0]["id"].astype(str))
+    from signalengine.flows.backtest import MAX_PRICE_CHARTS
+    from signalengine.tasks.runs.report import MAX_PRICE_CHARTS as REPORT_CHARTS
+
+    assert MAX_PRICE_CHARTS == REPORT_CHARTS
     for key in SUMMARY_KEYS:
         assert summary[key] == one_chunk[key], key
+    # what the COPY writer stored is what the engine computed, value for value
     stored = one[0].set_index(one[0]["id"].astype(str)).loc[signals["id"]]
-    assert list(stored["entry_price"]) == list(signals["entry_price"])
-    assert list(stored["status"]) == list(signals["status"])
-    assert list(stored["features"]) == list(signals["features"])
+    for col in ("entry_price", "take_profit", "stop_loss", "score", "mtf_score", "status"):
+        assert list(stored[col]) == list(signals[col]), col
+    for col in ("events", "mtf_details", "features", "mtf_aligned", "direction", "timeframe"):
+        assert list(stored[col]) == list(signals[col]), col
+    for col in ("ts", "emitted_at", "expires_at"):
+        assert list(pd.to_datetime(stored[col], utc=True)) == list(signals[col]), col
+    assert stored["ai_probability"].isna().all() and stored["model_version"].isna().all()
+    kept = one[1].set_index(one[1]["signal_id"].astype(str)).loc[perf["signal_id"]]
+    for col in ("entry_price", "exit_price", "return_pct", "duration_sec", "score", "outcome"):
+        assert list(kept[col]) == list(perf[col]), col
+    assert list(pd.to_datetime(kept["exit_time"], utc=True)) == list(perf["exit_time"])
