@@ -1,8 +1,8 @@
 """Backtest: replay stored history through the engine, settle, store and report.
 
 The universe runs in symbol chunks (tasks.runs.chunks), one Prefect task run per chunk:
-in this process one after another (bounded memory), or on Dask workers when
-`run_backtest_flow` is given workers or `SIGNALENGINE_DASK_ADDRESS` is set. Both give the
+in this process at most IN_PROCESS_CHUNKS at a time (bounded memory), or on Dask workers
+when `run_backtest_flow` is given workers or `SIGNALENGINE_DASK_ADDRESS` is set. Both give the
 same signals, outcomes and summary.
 """
 
@@ -10,12 +10,13 @@ from __future__ import annotations
 
 import uuid
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
+from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from signalengine.core.config import get_settings
 from signalengine.core.db import connect
@@ -88,29 +89,31 @@ def report(
     return str(path)
 
 
-def _run_chunks(
-    chunks: list[list[str]], *, distributed: bool, args: dict[str, Any]
-) -> list[ChunkResult]:
-    """Submit every chunk (Dask) or run them one by one; a progress bar counts chunks."""
+def _run_chunks(chunks: list[list[str]], args: dict[str, Any]) -> list[ChunkResult]:
+    """Submit every chunk to the flow's task runner; a progress bar counts finished chunks."""
     results: list[ChunkResult] = []
     with progress_bar() as bar:
         job = bar.add_task("backtest chunks", total=len(chunks))
-        if distributed:
-            futures = [
-                simulate_chunk.submit(index=i, symbols=c, **args) for i, c in enumerate(chunks)
-            ]
-            for future in as_completed(futures):
-                results.append(future.result())
-                bar.update(job, advance=1)
-        else:
-            for i, c in enumerate(chunks):
-                bar.update(job, description=f"backtest {c[0]}..")
-                results.append(simulate_chunk(index=i, symbols=c, **args))
-                bar.update(job, advance=1)
+        futures = [simulate_chunk.submit(index=i, symbols=c, **args) for i, c in enumerate(chunks)]
+        for future in as_completed(futures):
+            result = future.result()
+            results.append(result)
+            bar.update(job, advance=1, description=f"backtest {result.symbols[-1]}")
     return results
 
 
-@flow(name="backtest")
+# In this process two chunks are in flight: one reads from the database (the server works,
+# this process waits with the GIL released) while the other computes. Memory: two chunks.
+IN_PROCESS_CHUNKS = 2
+
+
+# (Prefect types its runners by future class; the thread runner's does not widen for mypy)
+_THREADS = cast(
+    "TaskRunner[PrefectFuture[Any]]", ThreadPoolTaskRunner(max_workers=IN_PROCESS_CHUNKS)
+)
+
+
+@flow(name="backtest", task_runner=_THREADS)
 def backtest(
     symbols: list[str] | None = None,
     start: str | None = None,
@@ -118,13 +121,12 @@ def backtest(
     exchange: str | None = None,
     run_id: str | None = None,
     out: str | None = None,
-    distributed: bool = False,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
     """Backtest `symbols` over [start, end) (default: the last 30 days) and summarize.
 
-    `distributed` submits the chunks to the flow's task runner (Dask through
-    `run_backtest_flow`); otherwise they run here one after another.
+    The chunks go to the flow's task runner: two threads here, or Dask workers through
+    `run_backtest_flow`.
     """
     settings = get_settings()
     logger = get_run_logger()
@@ -144,7 +146,7 @@ def backtest(
         "run_id": run_id,
         "config": EngineConfig.from_settings(settings),
     }
-    results = _run_chunks(chunks, distributed=distributed, args=args)
+    results = _run_chunks(chunks, args)
     performance, seconds = merge_chunks(results)
     summary = summarize_performance(performance, signals=sum(r.signals for r in results))
     summary["symbols"] = sum(len(r.symbols) for r in results)
@@ -171,7 +173,7 @@ def run_backtest_flow(*, workers: int | None = None, **params: Any) -> dict[str,
         runner = dask_runner(settings, workers)
         # DaskTaskRunner is a TaskRunner of PrefectDaskFuture, which mypy cannot widen
         dask_flow = backtest.with_options(task_runner=runner)  # type: ignore[arg-type]
-        summary: dict[str, Any] = dask_flow(distributed=True, **params)
+        summary: dict[str, Any] = dask_flow(**params)
         return summary
     result: dict[str, Any] = backtest(**params)
     return result
