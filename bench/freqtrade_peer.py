@@ -119,8 +119,11 @@ def ensure_venv() -> dict[str, Any]:
     }
 
 
-def _prepare(work: Path, days: float) -> dict[str, Any]:
-    """Candles (npz: ts_ms + OHLCV, 1m and 5m), strategy file and run parameters in `work`."""
+def _prepare(work: Path, days: float, bars_1m: Any = None) -> dict[str, Any]:
+    """Candles (npz: ts_ms + OHLCV, 1m and 5m), strategy file and run parameters in `work`.
+
+    `bars_1m` (a UTC-indexed OHLCV frame) replaces the seeded synthetic candles.
+    """
     import numpy as np
 
     sys.path.insert(0, str(ROOT))
@@ -128,7 +131,7 @@ def _prepare(work: Path, days: float) -> dict[str, Any]:
     from signalengine.tasks.engine.features import feature_arrays
     from tests.utils.bars import make_bars_1m
 
-    bars = {"1m": make_bars_1m(days=days, seed=SEED)}
+    bars = {"1m": make_bars_1m(days=days, seed=SEED) if bars_1m is None else bars_1m}
     bars["5m"] = resample_bars(bars["1m"], "5m")
     for tf, frame in bars.items():
         arrays: dict[str, Any] = {"ts_ms": index_ns(frame) // 1_000_000}
@@ -177,7 +180,9 @@ def _namespace_prefix() -> list[str]:
     return [unshare, "--net", "--", "sh", "-c", f'{ip} link set lo up && exec "$0" "$@"']
 
 
-def run_peer(days: float = 365.0, *, keep_log: Path | None = None) -> dict[str, Any]:
+def run_peer(
+    days: float = 365.0, *, keep_log: Path | None = None, bars_1m: Any = None
+) -> dict[str, Any]:
     """Backtest `days` of 1m candles of one symbol with freqtrade; JSON-safe figures.
 
     `backtest_seconds` is the wall time of freqtrade's `Backtesting.start` (read the
@@ -189,7 +194,7 @@ def run_peer(days: float = 365.0, *, keep_log: Path | None = None) -> dict[str, 
     prefix = _namespace_prefix()
     with tempfile.TemporaryDirectory(prefix="freqtrade-peer-") as tmp:
         work = Path(tmp)
-        params = _prepare(work, days)
+        params = _prepare(work, days, bars_1m)
         cmd = [*prefix, sys.executable, str(Path(__file__).resolve()), _OFFLINE, str(work)]
         subprocess.run(cmd, check=True)
         if keep_log is not None:
