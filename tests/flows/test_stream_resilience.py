@@ -31,14 +31,20 @@ OUTAGE_SECONDS = float(os.environ.get("SIGNALENGINE_TEST_DB_OUTAGE_SECONDS", "19
 async def test_catch_up_through_429_every_7th_request(db, prefect_harness, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     from signalengine.flows.stream import stream
 
-    faults = Faults(rest_429_every=7, retry_after_s=1, ws_drop_every_s=3.0, duplicate_rate=0.1)
+    faults = Faults(rest_429_every=7, retry_after_s=1, ws_drop_every_s=2.0, duplicate_rate=0.1)
+    reconnects_before = metrics.COLLECTOR_RECONNECTS.labels("binance")._value.get()
     with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=ANCHOR_MS, faults=faults) as url:
         _configure(monkeypatch, url)
         monkeypatch.setenv("SIGNALENGINE_BACKFILL_DAYS", "10")
-        summary = await stream(max_minutes=8)
+        summary = await stream(max_minutes=20)
         status = httpx.get(f"{url}/sim/status").json()
     assert status["injected"]["rest_429"] >= 4  # the catch-up itself met several 429s
-    assert summary["minutes"] >= 8
+    # every dropped socket was followed by a reconnect, and each was counted (the last
+    # drop may come after the stream stopped watching)
+    drops = status["injected"]["ws_drops"]
+    reconnects = metrics.COLLECTOR_RECONNECTS.labels("binance")._value.get() - reconnects_before
+    assert drops >= 2 and drops - 1 <= reconnects <= drops
+    assert summary["minutes"] >= 20
     _assert_truth(db)  # no gap, no duplicate, every value exact
     for symbol in SYMBOLS:
         row = db.execute(
@@ -96,6 +102,7 @@ async def test_database_outage_longer_than_the_old_horizon(
     proxied = psycopg.conninfo.make_conninfo(database_url, host="127.0.0.1", port=proxy.port)
     beats: list[float] = []  # heartbeat counter sampled during the outage
     outage_done = threading.Event()
+    state: dict[str, float] = {}  # the stream's database gauges at the end of the outage
 
     def outage() -> None:
         while db_watermark(database_url) is None:  # streaming has begun
@@ -107,6 +114,9 @@ async def test_database_outage_longer_than_the_old_horizon(
             beats.append(metrics.HEARTBEATS._value.get())
             time.sleep(min(5.0, max(0.0, deadline - time.monotonic())))
         beats.append(metrics.HEARTBEATS._value.get())
+        state.update(
+            up=metrics.DATABASE_UP._value.get(), waited=metrics.DATABASE_OUTAGE._value.get()
+        )
         proxy.up()
         outage_done.set()
 
@@ -125,6 +135,9 @@ async def test_database_outage_longer_than_the_old_horizon(
     # the event loop was never frozen: the heartbeat advanced between every two samples
     assert len(beats) >= 3
     assert all(b > a for a, b in zip(beats, beats[1:], strict=False))
+    # ... and it said it was waiting: down, for about as long as the outage
+    assert state["up"] == 0.0 and state["waited"] >= OUTAGE_SECONDS / 2
+    assert metrics.DATABASE_UP._value.get() == 1.0
     assert summary["minutes"] >= int(OUTAGE_SECONDS) + 30
     mark = pd.Timestamp(db_watermark(database_url))
     assert mark >= ANCHOR + pd.Timedelta(minutes=OUTAGE_SECONDS)  # resumed past the outage
