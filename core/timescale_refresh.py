@@ -65,7 +65,7 @@ PENDING_AFTER = SMALLEST_END_OFFSET - timedelta(
 REFRESH_PATIENCE = timedelta(minutes=2)
 SWEEP_AFTER = timedelta(minutes=10)
 RETRY_BASE_SECONDS = 0.05
-RETRY_CAP_SECONDS = 1.0
+RETRY_CAP_SECONDS = 0.25
 # Advisory-lock namespace of the per-aggregate refresh turn (the key is the width in min).
 _REFRESH_LOCK = 7_334_120
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

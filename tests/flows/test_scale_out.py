@@ -210,3 +210,88 @@ async def test_stream_cancelled_through_prefect_stops_cleanly(
     assert final.state is not None and final.state.type == StateType.CANCELLED
     log = (tmp_path / "stream.log").read_text()
     assert "Traceback" not in log
+
+
+LIVE_WINDOW = pd.Timedelta("3h")  # exchange time streamed live after the catch-up
+# Policies forced this often: each forced run collides with the shards' own refreshes
+# (which wait their turn and retry), far more often than scheduled policies ever would.
+FORCE_EVERY_SECONDS = 2.0
+
+
+def _shard_marks(db) -> dict[str, pd.Timestamp]:  # type: ignore[no-untyped-def]
+    rows = db.execute(
+        "SELECT name, ts FROM stream_watermarks WHERE name LIKE 'live:%/2'"
+    ).fetchall()
+    return {r["name"].rsplit(":", 1)[-1]: pd.Timestamp(r["ts"]) for r in rows}
+
+
+@pytest.mark.timeout(600)  # real tier only; under a loaded machine the streams lag
+async def test_two_shards_catch_up_one_window_on_timescaledb(
+    real_timescale, timescale_clean, prefect_harness, tmp_path: Path, monkeypatch
+) -> None:  # type: ignore[no-untyped-def]
+    """Both shards backfill the same 12 h window at start-up (every bar of it behind the
+    refreshes: the simulator's clock is in 2025), then stream, while the refresh policies
+    are forced again and again. No refresh error reaches a log, the bars are the exchange's,
+    and each shard's live signals equal one single-process replay of the same klines.
+
+    Real TimescaleDB only: each stream process holds several connections at once, which
+    PGlite (one client at a time) cannot serve. The plain-PostgreSQL shape of this test is
+    test_two_shards_two_replicas; the writers-and-policies race itself runs on PGlite too
+    (tests/tasks/test_timescale_writes.py)."""
+    import psycopg
+    from psycopg.rows import dict_row
+
+    from signalengine.flows.stream import stream
+    from signalengine.tasks.marketdata.batching import shard_symbols
+    from tests.utils.timescale import run_refresh_policies
+
+    anchor_ms = int(ANCHOR.value // 1_000_000)
+    with (
+        psycopg.connect(timescale_clean, autocommit=True, row_factory=dict_row) as db,
+        running_simulator(symbols=SYMBOLS, speed=300, anchor_ms=anchor_ms) as sim_url,
+    ):
+        env = {**_env(timescale_clean, sim_url), "SIGNALENGINE_STREAM_METRICS_PORT": "0"}
+        shards = [
+            signalengine(["stream", "--shard", f"{i}/2"], env=env, log=tmp_path / f"shard{i}.log")
+            for i in range(2)
+        ]
+        forced = 0
+        with running(shards):
+            deadline = time.monotonic() + 240
+            first: dict[str, pd.Timestamp] = {}
+            while True:  # policies forced during the catch-up and the live minutes after it
+                forced += 1
+                run_refresh_policies(db)
+                marks = _shard_marks(db)
+                first = first or (marks if len(marks) == 2 else {})
+                if first and all(marks[s] - first[s] >= LIVE_WINDOW for s in first):
+                    break
+                assert all(p.poll() is None for p in shards), "a shard exited"
+                assert time.monotonic() < deadline, f"shards did not stream: {marks}"
+                await asyncio.sleep(FORCE_EVERY_SECONDS)
+            for proc in shards:
+                stop(proc, sig=signal.SIGTERM)
+        last = _shard_marks(db)
+        logs = {i: (tmp_path / f"shard{i}.log").read_text() for i in range(2)}
+        for words in ("LockNotAvailable", "due to a concurrent refresh", "busy for", "Traceback"):
+            assert not any(words in text for text in logs.values()), (words, logs)
+        assert forced >= 2
+        assert db.execute("SELECT count(*) AS n FROM klines_pending").fetchone() == {"n": 0}
+        _assert_bars_match_truth(db)
+        for key, value in env.items():  # the replay: same engine settings as the shards
+            if key.startswith("SIGNALENGINE_"):
+                monkeypatch.setenv(key, value)
+        await stream(symbols=SYMBOLS, source="replay", run_id="rp")
+        compared = 0
+        for shard, start_mark in first.items():
+            window = "symbol = ANY(%s) AND emitted_at > %s AND emitted_at <= %s"
+            params = (shard_symbols(SYMBOLS, shard), start_mark, last[shard])
+            live = db.execute(
+                f"SELECT {KEY} FROM signals WHERE run_id = 'live' AND {window}", params
+            ).fetchall()
+            replayed = db.execute(
+                f"SELECT {KEY} FROM signals WHERE run_id = 'rp' AND {window}", params
+            ).fetchall()
+            assert {tuple(r.values()) for r in live} == {tuple(r.values()) for r in replayed}
+            compared += len(live)
+        assert compared, "no live signal in the window: the comparison would prove nothing"

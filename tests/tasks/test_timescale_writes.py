@@ -19,7 +19,6 @@ import json
 import os
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,22 +40,12 @@ from tests.utils.aggregates import (
 )
 from tests.utils.klines import random_klines
 from tests.utils.processes import running, signalengine
-from tests.utils.tables import empty_database
 from tests.utils.timescale import TimescaleServer, run_refresh_policies
 
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]
 HIGHER = TIMEFRAMES[1:]
 EXCHANGE = "binance"
 Conn = psycopg.Connection[dict[str, Any]]
-
-
-@pytest.fixture
-def timescale_clean(timescale_url: str) -> Iterator[str]:
-    """The TimescaleDB URL, emptied after the test; no connection held meanwhile (PGlite
-    serves one client at a time, and these tests open their own, one after another)."""
-    yield timescale_url
-    with psycopg.connect(timescale_url, autocommit=True) as conn:
-        empty_database(conn)
 
 
 def _connect(url: str) -> Conn:

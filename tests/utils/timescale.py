@@ -183,6 +183,19 @@ def timescale_server(request: pytest.FixtureRequest) -> TimescaleServer:
     return TimescaleServer(request.getfixturevalue("pglite_url"), real=False)
 
 
+@pytest.fixture
+def real_timescale(timescale_server: TimescaleServer) -> TimescaleServer:
+    """The real server; skips (before any costlier fixture) on PGlite, whose single
+    connection cannot serve a test's processes at once. Such tests name the PGlite or
+    plain-PostgreSQL test that covers the same ground."""
+    if not timescale_server.real:
+        pytest.skip(
+            f"needs a multi-connection TimescaleDB server: set {TIMESCALE_URL_ENV}"
+            " (PGlite serves one client connection at a time)"
+        )
+    return timescale_server
+
+
 @pytest.fixture(scope="session")
 def timescale_url(timescale_server: TimescaleServer) -> Iterator[str]:
     """A migrated TimescaleDB database (plain migrations, then sql/timescale), policies paused."""
@@ -209,6 +222,17 @@ def timescale_db(timescale_url: str) -> Iterator[Conn]:
     with psycopg.connect(timescale_url, row_factory=dict_row, autocommit=True) as conn:
         pause_policies(conn)  # a test that reset the policies got scheduled jobs back
         yield conn
+        pause_policies(conn)
+        empty_database(conn)
+
+
+@pytest.fixture
+def timescale_clean(timescale_url: str) -> Iterator[str]:
+    """The TimescaleDB URL, emptied after the test, for tests that open their own
+    connections one after another (no connection is held meanwhile: PGlite serves one
+    client at a time) or start processes."""
+    yield timescale_url
+    with psycopg.connect(timescale_url, autocommit=True) as conn:
         pause_policies(conn)
         empty_database(conn)
 
