@@ -20,6 +20,7 @@ from tests.utils.receiver import WebhookReceiver
 
 pytestmark = pytest.mark.slow
 ANCHOR = pd.Timestamp("2025-08-04 09:00", tz="UTC")
+SYMBOLS = ["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"]
 MIN_SCORE = 0.35
 
 
@@ -33,10 +34,10 @@ async def test_receiver_down_and_stream_killed_every_signal_delivered_once(
 ) -> None:  # type: ignore[no-untyped-def]
     receiver = WebhookReceiver()  # down: nothing listens on its port yet
     anchor_ms = int(ANCHOR.value // 1_000_000)
-    with running_simulator(symbols=["BTC/USDT", "ETH/USDT"], speed=120, anchor_ms=anchor_ms) as sim:
+    with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms) as sim:
         env = {
             **_env(database_url, sim),
-            "SIGNALENGINE_SYMBOLS": json.dumps(["BTC/USDT", "ETH/USDT"]),
+            "SIGNALENGINE_SYMBOLS": json.dumps(SYMBOLS),
             "SIGNALENGINE_STREAM_METRICS_PORT": "0",
             "SIGNALENGINE_PRIMARY_TIMEFRAME": "1m",
             "SIGNALENGINE_WEBHOOK_URLS": json.dumps([receiver.url]),
@@ -72,6 +73,10 @@ async def test_receiver_down_and_stream_killed_every_signal_delivered_once(
     }
     got = receiver.keys()
     assert len(strong) >= 5
+    weak = db.execute(
+        "SELECT count(*) AS n FROM signals WHERE run_id = 'live' AND score < %s", (MIN_SCORE,)
+    ).fetchone()["n"]
+    assert weak > 0  # the threshold really filtered something
     assert set(got) == strong  # every strong signal, nothing else
     # at least once; a repeat needs a worker killed between POST and commit, and only the
     # stream's worker was killed, once
