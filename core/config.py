@@ -252,12 +252,6 @@ class Settings(BaseSettings):
     webhook_timeout_seconds: float = Field(
         default=5.0, gt=0, description="Timeout of one webhook POST (connect and read), seconds."
     )
-    webhook_max_attempts: int = Field(
-        default=5,
-        ge=1,
-        description="Tries per delivery of the in-memory `WebhookDispatcher` only; the stream's"
-        " outbox retries for `webhook_retry_horizon_seconds` instead.",
-    )
     webhook_retry_horizon_seconds: float = Field(
         default=6 * 3600.0,
         gt=0,
@@ -281,11 +275,6 @@ class Settings(BaseSettings):
         gt=0,
         description="Longest pause between two connection attempts while the stream waits"
         " (indefinitely) for a lost database.",
-    )
-    webhook_queue_size: int = Field(
-        default=1000,
-        ge=1,
-        description="Deliveries waiting per webhook URL; when full the oldest is dropped.",
     )
 
     @field_validator("timeframes")

@@ -3,6 +3,7 @@ horizon, final on 4xx, visible with its attempts at GET /webhooks/deliveries."""
 
 from __future__ import annotations
 
+import json
 import threading
 from collections import Counter
 
@@ -93,3 +94,66 @@ def test_down_receiver_is_retried_then_failed_after_the_horizon(db, receiver) ->
             time.sleep(0.05)
     row = db.execute("SELECT status, attempts, last_error FROM webhook_outbox").fetchone()
     assert row["status"] == "failed" and row["attempts"] >= 2 and row["last_error"]
+
+
+def _deliver_until_done(db, policy: DeliveryPolicy, *, rounds: int = 50) -> None:  # type: ignore[no-untyped-def]
+    """Run the worker step until nothing is pending (retries are due within ms)."""
+    import time
+
+    with httpx.Client(timeout=2) as client:
+        for _ in range(rounds):
+            deliver_due(db, client, policy)
+            if delivery_counts(db)["pending"] == 0:
+                return
+            time.sleep(0.03)
+
+
+def test_signed_retried_with_one_delivery_id_and_the_idempotency_key(db) -> None:  # type: ignore[no-untyped-def]
+    from signalengine.tasks.alerts.webhooks import (
+        DELIVERY_HEADER,
+        SIGNATURE_HEADER,
+        verify_signature,
+    )
+    from tests.tasks.test_webhooks import SECRET, Receiver
+
+    rx = Receiver(script=[503, 500])
+    try:
+        (signal_id,) = _store(db, [0.9], [rx.url])
+        policy = DeliveryPolicy(secret=SECRET, backoff_base_seconds=0.01, backoff_cap_seconds=0.02)
+        _deliver_until_done(db, policy)
+    finally:
+        rx.close()
+    assert [status for _, _, status in rx.requests] == [503, 500, 200]
+    assert {h[DELIVERY_HEADER] for h, _, _ in rx.requests} == {
+        str(db.execute("SELECT id FROM webhook_outbox").fetchone()["id"])
+    }
+    assert {h["Idempotency-Key"] for h, _, _ in rx.requests} == {signal_id}
+    assert all(h[SIGNATURE_HEADER].startswith("sha256=") for h, _, _ in rx.requests)
+    assert all(verify_signature(body, h, SECRET) for h, body, _ in rx.requests)
+    payload = json.loads(rx.requests[-1][1])
+    assert payload["id"] == signal_id and payload["score"] == 0.9
+    row = db.execute("SELECT status, attempts, last_status FROM webhook_outbox").fetchone()
+    assert (row["status"], row["attempts"], row["last_status"]) == ("delivered", 3, 200)
+
+
+def test_a_4xx_is_final_and_429_waits_for_retry_after(db) -> None:  # type: ignore[no-untyped-def]
+    from tests.tasks.test_webhooks import Receiver
+
+    rejecting, limiting = Receiver(script=[400]), Receiver(script=[429])
+    try:
+        _store(db, [0.9], [rejecting.url, limiting.url])
+        with httpx.Client(timeout=2) as client:
+            done = deliver_due(
+                db, client, DeliveryPolicy(backoff_base_seconds=0.01, backoff_cap_seconds=5)
+            )
+    finally:
+        rejecting.close()
+        limiting.close()
+    assert done["rejected"] == 1 and done["retry"] == 1
+    rows = db.execute(
+        "SELECT status, extract(epoch FROM next_attempt_at - last_attempt_at) AS wait"
+        " FROM webhook_outbox ORDER BY status"
+    ).fetchall()
+    assert rows[0]["status"] == "pending"
+    assert rows[0]["wait"] >= 1.0  # the receiver's Retry-After (1 s), not the ~0.01 s backoff
+    assert rows[1]["status"] == "rejected"
