@@ -236,6 +236,12 @@ class Settings(BaseSettings):
         default=60.0, gt=0, description="Simulated seconds per real second in the simulator."
     )
     sim_seed: int = Field(default=7, description="Seed of the synthetic market.")
+    demo_seed_days: float = Field(
+        default=7.0,
+        gt=0,
+        description="Days of simulator history `up` backfills beside the starting stream"
+        " (what the first retrain learns from).",
+    )
     webhook_urls: list[str] = Field(
         default=[],
         description="Alert webhook URLs (http/https) that receive strong live signals as JSON,"

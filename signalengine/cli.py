@@ -364,8 +364,16 @@ def up() -> None:
 
 
 def main() -> None:
-    """Entry point with telemetry off and our errors reported without a traceback."""
+    """Entry point with telemetry off and our errors reported without a traceback.
+
+    While `up` runs on this state dir, every other command uses its Prefect, MLflow,
+    simulator and database (signalengine.stack; variables already set win).
+    """
     disable_telemetry()
+    if sys.argv[1:2] != ["up"]:
+        from signalengine.stack import use_running_stack
+
+        use_running_stack(get_settings().state_dir.resolve())
     try:
         app()
     except SignalEngineError as error:

@@ -3,6 +3,15 @@
 Each child runs in its own process group so that stopping it also stops whatever it
 spawned (Prefect's server and MLflow start workers of their own). A child that dies is
 restarted with backoff; the streaming flow resumes from the database watermark.
+
+At start, once Prefect and MLflow answer: runs of `stream` left Running by an earlier,
+killed stack are marked Cancelled, the stream starts, and the stack file is written
+(`signalengine.stack`). Beside the stream, one job after another: the automations are
+applied, the simulator's recent history is backfilled (`SIGNALENGINE_DEMO_SEED_DAYS`,
+the normal backfill path) and, on a state without any model, a first retrain runs, so
+MLflow shows an experiment within minutes. At stop the stream gets SIGTERM first (it
+ends its run Cancelled; a run left unfinished is marked Cancelled through Prefect's API),
+then the other clients, then the servers they use.
 """
 
 from __future__ import annotations
@@ -12,9 +21,8 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
-from dataclasses import dataclass, field
-from pathlib import Path
 from types import FrameType
 
 import httpx
@@ -22,47 +30,19 @@ import httpx
 from signalengine.core.config import Settings
 from signalengine.core.errors import ConfigurationError
 from signalengine.core.telemetry import TELEMETRY_OFF
+from signalengine.processes import Child, one_shot, run_to_end
+from signalengine.stack import (
+    cancel_stream_runs,
+    has_trained_model,
+    remove_stack_file,
+    sim_anchor_ms,
+    write_stack_file,
+)
 
 STOP_GRACE_SECONDS = 10.0
+STREAM_CANCEL_SECONDS = 15.0
 READY_TIMEOUT_SECONDS = 90.0
 RESTART_BACKOFF_SECONDS = (1.0, 2.0, 5.0, 10.0, 30.0)
-
-
-@dataclass
-class Child:
-    """One supervised process and how to (re)start it."""
-
-    name: str
-    argv: list[str]
-    log: Path
-    ready_url: str | None = None
-    process: subprocess.Popen[bytes] | None = None
-    restarts: int = 0
-    next_start: float = 0.0
-    env: dict[str, str] = field(default_factory=dict)
-
-    def start(self) -> None:
-        self.log.parent.mkdir(parents=True, exist_ok=True)
-        with self.log.open("ab") as sink:
-            self.process = subprocess.Popen(
-                self.argv,
-                stdout=sink,
-                stderr=subprocess.STDOUT,
-                stdin=subprocess.DEVNULL,
-                env=self.env,
-                start_new_session=True,
-            )
-
-    def alive(self) -> bool:
-        return self.process is not None and self.process.poll() is None
-
-    def signal_group(self, signum: int) -> None:
-        if self.process is None:
-            return
-        try:
-            os.killpg(self.process.pid, signum)
-        except (ProcessLookupError, PermissionError):
-            pass
 
 
 def port_free(port: int) -> bool:
@@ -86,7 +66,7 @@ def _wait_ready(child: Child, deadline: float) -> None:
     raise ConfigurationError(f"{child.name} not ready after {READY_TIMEOUT_SECONDS:.0f} s")
 
 
-def _children(settings: Settings, env: dict[str, str]) -> list[Child]:
+def _children(settings: Settings, env: dict[str, str], *, anchor_ms: int | None) -> list[Child]:
     state = settings.state_dir.resolve()
     logs = state / "logs"
     exe = [sys.executable, "-m", "signalengine"]
@@ -126,13 +106,17 @@ def _children(settings: Settings, env: dict[str, str]) -> list[Child]:
                 f"sqlite:///{mlflow_dir / 'mlflow.db'}",
                 "--artifacts-destination",
                 str(mlflow_dir / "artifacts"),
+                # new experiments store artifacts as plain files, so the SQLite store
+                # stays readable without this server (a command run after the demo)
+                "--default-artifact-root",
+                (mlflow_dir / "artifacts").as_uri(),
             ],
             logs / "mlflow.log",
             f"http://127.0.0.1:{settings.mlflow_port}/health",
         ),
         Child(
             "simulator",
-            [*exe, "sim"],
+            [*exe, "sim", *([] if anchor_ms is None else ["--anchor-ms", str(anchor_ms)])],
             logs / "simulator.log",
             f"http://127.0.0.1:{settings.sim_port}/api/v3/ping",
         ),
@@ -144,7 +128,51 @@ def _children(settings: Settings, env: dict[str, str]) -> list[Child]:
     ]
     for child in children:
         child.env = env
+    # MLflow's background job workers (one process each) serve features we do not use
+    children[1].env = {**env, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
     return children
+
+
+def _urls(settings: Settings, database_url: str) -> dict[str, str]:
+    return {
+        "prefect_api_url": f"http://127.0.0.1:{settings.prefect_port}/api",
+        "mlflow_tracking_uri": f"http://127.0.0.1:{settings.mlflow_port}",
+        "exchange_url": f"http://127.0.0.1:{settings.sim_port}",
+        "database_url": database_url,
+    }
+
+
+def _iso_minute(ms: int) -> str:
+    return time.strftime("%Y-%m-%dT%H:%M", time.gmtime(ms / 1000))
+
+
+def _learn(
+    settings: Settings,
+    env: dict[str, str],
+    stopping: list[bool],
+    jobs: list[Child],
+    *,
+    anchor_ms: int | None,
+    first_retrain: bool,
+) -> None:
+    """Automations; the seed history, then (on a fresh state) one retrain.
+
+    Runs beside the stream (on a thread of `up`): the stream does not wait for any of it,
+    and overlapping writes of the same bars are idempotent.
+    """
+    logs = settings.state_dir.resolve() / "logs"
+    jobs.append(one_shot("automations", ["automations"], env=env, logs=logs))  # not waited
+    sim_now = anchor_ms if anchor_ms is not None else int(time.time() * 1000)
+    until = sim_now // 60_000 * 60_000
+    since = until - int(settings.demo_seed_days * 1440) * 60_000
+    if anchor_ms is None:  # a fresh state: the stream's own catch-up fetches the newest days
+        until = max(since + 60_000, until - int(settings.backfill_days * 1440) * 60_000)
+    seed = ["backfill", "--since", _iso_minute(since), "--until", _iso_minute(until)]
+    jobs.append(one_shot("seed-backfill", seed, env=env, logs=logs))
+    run_to_end(jobs[-1], stopping)
+    if first_retrain and not stopping:
+        args = ["retrain", "--lookback-days", str(settings.demo_seed_days)]
+        jobs.append(one_shot("first-retrain", args, env=env, logs=logs))
 
 
 def _stack_env(settings: Settings, database_url: str) -> dict[str, str]:
@@ -185,7 +213,33 @@ def check_ports(settings: Settings) -> None:
         )
 
 
-def _stop_all(children: list[Child]) -> None:
+def _stop_all(children: list[Child], prefect_api_url: str | None = None) -> None:
+    stream = next((c for c in children if c.name == "stream"), None)
+    if prefect_api_url is not None and stream is not None and stream.process is not None:
+        # SIGTERM asks the stream to finish its minute and end its run Cancelled; a run
+        # still unfinished after that (the process died first) is marked Cancelled here,
+        # while Prefect still answers
+        stream.signal_group(signal.SIGTERM)
+        try:
+            stream.process.wait(timeout=STREAM_CANCEL_SECONDS)
+        except subprocess.TimeoutExpired:
+            pass
+        try:
+            cancel_stream_runs(prefect_api_url)
+        except httpx.HTTPError as error:
+            sys.stderr.write(f"could not mark the stream run Cancelled: {error}\n")
+        if stream.alive():  # a second SIGTERM would make Prefect record the run Crashed
+            sys.stderr.write(f"stream ignored SIGTERM for {STREAM_CANCEL_SECONDS:.0f} s\n")
+            stream.signal_group(signal.SIGKILL)
+    # clients first, then the servers they talk to: a Prefect server stopped under a
+    # running client makes it log a closed-websocket traceback
+    servers = {"prefect", "mlflow"}
+    _terminate([c for c in children if c.name not in servers])
+    _terminate([c for c in children if c.name in servers])
+
+
+def _terminate(children: list[Child]) -> None:
+    """SIGTERM each group, wait up to the grace period, then SIGKILL what is left."""
     for child in reversed(children):
         child.signal_group(signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_SECONDS
@@ -195,7 +249,7 @@ def _stop_all(children: list[Child]) -> None:
         try:
             child.process.wait(timeout=max(0.1, deadline - time.monotonic()))
         except subprocess.TimeoutExpired:
-            pass
+            sys.stderr.write(f"{child.name} ignored SIGTERM for {STOP_GRACE_SECONDS:.0f} s\n")
         child.signal_group(signal.SIGKILL)  # anything left in the group, grandchildren too
         if child.alive():
             child.process.wait(timeout=5)
@@ -235,8 +289,12 @@ def run_stack(settings: Settings) -> int:
         database_url = embedded.url
     upgrade_with_timeframes(database_url, settings.timeframes)
     env = _stack_env(settings, database_url)
-    children = _children(settings, env)
+    anchor_ms = sim_anchor_ms(database_url, exchange=settings.exchange)
+    children = _children(settings, env, anchor_ms=anchor_ms)
     stopping: list[bool] = []
+    jobs: list[Child] = []
+    first_retrain = not has_trained_model(database_url)
+    learner: threading.Thread | None = None
 
     def _on_signal(signum: int, frame: FrameType | None) -> None:
         stopping.append(True)
@@ -251,21 +309,48 @@ def run_stack(settings: Settings) -> int:
         for child in services:
             if not stopping:
                 _wait_ready(child, deadline)
+        try:
+            cancel_stream_runs(env["PREFECT_API_URL"])  # none runs yet: all are leftovers
+        except httpx.HTTPError as error:
+            sys.stderr.write(f"could not tidy earlier stream runs: {error}\n")
         # the stream needs the exchange, the database and Prefect's API from its first second
         for child in children:
             if not child.ready_url and not stopping:
                 child.start()
-        sys.stderr.write(_banner(settings, database_url) + "\n")
+        learner = threading.Thread(
+            target=_learn,
+            args=(settings, env, stopping, jobs),
+            kwargs={"anchor_ms": anchor_ms, "first_retrain": first_retrain},
+            name="learn",
+            daemon=True,
+        )
+        learner.start()
+        write_stack_file(settings.state_dir.resolve(), _urls(settings, database_url))
+        sys.stderr.write(_banner(settings, database_url, first_retrain=first_retrain) + "\n")
         sys.stderr.flush()
         _supervise(children, stopping)
     finally:
-        _stop_all(children)
+        remove_stack_file(settings.state_dir.resolve())
+        stopping.append(True)
+        if learner is not None:
+            learner.join(timeout=STOP_GRACE_SECONDS)
+        _stop_all(jobs)
+        _stop_all(children, env["PREFECT_API_URL"])
         if embedded is not None and embedded.started:
             embedded.stop()
     return 0
 
 
-def _banner(settings: Settings, database_url: str) -> str:
+def _banner(settings: Settings, database_url: str, *, first_retrain: bool) -> str:
+    logs = settings.state_dir.resolve() / "logs"
+    learning = (
+        f"  learning    {settings.demo_seed_days:g} days of history are backfilled, then a first"
+        f" retrain runs ({logs / 'first-retrain.log'}); its run, model version and"
+        f" importance chart appear in MLflow at"
+        f" http://127.0.0.1:{settings.mlflow_port}/#/experiments within minutes"
+        if first_retrain
+        else "  learning    daily retrain; `signalengine retrain` trains one now"
+    )
     return "\n".join(
         [
             "SignalEngine is up:",
@@ -276,6 +361,10 @@ def _banner(settings: Settings, database_url: str) -> str:
             f"  MLflow UI   http://127.0.0.1:{settings.mlflow_port}",
             f"  simulator   http://127.0.0.1:{settings.sim_port}",
             f"  database    {database_url}",
+            learning,
+            f"  clock       simulated time runs {settings.sim_speed:g}x real time (the dashboard"
+            " shows exchange time, ahead of your clock)",
+            "Other terminals: every `signalengine` command uses this stack's Prefect and MLflow.",
             "Press Ctrl-C to stop everything.",
         ]
     )

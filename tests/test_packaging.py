@@ -20,13 +20,23 @@ ROOT = Path(__file__).resolve().parents[1]
 def wheel(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A wheel of the project built as `pip install .` would build it."""
     out = tmp_path_factory.mktemp("wheel")
-    subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-q", "-w", str(out), str(ROOT)],
+    build = subprocess.run(
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "-v", "-w", str(out), str(ROOT)],
         check=True,
         capture_output=True,
+        text=True,
     )
+    (out / "build.log").write_text(build.stdout + build.stderr)
     (built,) = out.glob("signalengine-*.whl")
     return built
+
+
+def test_the_build_warns_about_no_package_data(wheel: Path) -> None:
+    # setuptools warns ("Package 'api.static' is absent from the `packages`
+    # configuration") for every data folder it would treat as an undeclared package
+    log = (wheel.parent / "build.log").read_text()
+    assert "is absent from the" not in log and "Package would be ignored" not in log
+    assert "Warning" not in log.replace("warning: install_lib", "").replace("warning: build_py", "")
 
 
 @pytest.fixture(scope="module")

@@ -118,3 +118,167 @@ async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
 
     with socket.socket() as sock:  # the embedded PostgreSQL was stopped too
         assert sock.connect_ex(("127.0.0.1", ports["EMBEDDED_PG"])) != 0
+
+
+class _Up:
+    """`signalengine up` as a child; its output is read line by line on a thread."""
+
+    def __init__(self, env: dict[str, str]) -> None:
+        import threading
+
+        self.lines: list[str] = []
+        self.banner = threading.Event()
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "signalengine", "up"],
+            env=env,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.STDOUT,
+        )
+        self._reader = threading.Thread(target=self._read, daemon=True)
+        self._reader.start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for raw in self.proc.stdout:
+            line = raw.decode(errors="replace")
+            self.lines.append(line)
+            if line.startswith("Press Ctrl-C"):
+                self.banner.set()
+
+    def wait_banner(self, timeout: float) -> float:
+        """Seconds until the banner; fails with the output when it does not come."""
+        started = time.monotonic()
+        if not self.banner.wait(timeout):
+            self.stop()
+            raise AssertionError("no banner:\n" + "".join(self.lines))
+        return time.monotonic() - started
+
+    def stop(self) -> str:
+        """Ctrl-C, as a terminal sends it; the output."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGINT)
+            self.proc.wait(timeout=90)
+        self._reader.join(timeout=10)
+        return "".join(self.lines)
+
+
+def _stack_env(state_dir: Path, ports: dict[str, int]) -> dict[str, str]:
+    env = {
+        k: v
+        for k, v in os.environ.items()
+        if k not in ("SIGNALENGINE_DATABASE_URL", "PREFECT_API_URL", "MLFLOW_TRACKING_URI")
+    }
+    env.update({f"SIGNALENGINE_{name}_PORT": str(port) for name, port in ports.items()})
+    env.update(
+        {
+            "SIGNALENGINE_STATE_DIR": str(state_dir),
+            "SIGNALENGINE_SIM_SPEED": "300",
+            "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
+            "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
+            "SIGNALENGINE_COOLDOWN_BARS": "0",
+            "SIGNALENGINE_DEMO_SEED_DAYS": "5",
+        }
+    )
+    return env
+
+
+def _stream_runs(prefect: str) -> dict[str, str]:
+    runs = httpx.post(
+        f"{prefect}/api/flow_runs/filter", json={"flows": {"name": {"any_": ["stream"]}}}
+    ).json()
+    return {r["id"]: r["state_type"] for r in runs}
+
+
+def _ws_klines(stream_metrics: str) -> float:
+    text = httpx.get(stream_metrics).text
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("klines_stored_total{") and 'source="ws"' in line
+    )
+
+
+async def test_up_learns_at_start_shares_its_stack_and_restarts_cleanly(state_dir: Path) -> None:
+    """Issue 15: a first model within minutes, one Prefect for every command, and a
+    restart on the same state that streams at once with the old stream run Cancelled."""
+    ports = {
+        name: free_port()
+        for name in ("PREFECT", "MLFLOW", "SIM", "API", "STREAM_METRICS", "EMBEDDED_PG")
+    }
+    env = _stack_env(state_dir, ports)
+    api = f"http://127.0.0.1:{ports['API']}"
+    prefect = f"http://127.0.0.1:{ports['PREFECT']}"
+    mlflow = f"http://127.0.0.1:{ports['MLFLOW']}"
+    up = _Up(env)
+    try:
+        up.wait_banner(240)
+        stack = json.loads((state_dir / "stack.json").read_text())
+        assert stack["prefect_api_url"] == f"{prefect}/api"
+        # within 3 minutes of the banner MLflow holds the first retrain's finished run
+        deadline = time.monotonic() + 180
+        finished: list[dict] = []
+        while not finished and time.monotonic() < deadline:
+            found = httpx.get(
+                f"{mlflow}/api/2.0/mlflow/experiments/get-by-name",
+                params={"experiment_name": "signalengine"},
+            )
+            if found.status_code == 200:
+                experiment_id = found.json()["experiment"]["experiment_id"]
+                runs = httpx.post(
+                    f"{mlflow}/api/2.0/mlflow/runs/search",
+                    json={"experiment_ids": [experiment_id]},
+                ).json()
+                finished = [r for r in runs.get("runs", []) if r["info"]["status"] == "FINISHED"]
+            time.sleep(2)
+        assert finished, "no finished retrain run in MLflow within 3 minutes of the banner"
+        tags = {t["key"]: t["value"] for t in finished[0]["data"]["tags"]}
+        assert tags["decision"] in {"promoted", "rejected"}
+        decision = httpx.get(f"{api}/performance/model").json()
+        assert decision["promoted"] == (tags["decision"] == "promoted")
+        if not decision["promoted"]:
+            assert decision["reason"] == tags["rejection_reason"] != ""
+        assert httpx.get(f"{api}/performance/feature-importance").status_code == 200
+
+        # a command from another terminal knows nothing but the state dir: its run lands in
+        # the stack's Prefect (no temporary server of its own)
+        other = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALENGINE_")}
+        other.pop("PREFECT_API_URL", None)
+        other["SIGNALENGINE_STATE_DIR"] = str(state_dir)
+        done = subprocess.run(
+            [sys.executable, "-m", "signalengine", "rollups"],
+            env=other,
+            capture_output=True,
+            text=True,
+            timeout=180,
+            check=False,
+        )
+        assert done.returncode == 0, done.stderr
+        assert f"{prefect}/runs/flow-run/" in done.stderr
+        assert "temporary server" not in done.stderr
+        automations = httpx.post(f"{prefect}/api/automations/filter", json={}).json()
+        assert {"signalengine-rerun-crashed-stream"} <= {a["name"] for a in automations}
+        first_runs = _stream_runs(prefect)
+        assert list(first_runs.values()) == ["RUNNING"]
+    finally:
+        output = up.stop()
+    assert up.proc.returncode == 0, output
+    assert not (state_dir / "stack.json").exists()
+
+    second = _Up(env)
+    try:
+        second.wait_banner(240)
+        runs = _stream_runs(prefect)
+        # the first stack's stream run ended Cancelled at Ctrl-C, never left Running
+        assert {runs[i] for i in first_runs} == {"CANCELLED"}
+        # the simulator resumed after the stored bars: live bars and a signal within 60 s
+        started = time.monotonic()
+        first, sig = await _connected_then_signal(f"ws://127.0.0.1:{ports['API']}/ws/feed", 60)
+        assert sig["type"] == "signal"
+        metrics_url = f"http://127.0.0.1:{ports['STREAM_METRICS']}/metrics"
+        while _ws_klines(metrics_url) == 0 and time.monotonic() - started < 60:
+            time.sleep(1)
+        assert _ws_klines(metrics_url) > 0
+    finally:
+        output = second.stop()
+    assert second.proc.returncode == 0, output
+    assert "Traceback" not in output

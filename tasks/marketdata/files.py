@@ -68,6 +68,8 @@ def read_klines_file(path: Path, *, exchange: str, symbol: str) -> pd.DataFrame:
 def write_klines_file(frame: pd.DataFrame, path: Path) -> None:
     """Write bars (ts as UTC timestamps, and `bars` when present) to Parquet or CSV."""
     out = frame[[c for c in EXPORT_COLUMNS if c in frame.columns]]
+    if "bars" in out.columns:  # a count, whatever dtype the read produced
+        out = out.astype({"bars": "int64"})
     if path.suffix.lower() == ".parquet":
         out.to_parquet(path, engine="pyarrow", index=False)
     elif path.suffix.lower() == ".csv":
