@@ -30,10 +30,29 @@ class AiFilterHealth(BaseModel):
     passed: int = Field(default=0, description="Of those, how many the filter let through.")
 
 
+class IngestHealth(BaseModel):
+    """How far the stored bars lie behind the exchange's clock (from `stream_health`)."""
+
+    status: Literal["ok", "lagging", "clock_behind", "unknown"] = Field(
+        description="lagging: the newest stored bar is stale; clock_behind: the exchange's"
+        " clock is behind the stored bars (nothing new is stored); unknown: no stream"
+        " reported recently."
+    )
+    lag_seconds: float | None = Field(
+        default=None, description="Exchange time minus the newest stored bar's close (worst)."
+    )
+    newest_close: datetime | None = None
+    exchange_time: datetime | None = None
+
+
 class Health(BaseModel):
     status: Literal["ok", "degraded"]
     database: bool = Field(description="Whether a query against the database succeeded.")
     feed: bool = Field(description="Whether this replica is LISTENing for new signals.")
+    ingest: IngestHealth = Field(
+        default_factory=lambda: IngestHealth(status="unknown"),
+        description="Staleness of the stored bars against the exchange's clock.",
+    )
     ai_filter: AiFilterHealth = Field(
         default_factory=lambda: AiFilterHealth(status="unknown"),
         description="Whether the AI filter silences the engine (then status is degraded).",

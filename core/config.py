@@ -189,6 +189,13 @@ class Settings(BaseSettings):
         description="The live filter is degraded (/health, ai_filter_rejecting_all) when it"
         " rejected each of the last this many candidates it scored.",
     )
+    ingest_lag_degraded_seconds: float = Field(
+        default=180.0,
+        gt=0,
+        description="/health is degraded while the newest stored bar lies more than this"
+        " (exchange-clock seconds) behind the exchange, or the exchange's clock lies this far"
+        " behind the stored bars.",
+    )
     ai_health_stale_seconds: float = Field(
         default=900.0,
         gt=0,

@@ -42,6 +42,7 @@ from signalengine.tasks.marketdata.ingest import (
     store_live_minute,
     stored_span,
 )
+from signalengine.tasks.marketdata.staleness import watch_staleness
 from signalengine.tasks.runs.live import LiveEngine
 
 
@@ -208,6 +209,12 @@ async def stream(
         for i in range(settings.webhook_workers if engine.webhook_urls else 0)
     ]
     minutes_done, stored, emitted, resumed_from = 0, 0, 0, -1
+    # staleness against the exchange's clock on a timer: a stall shows in /health too
+    staleness = asyncio.create_task(
+        watch_staleness(
+            client, marks, url=url, name=engine.watermark_name, policy=RestPolicy(acquire=acquire)
+        )
+    )
     async with CancellationWatch(flow_run.get_id()) as cancel:
         try:
             now_ms = await exchange_time_ms(client, policy=RestPolicy(acquire=acquire))
@@ -250,9 +257,10 @@ async def stream(
             if cancel.requested.is_set():
                 logger.info("%s; stopping after %d minutes", cancel.reason, minutes_done)
         finally:
-            beat.cancel()
-            with suppress(asyncio.CancelledError):
-                await beat
+            for background in (beat, staleness):
+                background.cancel()
+                with suppress(asyncio.CancelledError):
+                    await background
             for worker in workers:
                 await asyncio.to_thread(worker.stop)
             await client.close()

@@ -7,7 +7,7 @@ from typing import Any
 
 from signalengine.api.db import AsyncConn
 
-__all__ = ["filter_health", "latest_decision"]
+__all__ = ["filter_health", "ingest_health", "latest_decision"]
 
 
 async def latest_decision(*, conn: AsyncConn, model_type: str) -> dict[str, Any] | None:
@@ -27,6 +27,16 @@ async def latest_decision(*, conn: AsyncConn, model_type: str) -> dict[str, Any]
         [model_type],
     )
     return await cur.fetchone()
+
+
+async def ingest_health(*, conn: AsyncConn, fresh_within: timedelta) -> list[dict[str, Any]]:
+    """Stream shards' staleness reports (sql/009_stream_health) updated within `fresh_within`."""
+    cur = await conn.execute(
+        "SELECT name, exchange_time, newest_close, lag_seconds FROM stream_health"
+        " WHERE updated_at >= now() - %s ORDER BY name",
+        [fresh_within],
+    )
+    return await cur.fetchall()
 
 
 async def filter_health(*, conn: AsyncConn, fresh_within: timedelta) -> list[dict[str, Any]]:

@@ -63,3 +63,30 @@ def test_performance_model_says_why_no_model_was_promoted(
         assert client.get("/performance/model", params={"model_type": "x" * 101}).status_code == 422
     finally:
         db.execute("DELETE FROM model_decisions")
+
+
+def test_health_turns_degraded_while_ingest_is_stale_or_the_clock_is_behind(
+    client: httpx.Client, db: psycopg.Connection
+) -> None:
+    def report(name: str, lag: float) -> None:
+        db.execute(
+            "INSERT INTO stream_health (name, exchange_time, newest_close, lag_seconds)"
+            " VALUES (%s, '2025-06-01 12:30+00', '2025-06-01 12:00+00', %s)"
+            " ON CONFLICT (name) DO UPDATE SET lag_seconds = EXCLUDED.lag_seconds",
+            (name, lag),
+        )
+
+    db.execute("DELETE FROM stream_health")
+    try:
+        report("live:binance:0/2", 20.0)
+        body = client.get("/health").json()
+        assert body["status"] == "ok" and body["ingest"]["status"] == "ok"
+        report("live:binance:1/2", 1800.0)  # one shard stalled for 30 minutes
+        body = client.get("/health").json()
+        assert body["status"] == "degraded"
+        assert body["ingest"]["status"] == "lagging" and body["ingest"]["lag_seconds"] == 1800
+        report("live:binance:1/2", -3600.0)  # its exchange clock is an hour behind
+        body = client.get("/health").json()
+        assert body["status"] == "degraded" and body["ingest"]["status"] == "clock_behind"
+    finally:
+        db.execute("DELETE FROM stream_health")

@@ -36,6 +36,12 @@ def test_health_reports_database_and_version(client: httpx.Client) -> None:
         "status": "ok",
         "database": True,
         "feed": True,
+        "ingest": {
+            "status": "unknown",
+            "lag_seconds": None,
+            "newest_close": None,
+            "exchange_time": None,
+        },
         "ai_filter": {"status": "unknown", "model_version": None, "scored": 0, "passed": 0},
         "version": body["version"],
     }
