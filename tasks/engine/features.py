@@ -69,7 +69,7 @@ FEATURE_COLUMNS: tuple[str, ...] = (
     "ret_20",
     "rv_20",
 )
-# The subset a timeframe needs to cast its MTF vote (see tasks.mtf).
+# The subset a timeframe needs to cast its MTF vote (see tasks.engine.mtf).
 VOTE_COLUMNS: tuple[str, ...] = ("ema_12", "ema_26", "ema_slope", "rsi_14")
 # Bars before every column is finite (macd_signal: 25 + 8).
 FEATURE_WARMUP_BARS: int = 33

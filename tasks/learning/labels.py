@@ -10,7 +10,7 @@ Each row holds the model inputs (`MODEL_COLUMNS`: FEATURE_COLUMNS at emission ti
 `direction` +1 long / -1 short, `score`, `mtf_score`, all float64) and, for splitting and
 evaluation, `symbol`, `ts` (trigger bar open time), `emitted_at`, `expires_at` (UTC),
 `outcome`, `return_pct` (percent, after fees) and `label`: 1 when the take profit is hit
-before the stop loss by `expires_at` (settled by tasks.settlement on the 1m bars, DESIGN
+before the stop loss by `expires_at` (settled by tasks.outcomes.settlement on the 1m bars, DESIGN
 §4), else 0. Candidates that cannot be settled yet (window not closed) are left out.
 """
 

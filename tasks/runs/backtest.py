@@ -1,9 +1,9 @@
 """Historical backtest / replay: 1m candles per symbol -> signals, outcomes and a summary.
 
 Pure (no database, no Prefect): the caller loads the 1m bars and stores the results. Per
-symbol the higher timeframes are resampled from the 1m bars (tasks.resample), signals come
+symbol the higher timeframes are resampled from the 1m bars (tasks.engine.buckets), signals come
 from `tasks.engine.pipeline.evaluate_symbol_history` (the same code the live stream runs) and are
-settled over the same 1m bars (tasks.settlement) as of the close of the last 1m bar.
+settled over the same 1m bars (tasks.outcomes.settlement) as of the close of the last 1m bar.
 """
 
 from __future__ import annotations
