@@ -19,7 +19,9 @@ def test_this_process_and_its_children_use_a_state_dir_of_their_own() -> None:
     assert settings.state_dir.resolve() == TEST_STATE_DIR.resolve()
     assert settings.state_dir.resolve() != CHECKOUT_STATE.resolve()
     assert tracking_uri(settings) == f"sqlite:///{(TEST_STATE_DIR / 'mlflow' / 'mlflow.db')}"
-    assert "MLFLOW_TRACKING_URI" not in os.environ
+    # mlflow.set_tracking_uri() exports MLFLOW_TRACKING_URI: whatever an earlier test set,
+    # it is never the checkout's store
+    assert str(CHECKOUT_STATE) not in os.environ.get("MLFLOW_TRACKING_URI", "")
     child = subprocess.run(
         [
             sys.executable,
