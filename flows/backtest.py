@@ -21,7 +21,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 from signalengine.core.config import get_settings
 from signalengine.core.db import connect
 from signalengine.core.progress import progress_bar
-from signalengine.flows.distributed import dask_runner, uses_dask
+from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.runs.backtest import summarize_performance
 from signalengine.tasks.runs.chunks import ChunkResult, chunk_symbols, merge_chunks, run_chunk

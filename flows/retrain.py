@@ -11,7 +11,7 @@ from prefect.cache_policies import NO_CACHE
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect
 from signalengine.core.symbols import normalize_symbol
-from signalengine.flows.distributed import dask_runner, uses_dask
+from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.learning.chunked import label_chunk, merge_datasets, training_window
 from signalengine.tasks.learning.decisions import store_decision

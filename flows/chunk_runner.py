@@ -1,5 +1,8 @@
 """Where chunked work runs: this process, a Dask LocalCluster, or an existing Dask cluster.
 
+(Not named `distributed.py`: Prefect puts a flow file's folder on sys.path when it loads
+a deployment entrypoint, and that name would then shadow Dask's `distributed` package.)
+
 Prefect's `DaskTaskRunner` (prefect-dask) sends each chunk task to a Dask worker; the
 flow submits the same tasks either way, so the Prefect UI shows one task run per chunk.
 `SIGNALENGINE_DASK_ADDRESS` names a running scheduler (workers on other machines, see
