@@ -11,7 +11,11 @@ The write path (tasks.marketdata.klines.store_klines) on TimescaleDB:
 2. After the commit, `refresh_pending` refreshes that range through every aggregate,
    bottom-up (5m, then 15m from it, ...), then deletes its rows: the views are back on
    the aggregates, which now hold the bars.
-3. Busy is not an error. Writers take turns per aggregate (a session advisory lock, so
+3. Each refresh is one transaction (`buckets_per_batch: 0` where the server batches
+   manual refreshes, 2.2x): batches of 10 buckets, newest first, committed one by one,
+   cost a transaction and a planning of the whole source per 10 buckets (a year of 1h
+   took 95 s that way) and expose half-refreshed states.
+4. Busy is not an error. Writers take turns per aggregate (a session advisory lock, so
    two writers never collide), and a `LockNotAvailable` from a policy refreshing an
    overlapping window is retried with backoff for up to REFRESH_PATIENCE. A refresh that
    still cannot run, or fails, is logged and left: its rows stay pending (reads stay
@@ -26,6 +30,7 @@ from __future__ import annotations
 
 import logging
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
@@ -69,6 +74,9 @@ RETRY_CAP_SECONDS = 0.25
 # Advisory-lock namespace of the per-aggregate refresh turn (the key is the width in min).
 _REFRESH_LOCK = 7_334_120
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_ATOMIC = '{"buckets_per_batch": 0}'
+# Whether refresh_continuous_aggregate takes `options` (2.2x), per connection.
+_HAS_OPTIONS: weakref.WeakKeyDictionary[Connection, bool] = weakref.WeakKeyDictionary()
 
 Range = tuple[str, str, datetime, datetime]  # exchange, symbol, lo, hi (exclusive)
 
@@ -104,14 +112,32 @@ def _server_now(conn: Connection) -> datetime:
     return row[0]  # type: ignore[no-any-return]
 
 
+def _takes_options(conn: Connection) -> bool:
+    known = _HAS_OPTIONS.get(conn)
+    if known is None:
+        with conn.cursor(row_factory=tuple_row) as cur:
+            row = cur.execute(
+                "SELECT EXISTS (SELECT 1 FROM pg_proc WHERE proname ="
+                " 'refresh_continuous_aggregate' AND 'options' = ANY(proargnames))"
+            ).fetchone()
+        known = _HAS_OPTIONS[conn] = bool(row and row[0])
+    return known
+
+
 def _refresh_one(
     conn: Connection, timeframe: str, *, lo: datetime, hi: datetime, deadline: float
 ) -> bool:
     """One aggregate over [lo, hi): our turn first, then retry while a policy is busy."""
     key = TIMEFRAME_MINUTES[timeframe]
+    options = sql.SQL(", options => {}::jsonb").format(sql.Literal(_ATOMIC))
     statement = sql.SQL(
-        "CALL refresh_continuous_aggregate({}, {}::timestamptz, {}::timestamptz)"
-    ).format(sql.Literal(aggregate_relation(timeframe)), sql.Literal(lo), sql.Literal(hi))
+        "CALL refresh_continuous_aggregate({}, {}::timestamptz, {}::timestamptz{})"
+    ).format(
+        sql.Literal(aggregate_relation(timeframe)),
+        sql.Literal(lo),
+        sql.Literal(hi),
+        options if _takes_options(conn) else sql.SQL(""),
+    )
     conn.execute("SELECT pg_advisory_lock(%s, %s)", (_REFRESH_LOCK, key))
     try:
         attempt = 0

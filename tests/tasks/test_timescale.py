@@ -257,3 +257,27 @@ def test_pglite_server_reassembles_messages_and_refuses_copy(pglite_url: str) ->
             with cur.copy("COPY copy_target (raw, reason) FROM STDIN") as copy:
                 copy.write_row(('{"a": 1}', "x"))
         assert conn.execute("SELECT 1 AS one").fetchone() == {"one": 1}
+
+
+def test_exact_views_are_planned_cheaply_enough_never_to_be_jit_compiled(
+    timescale_db: Conn,
+) -> None:
+    """The estimated cost is what decides JIT (`jit_above_cost`). Had the pending ranges
+    been estimated at the table's default size, ten daily chunks already cost ~17000 and
+    a year of them crossed the threshold: 37 s of JIT per read. Declared one row, the view
+    costs about what its aggregate does, so a year stays far below the threshold."""
+    _store(timescale_db, random_klines(minutes=10 * 1440, seed=21))
+    threshold = float(
+        timescale_db.execute("SELECT current_setting('jit_above_cost') AS c").fetchone()["c"]
+    )  # type: ignore[index]
+    for tf in ("5m", "15m", "1h"):
+        costs = {}
+        for relation in (f"klines_{tf}", f"klines_{tf}_cagg"):
+            plan = timescale_db.execute(
+                f"EXPLAIN (FORMAT JSON) SELECT * FROM {relation}"
+                " WHERE exchange = 'binance' AND symbol = ANY(ARRAY['BTC/USDT'])"
+                " ORDER BY symbol, ts"
+            ).fetchone()
+            assert plan is not None
+            costs[relation] = plan["QUERY PLAN"][0]["Plan"]["Total Cost"]
+        assert costs[f"klines_{tf}"] < threshold / 100, costs
