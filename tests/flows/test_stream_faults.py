@@ -82,7 +82,7 @@ async def test_database_connection_killed_mid_stream(
     with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms) as url:
         _configure(monkeypatch, url)
         # enough signals to compare, with cooldowns on (state a failed attempt must not touch)
-        monkeypatch.setenv("SIGNALENGINE_SIGNAL_SCORE_THRESHOLD", "0.3")
+        monkeypatch.setenv("SIGNALENGINE_SIGNAL_SCORE_THRESHOLD", "0.2")
         monkeypatch.setenv("SIGNALENGINE_MTF_MIN_ALIGNED", "1")
         monkeypatch.setenv("SIGNALENGINE_PRIMARY_TIMEFRAME", "1m")
         thread = threading.Thread(target=killer, daemon=True)
