@@ -136,8 +136,10 @@ def ensure_exact_views(conn: Connection) -> list[str]:
     """
     created: list[str] = []
     with conn.cursor(row_factory=tuple_row) as cur:
-        row = cur.execute("SELECT to_regprocedure('klines_pending_ranges()') IS NULL").fetchone()
-    if row and row[0] and aggregate_timeframes(conn):
+        no_ranges = cur.execute(
+            "SELECT to_regprocedure('klines_pending_ranges()') IS NULL"
+        ).fetchone()
+    if no_ranges and no_ranges[0] and aggregate_timeframes(conn):
         conn.execute(_CREATE_RANGES)
     for tf in aggregate_timeframes(conn):
         with conn.cursor(row_factory=tuple_row) as cur:
