@@ -18,6 +18,8 @@ _MINUTE = pd.Timedelta(minutes=1)
 
 def _open_times(values: pd.Series) -> pd.Series:
     """Parsed UTC open times (epoch ms or timestamps); unparseable ones become NaT."""
+    if pd.api.types.is_datetime64_any_dtype(values):  # numbers would be ns, not ms
+        return pd.to_datetime(values, utc=True)
     numeric = pd.to_numeric(values, errors="coerce")
     if numeric.notna().all():
         return pd.to_datetime(numeric, unit="ms", utc=True, errors="coerce")
