@@ -14,7 +14,6 @@ here changes the schema; relation names and columns are the same on both backend
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import weakref
 from dataclasses import dataclass
@@ -25,7 +24,7 @@ import psycopg
 from psycopg.rows import tuple_row
 
 from signalengine.core.config import Settings, get_settings
-from signalengine.core.sqlfiles import TIMESCALE_SQL_DIR
+from signalengine.core.sqlfiles import TIMESCALE_SQL_DIR, apply_pending
 from signalengine.core.sqlfiles import migration_files as numbered_files
 from signalengine.core.timescale_objects import (
     aggregate_timeframes,
@@ -189,27 +188,14 @@ def upgrade_timescale(
     if not _create_extension(conn):
         return []
     settings = settings or get_settings()
-    conn.execute(
-        "CREATE TABLE IF NOT EXISTS timescale_migrations ("
-        " name text PRIMARY KEY, checksum text NOT NULL,"
-        " applied_at timestamptz NOT NULL DEFAULT now())"
+    # each file with the exact views it makes possible: no moment without `klines_<tf>`
+    applied = apply_pending(
+        conn,
+        sql_dir,
+        ledger="timescale_migrations",
+        prefix="timescale/",
+        alongside=ensure_exact_views,
     )
-    with conn.cursor(row_factory=tuple_row) as cur:
-        done = {row[0] for row in cur.execute("SELECT name FROM timescale_migrations")}
-    applied: list[str] = []
-    for path in migration_files(sql_dir):
-        name = f"timescale/{path.name}"
-        if name in done:
-            continue
-        text = path.read_text()
-        with conn.transaction():
-            conn.execute(text.encode())
-            ensure_exact_views(conn)  # no moment without `klines_<tf>` once renamed
-            conn.execute(
-                "INSERT INTO timescale_migrations (name, checksum) VALUES (%s, %s)",
-                (name, hashlib.sha256(text.encode()).hexdigest()),
-            )
-        applied.append(name)
     with conn.transaction():
         ensure_timeframe_aggregates(conn, settings.timeframes)
         set_policies(conn, settings)
