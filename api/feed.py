@@ -1,13 +1,14 @@
 """The live signal feed of one API replica: LISTEN, fetch once, fan out to WebSocket clients.
 
 Each replica holds one dedicated connection LISTENing on the `signals` channel (the
-trigger in sql/003 NOTIFYs id and routing keys on every insert). Notifications of the
-live run are batched, the rows fetched once per replica, serialized once, and put on
-every matching client's bounded queue. A client whose queue is full is too slow: its
-queue is dropped (counted in `ws_messages_dropped_total`) and it gets a close frame with
-code 1013 whose reason says how many messages it lost and the `since` to reconnect with;
-`since` replays everything stored after it, oldest first, in pages. The LISTEN connection reconnects
-with backoff and, after a reconnect, catches up on signals stored while it was away.
+trigger in sql/011 NOTIFYs once per insert statement, with the new ids in insertion
+order). Notified ids of the live run are batched, the rows fetched once per replica,
+serialized once, and put on every matching client's bounded queue. A client whose queue
+is full is too slow: its queue is dropped (counted in `ws_messages_dropped_total`) and it
+gets a close frame with code 1013 whose reason says how many messages it lost and the
+`since` to reconnect with; `since` replays everything stored after it, oldest first, in
+pages. The LISTEN connection reconnects with backoff and, after a reconnect, catches up
+on signals stored while it was away.
 """
 
 from __future__ import annotations
@@ -154,13 +155,19 @@ class Feed:
             await asyncio.sleep(delay)
 
     def _on_notify(self, payload: str) -> None:
+        """Queue the ids of one notification: `{"run_id", "ids": [...]}` per insert
+        statement (sql/011), or the older one-row `{"run_id", "id"}`."""
         try:
             data = json.loads(payload)
             if data.get("run_id") != LIVE_RUN:
                 return
-            self._pending.put_nowait(UUID(str(data["id"])))
+            raw = data["ids"] if "ids" in data else [data["id"]]
+            ids = [UUID(str(value)) for value in raw]
         except (ValueError, KeyError, TypeError, AttributeError):
             logger.warning("ignoring malformed %s notification: %.200s", CHANNEL, payload)
+            return
+        for signal_id in ids:
+            self._pending.put_nowait(signal_id)
 
     async def _catch_up(self) -> None:
         """After a reconnect, queue live signals stored while nobody was listening."""

@@ -12,6 +12,8 @@ from signalengine.core.db import DbConn
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, CooldownState, Signal
 
 _JSON_COLUMNS = {"events", "mtf_details", "features"}
+# Rows per INSERT statement: 1000 x ~25 columns stays far below 65535 parameters.
+INSERT_CHUNK = 1000
 
 
 def _row(record: Mapping[Hashable, Any] | Mapping[str, Any]) -> tuple[Any, ...]:
@@ -24,7 +26,7 @@ def insert_signals(
 ) -> int:
     """Insert signals, skipping ones already stored; returns how many were new.
 
-    Each new live row fires the `signals` NOTIFY (trigger in sql/003_signals.sql).
+    Each statement's new rows fire one `signals` NOTIFY listing their ids (sql/011).
     """
     records: list[dict[Hashable, Any]] | list[dict[str, Any]]
     if isinstance(signals, pd.DataFrame):
@@ -34,13 +36,17 @@ def insert_signals(
     if not records:
         return 0
     columns = ", ".join(SIGNAL_COLUMNS)
-    placeholders = ", ".join(["%s"] * len(SIGNAL_COLUMNS))
+    one_row = "(" + ", ".join(["%s"] * len(SIGNAL_COLUMNS)) + ")"
     inserted = 0
+    # One multi-row statement per chunk: one round trip instead of one per row, and the
+    # signals trigger (sql/011) NOTIFYs once per statement, not once per signal.
     with conn.transaction(), conn.cursor() as cur:
-        for record in records:
+        for start in range(0, len(records), INSERT_CHUNK):
+            chunk = records[start : start + INSERT_CHUNK]
+            rows = ", ".join([one_row] * len(chunk))
             cur.execute(
-                f"INSERT INTO signals ({columns}) VALUES ({placeholders}) ON CONFLICT DO NOTHING",
-                _row(record),
+                f"INSERT INTO signals ({columns}) VALUES {rows} ON CONFLICT DO NOTHING",
+                [value for record in chunk for value in _row(record)],
             )
             inserted += cur.rowcount
     return inserted
