@@ -65,6 +65,13 @@ class Settings(BaseSettings):
     tp_atr_multiple: float = Field(default=2.0, gt=0, description="Take profit = entry ± k·ATR.")
     sl_atr_multiple: float = Field(default=1.0, gt=0, description="Stop loss = entry ∓ k·ATR.")
     expiry_bars: int = Field(default=12, ge=1, description="Signal lifetime in primary bars.")
+    strategies: str | None = Field(
+        default=None,
+        description="Strategies to run at once: a JSON list of {name, use, params} (use: a"
+        " built-in name, package.module:Class or a signalengine.strategies entry point) or"
+        ' the path of a .json/.toml file holding it; unset: [{"name": "default"}]'
+        " (tasks/engine/loader.py).",
+    )
     fee_bps: float = Field(default=10.0, ge=0, description="Round-trip fee in basis points.")
     slippage_bps: float = Field(default=0.0, ge=0, description="Round-trip slippage in bps.")
     backfill_days: float = Field(
