@@ -90,7 +90,21 @@ def aggregate_buckets(
     bucket, `ts` = bucket open time aligned to the epoch: first open, max high, min low,
     last close, summed volume and bars. Both the engine (`resample_bars`) and the
     plain-PostgreSQL upkeep (`aggregate_new_bars`) bucket through here.
+
+    A gapless series (the usual backtest input) takes `_aggregate_regular`: the same
+    values bit for bit, without the per-row bucket arithmetic and `reduceat`.
     """
+    if level.get("code") is None:
+        regular = _aggregate_regular(level, width_ns)
+        if regular is not None:
+            return regular
+    return _aggregate_segments(level, width_ns)
+
+
+def _aggregate_segments(
+    level: Mapping[str, NDArray[np.generic]], width_ns: int
+) -> dict[str, NDArray[np.generic]]:
+    """`aggregate_buckets` for any input: bucket starts found row by row, `reduceat`."""
     ts = level["ts"]
     bucket = ts - np.mod(ts, width_ns)
     change = bucket[1:] != bucket[:-1]
@@ -112,6 +126,80 @@ def aggregate_buckets(
     if code is not None:
         out["code"] = code[starts]
     return out
+
+
+# Rows per bucket up to which a strided sum adds in `np.add.reduceat`'s order: reduceat
+# adds a segment's first value to the plain running sum of the others below 8 of them
+# (numpy's pairwise summation unrolls from 8 on).
+_MAX_REGULAR_ROWS = 8
+
+
+def _aggregate_regular(
+    level: Mapping[str, NDArray[np.generic]], width_ns: int
+) -> dict[str, NDArray[np.generic]] | None:
+    """`aggregate_buckets` of a gapless, evenly spaced series, or None when it is not one.
+
+    With rows every `step` (dividing `width_ns`, on the step grid) every full bucket is
+    `k` consecutive rows, so each column is reduced with k strided elementwise passes;
+    the partial first and last buckets go through `_aggregate_segments`.
+    """
+    ts = np.asarray(level["ts"], dtype=np.int64)
+    n = ts.size
+    if n < 2:
+        return None
+    first, step = int(ts[0]), int(ts[1] - ts[0])
+    if step <= 0 or width_ns % step or first % step or int(ts[-1]) - first != step * (n - 1):
+        return None
+    k = width_ns // step
+    if not 2 <= k <= _MAX_REGULAR_ROWS or not bool(np.all(np.diff(ts) == step)):
+        return None
+    head = (-first % width_ns) // step  # rows before the first bucket boundary
+    full = (n - head) // k if n > head else 0
+    if full == 0:
+        return None
+    body = slice(head, head + full * k)
+    parts: list[dict[str, NDArray[np.generic]]] = []
+    if head:
+        parts.append(_aggregate_segments({c: v[:head] for c, v in level.items()}, width_ns))
+    parts.append(_regular_body(level, body, k, ts))
+    if body.stop < n:
+        tail = slice(body.stop, n)
+        parts.append(_aggregate_segments({c: v[tail] for c, v in level.items()}, width_ns))
+    if len(parts) == 1:
+        return parts[0]
+    return {c: np.concatenate([p[c] for p in parts]) for c in parts[0]}
+
+
+def _regular_body(
+    level: Mapping[str, NDArray[np.generic]], body: slice, k: int, ts: NDArray[np.int64]
+) -> dict[str, NDArray[np.generic]]:
+    """Full buckets of k rows each over `body` (aligned: its first row opens a bucket)."""
+    lo, hi = int(body.start), int(body.stop)
+
+    def rows(name: str, j: int) -> FloatArray:
+        return np.asarray(level[name][lo + j : hi : k], dtype=np.float64)
+
+    high, low = rows("high", 0).copy(), rows("low", 0).copy()
+    rest = rows("volume", 1).copy()  # reduceat: first value + running sum of the others
+    for j in range(1, k):
+        np.maximum(high, rows("high", j), out=high)
+        np.minimum(low, rows("low", j), out=low)
+        if j > 1:
+            rest += rows("volume", j)
+    bars = level.get("bars")
+    if bars is None:
+        counts = np.full(high.size, k, dtype=np.int64)
+    else:
+        counts = np.asarray(bars[lo:hi], dtype=np.int64).reshape(-1, k).sum(axis=1)
+    return {
+        "ts": ts[lo:hi:k].copy(),
+        "open": rows("open", 0).copy(),
+        "high": high,
+        "low": low,
+        "close": rows("close", k - 1).copy(),
+        "volume": rows("volume", 0) + rest,
+        "bars": counts,
+    }
 
 
 def closed_bars(bars: pd.DataFrame, timeframe: str, as_of: pd.Timestamp) -> pd.DataFrame:

@@ -74,3 +74,43 @@ def test_closed_series_selects_closed_rows_of_the_window() -> None:
     np.testing.assert_array_equal(everything.cols["close"], bars["close"].to_numpy())
     none_yet = ClosedSeries(bars, "1h", as_of_ns=bars.index[0].value, window=10, resample=True)
     assert none_yet.ts.size == 0 and none_yet.cols["close"].size == 0
+
+
+@pytest.mark.parametrize(
+    ("step_min", "width_min", "skip", "take"),
+    [(1, 5, 0, 3000), (1, 5, 3, 2999), (5, 15, 7, 901), (15, 60, 1, 402), (1, 4, 2, 10)],
+)
+def test_regular_fast_path_equals_the_general_one_bit_for_bit(
+    step_min: int, width_min: int, skip: int, take: int
+) -> None:
+    from signalengine.tasks.engine import buckets
+
+    rng = np.random.default_rng(step_min * 100 + skip)
+    step = step_min * 60_000_000_000
+    ts = 1_704_067_200_000_000_000 + np.arange(skip, skip + take, dtype=np.int64) * step
+    level = {"ts": ts, **{c: rng.random(take) * 1e3 for c in ("open", "high", "low", "close")}}
+    level["volume"] = rng.random(take) * rng.choice([1e-3, 1.0, 1e6], size=take)
+    if step_min > 1:
+        level["bars"] = rng.integers(1, step_min + 1, size=take)
+    fast = buckets._aggregate_regular(level, width_min * 60_000_000_000)
+    slow = buckets._aggregate_segments(level, width_min * 60_000_000_000)
+    assert fast is not None and set(fast) == set(slow)
+    for key in slow:
+        assert fast[key].dtype == slow[key].dtype
+        np.testing.assert_array_equal(fast[key], slow[key])
+
+
+def test_series_with_a_gap_or_off_grid_take_the_general_path() -> None:
+    from signalengine.tasks.engine import buckets
+
+    ts = np.arange(100, dtype=np.int64) * 60_000_000_000
+    values = {c: np.ones(100) for c in ("open", "high", "low", "close", "volume")}
+    gap = np.delete(ts, 50)
+    assert (
+        buckets._aggregate_regular(
+            {"ts": gap, **{c: v[:99] for c, v in values.items()}}, 5 * 60_000_000_000
+        )
+        is None
+    )
+    assert buckets._aggregate_regular({"ts": ts + 1, **values}, 5 * 60_000_000_000) is None
+    assert buckets._aggregate_regular({"ts": ts, **values}, 15 * 60_000_000_000) is None  # k > 8
