@@ -1,16 +1,19 @@
-"""A Binance-protocol exchange simulator over a seeded, deterministic synthetic market.
+"""An exchange simulator over a seeded, deterministic synthetic market.
 
 `market_bars` is the ground truth; `running_simulator` (tests) and `serve` (CLI) put it
-behind Binance's spot REST and WebSocket kline API on 127.0.0.1.
+behind Binance's spot REST and WebSocket kline API on 127.0.0.1, or Bybit v5's
+(`exchange="bybit"`), whose default seed is `venue_seed("bybit")`.
 """
 
 from signalengine.simulator.clock import SimClock
 from signalengine.simulator.config import (
     DEFAULT_SYMBOLS,
+    DIALECTS,
     Faults,
     SimulatorConfig,
     market_id,
     unified_symbol,
+    venue_seed,
 )
 from signalengine.simulator.market import (
     BAR_DTYPE,
@@ -29,6 +32,7 @@ __all__ = [
     "BAR_DTYPE",
     "DEFAULT_SEED",
     "DEFAULT_SYMBOLS",
+    "DIALECTS",
     "EPOCH_MS",
     "MINUTE_MS",
     "Faults",
@@ -44,4 +48,5 @@ __all__ = [
     "serve",
     "symbol_profile",
     "unified_symbol",
+    "venue_seed",
 ]

@@ -172,6 +172,19 @@ def partial_kline(
     return rec
 
 
+def klines_window(
+    now_ms: int, width: int, *, start: int | None, end: int | None, limit: int
+) -> tuple[int, int]:
+    """First and last open time to serve (Binance's rules, which Bybit's match): closed
+    bars only, from `start` on when given, else the newest `limit` up to `end`."""
+    last_closed = (now_ms + 1 - width) // width * width  # newest t with t + width - 1 <= now
+    hi = last_closed if end is None else min(end // width * width, last_closed)
+    if start is not None:
+        lo = max(-(-start // width) * width, EPOCH_MS)
+        return lo, min(hi, lo + (limit - 1) * width)
+    return max(hi - (limit - 1) * width, EPOCH_MS), hi
+
+
 def _num(value: float) -> str:
     return f"{value:.8f}"
 

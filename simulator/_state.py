@@ -22,6 +22,7 @@ class SimState:
 
     def __init__(self, config: SimulatorConfig) -> None:
         self.config = config
+        self.seed = config.market_seed
         self.clock = SimClock(speed=config.speed, anchor_ms=config.anchor_ms)
         self.symbol_by_id = {market_id(s): s for s in config.symbols}
         self.counters: Counter[str] = Counter(dict.fromkeys(INJECTED + TRAFFIC, 0))
@@ -51,7 +52,8 @@ class SimState:
             "sim_time": datetime.fromtimestamp(now / 1000, tz=UTC).isoformat(),
             "anchor_ms": self.clock.anchor_ms,
             "speed": self.config.speed,
-            "seed": self.config.seed,
+            "exchange": self.config.exchange,
+            "seed": self.seed,
             "symbols": list(self.config.symbols),
             "intervals": list(INTERVAL_MINUTES),
             "faults": asdict(self.config.faults),

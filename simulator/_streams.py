@@ -64,11 +64,26 @@ class Connection:
         self._held: dict[_Stream, dict[str, Any]] = {}
         self._send_lock = asyncio.Lock()
 
+    def _stream_of(self, name: str) -> _Stream | None:
+        """(market id, interval) of a stream or topic name in this dialect, else None."""
+        return self.state.stream_of(name)
+
+    def _event(self, stream: _Stream, rec: Any, *, closed: bool, event_ms: int) -> dict[str, Any]:
+        """One kline as this dialect's WebSocket message."""
+        return _ws_event(stream[0], stream[1], rec, closed=closed, event_ms=event_ms)
+
+    def _broken(
+        self, event: dict[str, Any], variant: int, tick_size: float
+    ) -> tuple[dict[str, Any], dict[str, Any]]:
+        """A malformed copy of a closed-kline message, and its `t c h l` for the log."""
+        bad = _malformed(event, variant, tick_size)
+        return bad, bad["k"]
+
     def subscribe(self, names: list[str]) -> list[str]:
         """Add streams by name; returns the names that are not known streams."""
         unknown = []
         for name in names:
-            stream = self.state.stream_of(name)
+            stream = self._stream_of(name)
             if stream is None:
                 unknown.append(name)
             elif stream not in self.streams:
@@ -149,19 +164,19 @@ class Connection:
             next_tick = last_due + TICK_MS
 
     async def _emit(self, tick: int, *, with_partials: bool) -> None:
-        seed = self.state.config.seed
+        seed = self.state.seed
         for stream in list(self.streams):
             mid, interval = stream
             symbol = self.state.symbol_by_id[mid]
             width = INTERVAL_MINUTES[interval] * MINUTE_MS
             if tick % width == 0:
                 rec = interval_klines(symbol, interval, tick - width, tick - width, seed=seed)
-                event = _ws_event(mid, interval, rec[0], closed=True, event_ms=tick)
+                event = self._event(stream, rec[0], closed=True, event_ms=tick)
                 await self._send_closed(stream, event)
             elif with_partials:
                 part = partial_kline(symbol, interval, tick - tick % width, tick, seed=seed)
                 if part is not None:
-                    event = _ws_event(mid, interval, part[0], closed=False, event_ms=tick)
+                    event = self._event(stream, part[0], closed=False, event_ms=tick)
                     self.state.counters["klines_sent"] += 1
                     await self._send(event, stream)
 
@@ -169,10 +184,10 @@ class Connection:
         faults, counters = self.state.config.faults, self.state.counters
         if faults.malformed_rate and self._rng.random() < faults.malformed_rate:
             tick_size = symbol_profile(self.state.symbol_by_id[stream[0]]).tick_size
-            bad = _malformed(event, self._rng.randrange(3), tick_size)
+            bad, fields = self._broken(event, self._rng.randrange(3), tick_size)
             await self._send(bad, stream)
             counters["malformed"] += 1  # counted once sent: a failed send reached nobody
-            self.state.note_malformed(stream[0], bad["k"])
+            self.state.note_malformed(stream[0], fields)
         if (
             faults.out_of_order_rate
             and stream not in self._held

@@ -1,4 +1,4 @@
-"""What a simulator run is made of: symbols, seed, speed, and the faults to inject."""
+"""What a simulator run is made of: dialect, symbols, seed, speed, and the faults to inject."""
 
 from __future__ import annotations
 
@@ -7,6 +7,9 @@ from dataclasses import dataclass, field
 from signalengine.simulator.market import DEFAULT_SEED
 
 DEFAULT_SYMBOLS: tuple[str, ...] = ("BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT")
+DIALECTS: tuple[str, ...] = ("binance", "bybit")  # the wire protocols a simulator can speak
+# Each venue's default market seed is its own, so two venues' bars differ.
+_VENUE_SEED_OFFSET = {"binance": 0, "bybit": 1_000_003}
 _QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "BTC", "ETH", "BNB", "EUR", "TRY")
 
 
@@ -22,7 +25,7 @@ class Faults:
     duplicate_rate: float = 0.0  # send a closed kline twice
     out_of_order_rate: float = 0.0  # hold a closed kline back until after the next one
     malformed_rate: float = 0.0  # send a broken closed kline before the genuine one
-    rest_429_every: int | None = None  # answer every k-th /api/v3 request with HTTP 429
+    rest_429_every: int | None = None  # rate-limit every k-th REST request (Binance: 429)
     retry_after_s: int = 1  # the Retry-After of those 429 answers
 
     def __post_init__(self) -> None:
@@ -37,20 +40,39 @@ class Faults:
 
 @dataclass(frozen=True)
 class SimulatorConfig:
-    """A simulator run: unified symbols, market seed, clock speed and anchor, faults."""
+    """A simulator run: dialect, unified symbols, market seed, clock speed and anchor, faults.
+
+    `exchange` only picks the wire format (Binance or Bybit v5); the market is the same
+    generator either way. `seed=None` means the dialect's default, `venue_seed(exchange)`.
+    """
 
     symbols: tuple[str, ...] = DEFAULT_SYMBOLS
-    seed: int = DEFAULT_SEED
+    seed: int | None = None
     speed: float = 1.0
     anchor_ms: int | None = None  # sim time at start, epoch ms; None = real time now
     faults: Faults = field(default_factory=Faults)
+    exchange: str = "binance"
 
     def __post_init__(self) -> None:
+        if self.exchange not in DIALECTS:
+            raise ValueError(f"unknown dialect {self.exchange!r}; use one of {', '.join(DIALECTS)}")
+        if self.seed is None:
+            object.__setattr__(self, "seed", venue_seed(self.exchange))
         if not self.symbols:
             raise ValueError("at least one symbol is needed")
         object.__setattr__(self, "symbols", tuple(unified_symbol(s) for s in self.symbols))
         if self.speed <= 0:
             raise ValueError("speed must be positive")
+
+    @property
+    def market_seed(self) -> int:
+        """The seed the market is generated with (the dialect's default when none given)."""
+        return venue_seed(self.exchange) if self.seed is None else self.seed
+
+
+def venue_seed(exchange: str, base: int = DEFAULT_SEED) -> int:
+    """The default market seed of a dialect: `base` for Binance, a fixed offset for others."""
+    return base + _VENUE_SEED_OFFSET[exchange]
 
 
 def unified_symbol(symbol: str) -> str:

@@ -1,4 +1,7 @@
-"""The Binance-protocol exchange simulator: a Starlette app served by uvicorn on 127.0.0.1.
+"""The exchange simulator: a Starlette app served by uvicorn on 127.0.0.1.
+
+It speaks Binance's protocol (below) by default, or Bybit v5's (`exchange="bybit"`, see
+`_bybit`) over the same synthetic market.
 
 REST (the spot endpoints ccxt's `binance` uses for markets and candles):
 `/api/v3/ping`, `/api/v3/time`, `/api/v3/exchangeInfo`, `/api/v3/klines`.
@@ -24,12 +27,18 @@ from starlette.responses import JSONResponse, Response
 from starlette.routing import Route, WebSocketRoute
 from starlette.websockets import WebSocket
 
+from signalengine.simulator._bybit import BybitApi, BybitConnection, BybitError, bybit_error
 from signalengine.simulator._exchange_info import exchange_info
-from signalengine.simulator._klines import INTERVAL_MINUTES, interval_klines, rest_row
+from signalengine.simulator._klines import (
+    INTERVAL_MINUTES,
+    interval_klines,
+    klines_window,
+    rest_row,
+)
 from signalengine.simulator._state import SimState
 from signalengine.simulator._streams import Connection, streams_from_path
 from signalengine.simulator.config import DEFAULT_SYMBOLS, Faults, SimulatorConfig
-from signalengine.simulator.market import DEFAULT_SEED, EPOCH_MS, MINUTE_MS
+from signalengine.simulator.market import MINUTE_MS
 
 DEFAULT_HOST = "127.0.0.1"
 DEFAULT_PORT = 8765
@@ -57,18 +66,6 @@ def _int_param(request: Request, name: str) -> int | None:
         msg = f"Illegal characters found in parameter '{name}'; legal range is '^[0-9]{{1,20}}$'."
         raise _BinanceError(-1100, msg)
     return int(raw)
-
-
-def _klines_window(
-    now_ms: int, width: int, *, start: int | None, end: int | None, limit: int
-) -> tuple[int, int]:
-    """First and last open time to serve: Binance's rules, closed bars only."""
-    last_closed = (now_ms + 1 - width) // width * width  # newest t with t + width - 1 <= now
-    hi = last_closed if end is None else min(end // width * width, last_closed)
-    if start is not None:
-        lo = max(-(-start // width) * width, EPOCH_MS)
-        return lo, min(hi, lo + (limit - 1) * width)
-    return max(hi - (limit - 1) * width, EPOCH_MS), hi
 
 
 class _Api:
@@ -138,8 +135,8 @@ class _Api:
         if start is not None and end is not None and start > end:
             raise _BinanceError(-1023, "Start time is greater than end time.")
         width = INTERVAL_MINUTES[interval] * MINUTE_MS
-        lo, hi = _klines_window(self.state.clock.now_ms(), width, start=start, end=end, limit=limit)
-        rows = interval_klines(symbol, interval, lo, hi, seed=self.state.config.seed)
+        lo, hi = klines_window(self.state.clock.now_ms(), width, start=start, end=end, limit=limit)
+        rows = interval_klines(symbol, interval, lo, hi, seed=self.state.seed)
         return JSONResponse([rest_row(rec) for rec in rows])
 
     async def status(self, request: Request) -> Response:
@@ -159,9 +156,33 @@ class _Api:
         await connection.run()
 
 
+def _bybit_app(state: SimState) -> Starlette:
+    api = BybitApi(state)
+
+    async def ws_spot(websocket: WebSocket) -> None:
+        await websocket.accept()
+        await BybitConnection(websocket, state).run()
+
+    async def status(request: Request) -> Response:
+        return JSONResponse(state.status())
+
+    routes = [
+        Route("/v5/market/time", api.server_time),
+        Route("/v5/market/instruments-info", api.instruments),
+        Route("/v5/market/kline", api.klines),
+        Route("/sim/status", status),
+        WebSocketRoute("/v5/public/spot", ws_spot),
+    ]
+    return Starlette(routes=routes, exception_handlers={BybitError: bybit_error})
+
+
 def create_app(config: SimulatorConfig | None = None) -> Starlette:
-    """The simulator's ASGI app; its clock starts now."""
+    """The simulator's ASGI app, in the config's dialect; its clock starts now."""
     state = SimState(config or SimulatorConfig())
+    if state.config.exchange == "bybit":
+        app = _bybit_app(state)
+        app.state.sim = state
+        return app
     api = _Api(state)
     routes = [
         Route("/api/v3/ping", api.ping),
@@ -181,12 +202,14 @@ def create_app(config: SimulatorConfig | None = None) -> Starlette:
 def _config(
     *,
     symbols: list[str] | tuple[str, ...],
-    seed: int,
+    seed: int | None,
     speed: float,
     faults: Faults | None,
     anchor_ms: int | None,
+    exchange: str,
 ) -> SimulatorConfig:
     return SimulatorConfig(
+        exchange=exchange,
         symbols=tuple(symbols),
         seed=seed,
         speed=speed,
@@ -200,16 +223,26 @@ def serve(
     host: str = DEFAULT_HOST,
     port: int = DEFAULT_PORT,
     symbols: list[str] | tuple[str, ...] = DEFAULT_SYMBOLS,
-    seed: int = DEFAULT_SEED,
+    seed: int | None = None,
     speed: float = 1.0,
     faults: Faults | None = None,
     anchor_ms: int | None = None,
     log_level: str = "info",
+    exchange: str = "binance",
 ) -> None:
-    """Run the simulator in the foreground until interrupted (Ctrl-C)."""
-    app = create_app(
-        _config(symbols=symbols, seed=seed, speed=speed, faults=faults, anchor_ms=anchor_ms)
+    """Run the simulator in the foreground until interrupted (Ctrl-C).
+
+    `exchange` is the dialect (binance or bybit); `seed=None` is the dialect's default.
+    """
+    config = _config(
+        symbols=symbols,
+        seed=seed,
+        speed=speed,
+        faults=faults,
+        anchor_ms=anchor_ms,
+        exchange=exchange,
     )
+    app = create_app(config)
     uvicorn.run(app, host=host, port=port, log_level=log_level, lifespan="off")
 
 
@@ -218,18 +251,26 @@ def running_simulator(
     *,
     port: int = 0,
     symbols: list[str] | tuple[str, ...] = DEFAULT_SYMBOLS,
-    seed: int = DEFAULT_SEED,
+    seed: int | None = None,
     speed: float = 1.0,
     faults: Faults | None = None,
     anchor_ms: int | None = None,
+    exchange: str = "binance",
 ) -> Iterator[str]:
     """Run the simulator in a background thread; yields its base URL `http://127.0.0.1:P`.
 
-    Port 0 picks a free port. The server stops when the block exits.
+    Port 0 picks a free port. The server stops when the block exits. `exchange` is the
+    dialect (binance or bybit); `seed=None` is the dialect's default (`venue_seed`).
     """
-    app = create_app(
-        _config(symbols=symbols, seed=seed, speed=speed, faults=faults, anchor_ms=anchor_ms)
+    sim_config = _config(
+        symbols=symbols,
+        seed=seed,
+        speed=speed,
+        faults=faults,
+        anchor_ms=anchor_ms,
+        exchange=exchange,
     )
+    app = create_app(sim_config)
     config = uvicorn.Config(
         app,
         host=DEFAULT_HOST,
