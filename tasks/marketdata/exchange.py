@@ -4,8 +4,10 @@ Everything that talks to an exchange goes through here, and ccxt errors are tran
 here: `ccxt.NetworkError` (which covers `RateLimitExceeded` and `DDoSProtection`) becomes
 `TemporaryExchangeError` (retried by callers), any other ccxt error `ExchangeError`.
 
-With `base_url` set, the exchange talks to the built-in simulator instead of Binance;
-the same ccxt code runs either way.
+With `base_url` set, the exchange talks to the built-in simulator instead of the real
+venue (Binance or Bybit, the simulator's two dialects); the same ccxt code runs either way.
+Closed bars reach the pipeline in one shape whatever the venue: a Binance-style kline
+object (`t o h l c v` as sent), see `ClosedBar`.
 """
 
 from __future__ import annotations
@@ -31,6 +33,8 @@ from signalengine.core.retry import backoff_seconds
 __all__ = [
     "ClosedBar",
     "ClosedBarBinance",
+    "ClosedBarBybit",
+    "SIMULATED_EXCHANGES",
     "ExchangeError",
     "TemporaryExchangeError",
     "connected_exchange",
@@ -44,7 +48,7 @@ __all__ = [
     "watch_closed_bars",
 ]
 
-OHLCV_PAGE_LIMIT = 1000  # Binance's maximum klines per request
+OHLCV_PAGE_LIMIT = 1000  # Binance's and Bybit's maximum klines per request
 CLOSED_BAR_BUFFER = 100_000  # per (symbol, timeframe); the oldest go first when full
 logger = logging.getLogger(__name__)
 _SPOT_ONLY = {"fetchMarkets": {"types": ["spot"]}, "defaultType": "spot", "fetchCurrencies": False}
@@ -56,6 +60,7 @@ class ClosedBar:
 
     `raw` is Binance's kline object `k` untouched: `t` open time (epoch ms, UTC), `o h l
     c v` as strings, and the rest; it may be malformed, validation happens downstream.
+    Other venues' candles are renamed into those keys, values untouched (`ClosedBarBybit`).
     `event_ms` is the event time `E`; `received_at` is the local wall clock, epoch s.
     """
 
@@ -73,15 +78,35 @@ class ClosedBar:
         return raw_kline_row(self.exchange, self.symbol, self.raw)
 
 
-class ClosedBarBinance(ccxt_pro.binance):  # type: ignore[misc]
-    """`ccxt.pro.binance` that also keeps every closed kline (which ccxt's OHLCV drops)."""
+class _ClosedBarBuffer:
+    """Closed bars kept per (symbol, timeframe), in arrival order across all of them."""
 
-    def __init__(self, config: dict[str, Any] | None = None) -> None:
-        super().__init__(config or {})
+    def _init_buffer(self) -> None:
         self._closed: defaultdict[tuple[str, str], deque[tuple[int, ClosedBar]]] = defaultdict(
             lambda: deque(maxlen=CLOSED_BAR_BUFFER)
         )
         self._arrival = itertools.count()
+
+    def _keep(self, bar: ClosedBar) -> None:
+        self._closed[(bar.symbol, bar.timeframe)].append((next(self._arrival), bar))
+
+    def drain_closed_bars(self, symbols: Sequence[str], timeframe: str) -> list[ClosedBar]:
+        """Take the buffered closed bars of `symbols`, in arrival order."""
+        taken: list[tuple[int, ClosedBar]] = []
+        for symbol in symbols:
+            queue = self._closed.get((symbol, timeframe))
+            while queue:
+                taken.append(queue.popleft())
+        taken.sort(key=lambda item: item[0])
+        return [bar for _, bar in taken]
+
+
+class ClosedBarBinance(_ClosedBarBuffer, ccxt_pro.binance):  # type: ignore[misc]
+    """`ccxt.pro.binance` that also keeps every closed kline (which ccxt's OHLCV drops)."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config or {})
+        self._init_buffer()
 
     def handle_ohlcv(self, client: Any, message: dict[str, Any]) -> None:
         kline = message.get("k") if isinstance(message, dict) else None
@@ -99,18 +124,57 @@ class ClosedBarBinance(ccxt_pro.binance):  # type: ignore[misc]
                 event_ms=event if isinstance(event, int) else None,
                 received_at=time.time(),
             )
-            self._closed[(bar.symbol, bar.timeframe)].append((next(self._arrival), bar))
+            self._keep(bar)
         super().handle_ohlcv(client, message)
 
-    def drain_closed_bars(self, symbols: Sequence[str], timeframe: str) -> list[ClosedBar]:
-        """Take the buffered closed bars of `symbols`, in arrival order."""
-        taken: list[tuple[int, ClosedBar]] = []
-        for symbol in symbols:
-            queue = self._closed.get((symbol, timeframe))
-            while queue:
-                taken.append(queue.popleft())
-        taken.sort(key=lambda item: item[0])
-        return [bar for _, bar in taken]
+
+_BYBIT_KEYS = {"start": "t", "end": "T", "open": "o", "high": "h", "low": "l", "close": "c"}
+_BYBIT_KEYS.update(volume="v", turnover="q", interval="i")
+
+
+def bybit_kline(candle: dict[str, Any]) -> dict[str, Any]:
+    """A Bybit v5 WS candle as a Binance-style kline object: keys renamed, values as sent."""
+    raw = {_BYBIT_KEYS.get(key, key): value for key, value in candle.items()}
+    raw["x"] = candle.get("confirm") is True
+    return raw
+
+
+class ClosedBarBybit(_ClosedBarBuffer, ccxt_pro.bybit):  # type: ignore[misc]
+    """`ccxt.pro.bybit` that also keeps every closed candle (`confirm: true`), which ccxt's
+    OHLCV cache overwrites in place by timestamp and never marks."""
+
+    def __init__(self, config: dict[str, Any] | None = None) -> None:
+        super().__init__(config or {})
+        self._init_buffer()
+
+    def handle_ohlcv(self, client: Any, message: dict[str, Any]) -> None:
+        data = message.get("data") if isinstance(message, dict) else None
+        topic = str(message.get("topic", "")) if isinstance(message, dict) else ""
+        parts = topic.split(".")
+        if isinstance(data, list) and len(parts) >= 3:
+            # Resolve the symbol the way ccxt does, from the topic and the transport URL.
+            market_type = "spot" if "spot" in str(client.url) else "contract"
+            symbol = self.safe_market(parts[-1], None, None, market_type)["symbol"]
+            timeframe = self.find_timeframe(parts[1])
+            for candle in data:
+                if not isinstance(candle, dict) or candle.get("confirm") is not True:
+                    continue
+                event = candle.get("timestamp", message.get("ts"))
+                bar = ClosedBar(
+                    exchange=self.id,
+                    symbol=str(symbol),
+                    timeframe=str(timeframe),
+                    raw=bybit_kline(candle),
+                    event_ms=event if isinstance(event, int) else None,
+                    received_at=time.time(),
+                )
+                self._keep(bar)
+        super().handle_ohlcv(client, message)
+
+
+# The exchanges the simulator speaks, with the ccxt.pro class that keeps closed bars.
+SIMULATED_EXCHANGES: dict[str, type] = {"binance": ClosedBarBinance, "bybit": ClosedBarBybit}
+ClosedBarExchange = ClosedBarBinance | ClosedBarBybit
 
 
 def translate_error(exc: Exception) -> Exception:
@@ -144,21 +208,23 @@ def create_exchange(
 ) -> Any:
     """An async ccxt exchange (spot markets only, rate limiter on); close it when done.
 
-    With `pro` and Binance this is a `ClosedBarBinance`. `base_url`, e.g.
-    `http://127.0.0.1:8765`, sends all REST and WebSocket traffic to the simulator.
+    With `pro` and Binance or Bybit this is a `ClosedBarBinance` / `ClosedBarBybit`
+    (ccxt's own `rateLimit` for that venue). `base_url`, e.g. `http://127.0.0.1:8765`,
+    sends all REST and WebSocket traffic to a simulator speaking that venue's dialect.
     """
     settings: dict[str, Any] = {"enableRateLimit": True, **(config or {})}
     settings["options"] = {**_SPOT_ONLY, **settings.get("options", {})}
-    if pro and exchange_id == "binance":
-        exchange: Any = ClosedBarBinance(settings)
+    if pro and exchange_id in SIMULATED_EXCHANGES:
+        exchange: Any = SIMULATED_EXCHANGES[exchange_id](settings)
     else:
         module = ccxt_pro if pro else ccxt_async
         if not hasattr(module, exchange_id):
             raise ConfigurationError(f"ccxt has no exchange {exchange_id!r}")
         exchange = getattr(module, exchange_id)(settings)
     if base_url is not None:
-        if exchange_id != "binance":
-            raise ConfigurationError("the simulator speaks Binance's protocol only")
+        if exchange_id not in SIMULATED_EXCHANGES:
+            known = ", ".join(SIMULATED_EXCHANGES)
+            raise ConfigurationError(f"the simulator speaks {known} only, not {exchange_id!r}")
         http_base = base_url.rstrip("/")
         ws_base = "ws" + http_base.removeprefix("http")  # http -> ws, https -> wss
         exchange.urls["api"] = _point_at(exchange.urls["api"], http_base, ws_base)
@@ -218,7 +284,7 @@ async def fetch_ohlcv_range(
 
 
 async def watch_closed_bars(
-    exchange: ClosedBarBinance, symbols: Sequence[str], *, timeframe: str = "1m"
+    exchange: ClosedBarExchange, symbols: Sequence[str], *, timeframe: str = "1m"
 ) -> list[ClosedBar]:
     """Closed bars of `symbols` received since the last call; waits for at least one.
 
