@@ -41,9 +41,9 @@ from signalengine.tasks.engine.features import (
     WINDOW_LOOKBACK_BARS,
     feature_arrays,
     feature_tails,
-    vote_feature_arrays,
+    vote_features_at,
 )
-from signalengine.tasks.engine.mtf import mtf_agreement, vote, votes_at
+from signalengine.tasks.engine.mtf import mtf_agreement, vote
 from signalengine.tasks.engine.records import (
     SIGNAL_COLUMNS,
     Candidates,
@@ -187,10 +187,13 @@ def _votes(
             f = primary_feats
             out[:, j] = vote(f["ema_12"], f["ema_26"], f["ema_slope"], f["rsi_14"])[rows]
             continue
+        # The vote of each timeframe's last bar closed by at_ns (0 if none), as `votes_at`
+        # of `vote` over every bar, but the votes are formed only at the bars read.
         s = series[tf]
-        f = vote_feature_arrays(s.cols["close"])
+        last = np.searchsorted(s.ts, at_ns - timeframe_ns(tf), side="right") - 1
+        f = vote_features_at(s.cols["close"], np.maximum(last, 0))
         tf_votes = vote(f["ema_12"], f["ema_26"], f["ema_slope"], f["rsi_14"])
-        out[:, j] = votes_at(s.ts + timeframe_ns(tf), tf_votes, at_ns)
+        out[:, j] = np.where(last >= 0, tf_votes, 0)
     return out
 
 
