@@ -3,11 +3,60 @@
 from __future__ import annotations
 
 from pathlib import Path
+from urllib.parse import urlsplit
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from signalengine.core.symbols import normalize_symbol
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+
+# Venues with a closed-bar client (tasks.marketdata.exchange) and a simulator dialect.
+EXCHANGE_IDS: tuple[str, ...] = ("binance", "bybit")
+
+
+class ExchangeVenue(BaseModel):
+    """One exchange of a deployment: its ccxt id, optional simulator URL, its symbols."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(description="ccxt exchange id: binance or bybit.")
+    url: str | None = Field(
+        default=None,
+        description="Base URL of a simulator speaking this venue's dialect; unset: the venue.",
+    )
+    symbols: list[str] = Field(min_length=1, description="ccxt unified symbols to stream.")
+
+    @field_validator("id")
+    @classmethod
+    def _known_id(cls, value: str) -> str:
+        if value not in EXCHANGE_IDS:
+            raise ValueError(f"unknown exchange id {value!r}; supported: {', '.join(EXCHANGE_IDS)}")
+        return value
+
+    @field_validator("url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError(f"not an http(s) URL: {value!r}")
+        try:
+            parts.port  # noqa: B018  # raises on a port that is not a number in range
+        except ValueError as exc:
+            raise ValueError(f"bad port in URL {value!r}") from exc
+        if parts.path.strip("/") or parts.query or parts.fragment:
+            raise ValueError(f"the URL is a base URL, without path or query: {value!r}")
+        return value.rstrip("/")
+
+    @field_validator("symbols")
+    @classmethod
+    def _unified(cls, value: list[str]) -> list[str]:
+        symbols = [normalize_symbol(s) for s in value]
+        if len(set(symbols)) != len(symbols):
+            raise ValueError(f"symbols listed twice: {symbols}")
+        return symbols
 
 
 class Settings(BaseSettings):
@@ -45,6 +94,12 @@ class Settings(BaseSettings):
     symbols: list[str] = Field(
         default=["BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"],
         description="ccxt unified symbols to stream.",
+    )
+    exchanges: list[ExchangeVenue] | None = Field(
+        default=None,
+        description='Several exchanges at once, as JSON: \'[{"id": "binance", "url":'
+        ' "http://127.0.0.1:8900", "symbols": ["BTC/USDT"]}, {"id": "bybit", ...}]\';'
+        " unset means the single exchange, exchange_url and symbols.",
     )
     timeframes: list[str] = Field(
         default=["1m", "5m", "15m", "1h"], description="Timeframes with features and MTF votes."
@@ -306,6 +361,41 @@ class Settings(BaseSettings):
         if "1m" not in value:
             value = ["1m", *value]
         return sorted(set(value), key=TIMEFRAME_MINUTES.__getitem__)
+
+    @model_validator(mode="after")
+    def _distinct_exchanges(self) -> Settings:
+        if self.exchanges is not None:
+            ids = [venue.id for venue in self.exchanges]
+            if not ids:
+                raise ValueError("exchanges is empty; unset it for the single exchange")
+            if len(set(ids)) != len(ids):
+                raise ValueError(f"exchanges lists an exchange twice: {ids}")
+        return self
+
+    def venues(self) -> list[ExchangeVenue]:
+        """The exchanges this deployment ingests from: `exchanges`, else the single one."""
+        if self.exchanges is not None:
+            return list(self.exchanges)
+        return [
+            ExchangeVenue.model_construct(
+                id=self.exchange, url=self.exchange_url, symbols=list(self.symbols)
+            )
+        ]
+
+    def for_exchange(self, exchange: str | None = None) -> Settings:
+        """These settings seen by one exchange's jobs: its id, URL and symbols as the single
+        `exchange`, `exchange_url`, `symbols` (None: the first venue). ValueError if unknown."""
+        venues = self.venues()
+        if exchange is None:
+            venue = venues[0]
+        else:
+            found = [v for v in venues if v.id == exchange]
+            if not found:
+                known = ", ".join(v.id for v in venues)
+                raise ValueError(f"exchange {exchange!r} is not configured; configured: {known}")
+            venue = found[0]
+        update = {"exchange": venue.id, "exchange_url": venue.url, "symbols": list(venue.symbols)}
+        return self.model_copy(update=update)
 
 
 def get_settings() -> Settings:
