@@ -29,6 +29,11 @@ TIMEFRAME_MINUTES: Final[dict[str, int]] = {
 
 LIVE_RUN: Final = "live"
 SHADOW_RUN: Final = "shadow"
+# The built-in engine's strategy name; rows stored before strategies existed carry it.
+DEFAULT_STRATEGY: Final = "default"
+# A strategy name as it appears in signals, routes, metric labels and model names
+# (`signalengine-filter-<strategy>`): lowercase, digits, '_' and '-', at most 64 characters.
+STRATEGY_NAME_PATTERN: Final = r"^[a-z0-9][a-z0-9_-]{0,63}$"
 # Runs the settle flow claims by default: the stream's own signals.
 STREAM_RUNS: Final[tuple[str, ...]] = (LIVE_RUN, SHADOW_RUN)
 
@@ -42,9 +47,11 @@ IntArray = NDArray[np.int64]
 BoolArray = NDArray[np.bool_]
 
 __all__ = [
+    "DEFAULT_STRATEGY",
     "LIVE_RUN",
     "OUTCOMES",
     "SHADOW_RUN",
+    "STRATEGY_NAME_PATTERN",
     "STREAM_RUNS",
     "TIMEFRAME_MINUTES",
     "BoolArray",

@@ -11,9 +11,10 @@ from prefect.cache_policies import NO_CACHE
 from signalengine.core.config import get_settings
 from signalengine.core.db import connect
 from signalengine.tasks.outcomes.controls import (
+    decayed_strategies,
     decide_controls,
-    live_win_rate_decayed,
-    load_controls,
+    load_all_controls,
+    rollup_strategies,
     save_controls,
 )
 from signalengine.tasks.outcomes.rollups import overall_figures, refresh_rollups
@@ -28,14 +29,20 @@ def refresh() -> dict[str, Any]:
     with connect() as conn:
         conn.autocommit = True
         rollups = refresh_rollups(conn, now=pd.Timestamp.now(tz="UTC"))
-        current = load_controls(conn, exchange=settings.exchange)
-        controls = decide_controls(rollups, current, settings=settings)
-        save_controls(conn, controls, exchange=settings.exchange)
+        stored = load_all_controls(conn, exchange=settings.exchange)
+        disabled: list[str] = []
+        for strategy in sorted(set(rollup_strategies(rollups)) | set(stored)):
+            current = stored.get(strategy, {})
+            controls = decide_controls(rollups, current, settings=settings, strategy=strategy)
+            save_controls(conn, controls, exchange=settings.exchange, strategy=strategy)
+            disabled += [f"{strategy}:{s}" for s, c in controls.items() if not c.enabled]
+    decayed = decayed_strategies(rollups, settings=settings)
     return {
         "rows": len(rollups),
         "runs": overall_figures(rollups),
-        "disabled": sorted(s for s, c in controls.items() if not c.enabled),
-        "retrain_needed": live_win_rate_decayed(rollups, settings=settings),
+        "disabled": sorted(disabled),  # strategy:symbol
+        "retrain_needed": bool(decayed),
+        "retrain_strategies": decayed,
     }
 
 

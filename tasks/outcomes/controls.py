@@ -1,12 +1,14 @@
 """Adaptive control from the rollups: switch poor symbols off, tune score thresholds.
 
-A symbol whose live win rate over `adaptive_window_days` is under
-`adaptive_disable_win_rate` on at least `adaptive_min_signals` settled signals is
-disabled: its signals go to the `shadow` run instead of `live` (still settled, still
-rolled up). It is re-enabled when the shadow signals win at least
-`adaptive_enable_win_rate` on the same minimum count. Each symbol's score threshold moves
-one `adaptive_threshold_step` per rollup toward `adaptive_target_win_rate` (up when
-losing, down when winning), within [adaptive_threshold_min, adaptive_threshold_max].
+Controls are per strategy and symbol: each strategy's rollups decide its own controls, and
+one strategy switched off on a symbol leaves the others live there. A strategy x symbol
+whose live win rate over `adaptive_window_days` is under `adaptive_disable_win_rate` on at
+least `adaptive_min_signals` settled signals is disabled: its signals go to the `shadow`
+run instead of `live` (still settled, still rolled up). It is re-enabled when the shadow
+signals win at least `adaptive_enable_win_rate` on the same minimum count. Each symbol's
+score threshold moves one `adaptive_threshold_step` per rollup toward
+`adaptive_target_win_rate` (up when losing, down when winning), within
+[adaptive_threshold_min, adaptive_threshold_max].
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
-from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, LIVE_RUN, SHADOW_RUN
 
 
 @dataclass(frozen=True)
@@ -28,6 +30,20 @@ class SymbolControl:
     enabled: bool = True
     reason: str | None = None
     score_threshold: float | None = None
+
+
+def _of_strategy(rollups: pd.DataFrame, strategy: str) -> pd.DataFrame:
+    """One strategy's rollup rows (rows without a strategy column are the default's)."""
+    if "strategy" not in rollups.columns:
+        return rollups if strategy == DEFAULT_STRATEGY else rollups.iloc[0:0]
+    return rollups[rollups["strategy"] == strategy]
+
+
+def rollup_strategies(rollups: pd.DataFrame) -> list[str]:
+    """The strategies that have rollup rows, sorted."""
+    if "strategy" not in rollups.columns:
+        return [DEFAULT_STRATEGY] if len(rollups) else []
+    return sorted({str(s) for s in rollups["strategy"]})
 
 
 def _window_figures(rollups: pd.DataFrame, run_id: str, window_days: int) -> pd.DataFrame:
@@ -55,9 +71,12 @@ def decide_controls(
     current: dict[str, SymbolControl],
     *,
     settings: Settings,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> dict[str, SymbolControl]:
-    """New controls for every symbol seen in the rollups or the current controls."""
+    """New controls of one strategy for every symbol seen in its rollups or its current
+    controls."""
     window = settings.adaptive_window_days
+    rollups = _of_strategy(rollups, strategy)
     live = _window_figures(rollups, LIVE_RUN, window)
     shadow = _window_figures(rollups, SHADOW_RUN, window)
     decided: dict[str, SymbolControl] = {}
@@ -100,15 +119,25 @@ def decide_controls(
     return decided
 
 
-def load_controls(conn: DbConn, *, exchange: str) -> dict[str, SymbolControl]:
-    """The stored controls of an exchange's symbols."""
+def load_controls(
+    conn: DbConn, *, exchange: str, strategy: str = DEFAULT_STRATEGY
+) -> dict[str, SymbolControl]:
+    """The stored controls of one strategy on an exchange's symbols."""
+    return load_all_controls(conn, exchange=exchange).get(strategy, {})
+
+
+def load_all_controls(conn: DbConn, *, exchange: str) -> dict[str, dict[str, SymbolControl]]:
+    """Every strategy's stored controls on an exchange: strategy -> symbol -> control."""
     rows = conn.execute(
-        "SELECT symbol, enabled, reason, score_threshold FROM symbol_controls WHERE exchange = %s",
+        "SELECT strategy, symbol, enabled, reason, score_threshold FROM symbol_controls"
+        " WHERE exchange = %s",
         (exchange,),
     ).fetchall()
-    return {
-        r["symbol"]: SymbolControl(r["enabled"], r["reason"], r["score_threshold"]) for r in rows
-    }
+    out: dict[str, dict[str, SymbolControl]] = {}
+    for r in rows:
+        control = SymbolControl(r["enabled"], r["reason"], r["score_threshold"])
+        out.setdefault(r["strategy"], {})[r["symbol"]] = control
+    return out
 
 
 def save_controls(
@@ -116,23 +145,33 @@ def save_controls(
     controls: dict[str, SymbolControl],
     *,
     exchange: str,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> None:
-    """Upsert controls (updated_at moves only when something changed)."""
+    """Upsert one strategy's controls (updated_at moves only when something changed)."""
     with conn.cursor() as cur:
         cur.executemany(
-            "INSERT INTO symbol_controls (exchange, symbol, enabled, reason, score_threshold)"
-            " VALUES (%s, %s, %s, %s, %s) ON CONFLICT (exchange, symbol) DO UPDATE SET"
+            "INSERT INTO symbol_controls"
+            " (exchange, strategy, symbol, enabled, reason, score_threshold)"
+            " VALUES (%s, %s, %s, %s, %s, %s)"
+            " ON CONFLICT (exchange, strategy, symbol) DO UPDATE SET"
             " enabled = EXCLUDED.enabled, reason = EXCLUDED.reason,"
             " score_threshold = EXCLUDED.score_threshold, updated_at = now()"
             " WHERE (symbol_controls.enabled, symbol_controls.reason,"
             "        symbol_controls.score_threshold)"
             " IS DISTINCT FROM (EXCLUDED.enabled, EXCLUDED.reason, EXCLUDED.score_threshold)",
-            [(exchange, s, c.enabled, c.reason, c.score_threshold) for s, c in controls.items()],
+            [
+                (exchange, strategy, s, c.enabled, c.reason, c.score_threshold)
+                for s, c in controls.items()
+            ],
         )
 
 
-def live_win_rate_decayed(rollups: pd.DataFrame, *, settings: Settings) -> bool:
-    """True when the overall live win rate over the trigger window fell under its floor."""
+def live_win_rate_decayed(
+    rollups: pd.DataFrame, *, settings: Settings, strategy: str = DEFAULT_STRATEGY
+) -> bool:
+    """True when a strategy's overall live win rate over the trigger window fell under its
+    floor."""
+    rollups = _of_strategy(rollups, strategy)
     part = rollups[
         (rollups["run_id"] == LIVE_RUN)
         & (rollups["window_days"] == settings.retrain_trigger_window_days)
@@ -147,3 +186,12 @@ def live_win_rate_decayed(rollups: pd.DataFrame, *, settings: Settings) -> bool:
         row["count"] >= settings.adaptive_min_signals
         and row["win_rate"] < settings.retrain_trigger_win_rate
     )
+
+
+def decayed_strategies(rollups: pd.DataFrame, *, settings: Settings) -> list[str]:
+    """The strategies whose live win rate decayed (each retrains its own filter)."""
+    return [
+        name
+        for name in rollup_strategies(rollups)
+        if live_win_rate_decayed(rollups, settings=settings, strategy=name)
+    ]

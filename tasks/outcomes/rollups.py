@@ -1,8 +1,10 @@
-"""Performance rollups from `signal_performance`: figures per run, symbol, timeframe, direction.
+"""Performance rollups from `signal_performance`: figures per run, strategy, symbol,
+timeframe, direction.
 
 The figures are `tasks.outcomes.stats.trade_statistics` (the one definition, also in the
-README) over each group and window; `*` stands for "all" in a key. Windows select trades
-by exit time.
+README) over each group and window; `*` stands for "all" in a symbol, timeframe or
+direction key. The strategy is never `*`: two strategies' trades are separate systems and
+are never pooled. Windows select trades by exit time.
 """
 
 from __future__ import annotations
@@ -11,12 +13,14 @@ import numpy as np
 import pandas as pd
 
 from signalengine.core.db import DbConn
+from signalengine.core.vocabulary import DEFAULT_STRATEGY
 from signalengine.tasks.outcomes.stats import trade_statistics
 
 WINDOWS_DAYS = (1, 7, 30, 0)  # 0 = all time
 ALL = "*"
 ROLLUP_COLUMNS = [
     "run_id",
+    "strategy",
     "symbol",
     "timeframe",
     "direction",
@@ -44,11 +48,14 @@ def _figures(trades: pd.DataFrame) -> dict[str, float | int | None]:
 
 
 def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataFrame:
-    """Rows for every (symbol, timeframe, direction) and their '*' totals, per window."""
+    """Rows for every (strategy, symbol, timeframe, direction) and their '*' totals (all
+    symbols, timeframes, directions of one strategy), per window."""
     rows = []
     if performance.empty:
         return pd.DataFrame(columns=ROLLUP_COLUMNS)
     perf = performance.copy()
+    if "strategy" not in perf.columns:
+        perf["strategy"] = DEFAULT_STRATEGY
     perf["exit_time"] = pd.to_datetime(perf["exit_time"], utc=True)
     keys = ["symbol", "timeframe", "direction"]
     for window in WINDOWS_DAYS:
@@ -60,12 +67,13 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
             for bit, key in enumerate(keys):
                 if mask & (1 << bit):
                     grouped[key] = ALL
-            for (run_id, symbol, timeframe, direction), trades in grouped.groupby(
-                ["run_id", *keys], sort=False
+            for (run_id, strategy, symbol, timeframe, direction), trades in grouped.groupby(
+                ["run_id", "strategy", *keys], sort=False
             ):
                 rows.append(
                     {
                         "run_id": run_id,
+                        "strategy": strategy,
                         "symbol": symbol,
                         "timeframe": timeframe,
                         "direction": direction,
@@ -79,8 +87,8 @@ def compute_rollups(performance: pd.DataFrame, *, now: pd.Timestamp) -> pd.DataF
 def refresh_rollups(conn: DbConn, *, now: pd.Timestamp) -> pd.DataFrame:
     """Recompute the whole `performance_rollups` table in one transaction."""
     rows = conn.execute(
-        "SELECT signal_id::text AS signal_id, run_id, symbol, timeframe, direction, outcome,"
-        " return_pct, duration_sec, exit_time FROM signal_performance"
+        "SELECT signal_id::text AS signal_id, run_id, strategy, symbol, timeframe, direction,"
+        " outcome, return_pct, duration_sec, exit_time FROM signal_performance"
     ).fetchall()
     rollups = compute_rollups(pd.DataFrame(rows), now=now)
     columns = ", ".join(ROLLUP_COLUMNS)
@@ -98,13 +106,13 @@ def refresh_rollups(conn: DbConn, *, now: pd.Timestamp) -> pd.DataFrame:
 
 
 def overall_figures(rollups: pd.DataFrame) -> list[dict[str, object]]:
-    """Each run's all-time totals (every symbol, timeframe and direction): count, win rate,
-    sharpe."""
+    """Each run's and strategy's all-time totals (every symbol, timeframe and direction):
+    count, win rate, sharpe."""
     overall = rollups[
         (rollups["symbol"] == ALL)
         & (rollups["timeframe"] == ALL)
         & (rollups["direction"] == ALL)
         & (rollups["window_days"] == 0)
     ]
-    columns = ["run_id", "count", "win_rate", "sharpe"]
+    columns = ["run_id", "strategy", "count", "win_rate", "sharpe"]
     return [{str(k): v for k, v in row.items()} for row in overall[columns].to_dict("records")]

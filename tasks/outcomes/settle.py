@@ -18,7 +18,7 @@ from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_s
 
 _SIGNAL_FIELDS = (
     "id, run_id, exchange, symbol, direction, timeframe, entry_price, take_profit,"
-    " stop_loss, emitted_at, expires_at, score"
+    " stop_loss, emitted_at, expires_at, score, strategy"
 )
 
 

@@ -27,7 +27,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from signalengine.core.vocabulary import FloatArray, IntArray
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, FloatArray, IntArray
 from signalengine.tasks.engine.buckets import MINUTE_NS, index_ns
 
 OUTCOMES: tuple[str, ...] = ("open", "tp_hit", "sl_hit", "expired")  # index = outcome code
@@ -49,6 +49,7 @@ PERFORMANCE_COLUMNS: tuple[str, ...] = (
     "return_pct",
     "duration_sec",
     "score",
+    "strategy",
 )
 
 __all__ = [
@@ -296,9 +297,17 @@ def settle_signals(
             "return_pct": res.return_pct[done],
             "duration_sec": (res.exit_ns[done] - emitted[done]) / 1e9,
             "score": sig["score"].to_numpy(dtype=np.float64),
+            "strategy": _strategies(sig),
         },
         columns=list(PERFORMANCE_COLUMNS),
     )
+
+
+def _strategies(signals: pd.DataFrame) -> NDArray[np.object_]:
+    """Each signal's strategy; frames from before strategies existed are the default's."""
+    if "strategy" in signals.columns:
+        return signals["strategy"].to_numpy(dtype=object)
+    return np.full(len(signals), DEFAULT_STRATEGY, dtype=object)
 
 
 def _times_ns(values: pd.Series) -> IntArray:

@@ -9,15 +9,19 @@ import pandas as pd
 from psycopg.types.json import Jsonb
 
 from signalengine.core.db import DbConn
+from signalengine.core.vocabulary import DEFAULT_STRATEGY
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, CooldownState, Signal
 
 _JSON_COLUMNS = {"events", "mtf_details", "features"}
 # Rows per INSERT statement: 1000 x ~25 columns stays far below 65535 parameters.
 INSERT_CHUNK = 1000
+# Columns a caller may leave out: records from before strategies existed are the default's.
+_OPTIONAL = {"strategy": DEFAULT_STRATEGY, "strategy_version": None}
 
 
 def _row(record: Mapping[Hashable, Any] | Mapping[str, Any]) -> tuple[Any, ...]:
-    return tuple(Jsonb(record[c]) if c in _JSON_COLUMNS else record[c] for c in SIGNAL_COLUMNS)
+    values = {c: record[c] if c in record else _OPTIONAL[c] for c in SIGNAL_COLUMNS}
+    return tuple(Jsonb(v) if c in _JSON_COLUMNS else v for c, v in values.items())
 
 
 def insert_signals(
@@ -57,12 +61,15 @@ def load_cooldown_state(
     *,
     run_id: str,
     symbols: list[str],
+    strategy: str = DEFAULT_STRATEGY,
 ) -> CooldownState:
-    """Cooldown state rebuilt from the run's newest signal per series and side."""
+    """Cooldown state rebuilt from the run's newest signal of `strategy` per series and side
+    (each strategy has its own cooldown)."""
     rows = conn.execute(
         "SELECT symbol, timeframe, direction, max(ts) AS ts FROM signals"
-        " WHERE run_id = %s AND symbol = ANY(%s) GROUP BY symbol, timeframe, direction",
-        (run_id, symbols),
+        " WHERE run_id = %s AND strategy = %s AND symbol = ANY(%s)"
+        " GROUP BY symbol, timeframe, direction",
+        (run_id, strategy, symbols),
     ).fetchall()
     frame = pd.DataFrame(rows, columns=["symbol", "timeframe", "direction", "ts"])
     return CooldownState.from_signals(frame)

@@ -110,6 +110,7 @@ def _copy_frame(conn: DbConn, table: str, columns: Sequence[str], frame: pd.Data
     """COPY `frame`'s `columns` into `table` in text format, as one block of lines."""
     if frame.empty:
         return 0
+    columns = [c for c in columns if c in frame.columns]  # left out: the table's default
     cells = [_text_cells(c, frame[c]) for c in columns]
     block = "".join("\t".join(row) + "\n" for row in zip(*cells, strict=True))
     statement = f"COPY {table} ({', '.join(columns)}) FROM STDIN"
