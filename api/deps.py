@@ -21,6 +21,7 @@ from signalengine.api.feed import Feed
 from signalengine.api.metrics import ApiMetrics
 from signalengine.core.config import Settings
 from signalengine.core.symbols import SYMBOL_PATTERN, normalize_symbol
+from signalengine.core.vocabulary import STRATEGY_NAME_PATTERN
 
 SYMBOL_MAX_LENGTH = 41
 # Free text that reaches PostgreSQL: printable only (a NUL byte cannot be stored in text).
@@ -223,11 +224,28 @@ RunIdQuery = Annotated[
         description="`live`, or a backtest/replay run id.",
     ),
 ]
+StrategyQuery = Annotated[
+    str | None,
+    Query(
+        max_length=64,
+        pattern=STRATEGY_NAME_PATTERN,
+        description="Only this strategy's rows (`default`: the built-in engine); default: all.",
+    ),
+]
+EXCHANGE_PATTERN = r"^[a-z][a-z0-9]{1,49}$"  # a ccxt exchange id: binance, bybit, ...
 ExchangeQuery = Annotated[
     str | None,
     Query(
         max_length=50,
-        pattern=TEXT_PATTERN,
+        pattern=EXCHANGE_PATTERN,
         description="ccxt exchange id; default: the configured one.",
+    ),
+]
+ExchangeFilter = Annotated[
+    str | None,
+    Query(
+        max_length=50,
+        pattern=EXCHANGE_PATTERN,
+        description="Only this exchange (ccxt id: binance, bybit, ...); default: every one.",
     ),
 ]

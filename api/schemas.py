@@ -100,6 +100,11 @@ class Signal(BaseModel):
     features: dict[str, Any]
     status: SignalStatus
     created_at: datetime = Field(description="When the row was stored (UTC).")
+    strategy: str = Field(description="The strategy that emitted it (`default`: built-in).")
+    strategy_version: str | None = Field(
+        description="Hash of the strategy's code and parameters (null for rows stored before"
+        " strategies were recorded)."
+    )
 
 
 class SignalPage(BaseModel):
@@ -140,6 +145,8 @@ class PerformanceStats(BaseModel):
     """Statistics of settled signals; null where undefined (no trades, no losses, ...)."""
 
     run_id: str
+    exchange: str | None = Field(default=None, description="The exchange filter; null: all.")
+    strategy: str | None = Field(description="The strategy filtered on; null: all strategies.")
     symbol: str | None
     timeframe: str | None
     direction: Direction | None
@@ -190,6 +197,18 @@ class SymbolPerformance(BaseModel):
     win_rate: float
     avg_return_pct: float
     total_return_pct: float
+
+
+class StrategyPerformance(BaseModel):
+    """One strategy's settled signals: each strategy is its own system, never pooled."""
+
+    strategy: str
+    count: int
+    wins: int
+    win_rate: float
+    avg_return_pct: float
+    total_return_pct: float
+    sharpe: float | None = Field(description="Mean / sample std of per-trade return_pct.")
 
 
 class FeatureImportance(BaseModel):

@@ -9,9 +9,10 @@ from signalengine.api.db import AsyncConn
 from signalengine.api.db.performance import (
     PerformanceFilter,
     performance_aggregates,
+    performance_by_strategy,
     performance_by_symbol,
 )
-from signalengine.api.schemas import PerformanceStats, SymbolPerformance
+from signalengine.api.schemas import PerformanceStats, StrategyPerformance, SymbolPerformance
 
 
 def _ratio(numerator: float | None, denominator: float | None) -> float | None:
@@ -31,6 +32,8 @@ def stats_from_row(
     count = int(row["count"])
     return PerformanceStats(
         run_id=where.run_id,
+        exchange=where.exchange,
+        strategy=where.strategy,
         symbol=where.symbol,
         timeframe=where.timeframe,
         direction=where.direction,  # type: ignore[arg-type]  # validated by the route
@@ -88,3 +91,26 @@ async def symbol_performance(
         ]
 
     return await cache.get(("by_symbol", where), compute, conn=conn)
+
+
+async def strategy_performance(
+    *, conn: AsyncConn, cache: VersionedCache, where: PerformanceFilter
+) -> list[StrategyPerformance]:
+    """Win rate, returns and Sharpe per strategy (cached until the table changes)."""
+
+    async def compute() -> list[StrategyPerformance]:
+        rows = await performance_by_strategy(conn=conn, where=where)
+        return [
+            StrategyPerformance(
+                strategy=row["strategy"],
+                count=int(row["count"]),
+                wins=int(row["wins"]),
+                win_rate=int(row["wins"]) / int(row["count"]),
+                avg_return_pct=float(row["avg_return_pct"]),
+                total_return_pct=float(row["total_return_pct"]),
+                sharpe=_ratio(row["avg_return_pct"], row["std_return_pct"]),
+            )
+            for row in rows
+        ]
+
+    return await cache.get(("by_strategy", where), compute, conn=conn)

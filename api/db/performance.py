@@ -31,6 +31,8 @@ class PerformanceFilter:
     timeframe: str | None = None
     direction: str | None = None
     since: datetime | None = None
+    exchange: str | None = None
+    strategy: str | None = None
 
     def where(self) -> tuple[sql.Composable, list[Any]]:
         """The WHERE condition and its parameters."""
@@ -40,6 +42,8 @@ class PerformanceFilter:
             ("symbol", self.symbol),
             ("timeframe", self.timeframe),
             ("direction", self.direction),
+            ("exchange", self.exchange),
+            ("strategy", self.strategy),
         ):
             if value is not None:
                 clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))
@@ -143,6 +147,21 @@ async def performance_by_symbol(
         " avg(return_pct) AS avg_return_pct, sum(return_pct) AS total_return_pct,"
         " stddev_samp(return_pct) AS std_return_pct"
         " FROM signal_performance WHERE {} GROUP BY symbol ORDER BY symbol"
+    ).format(condition)
+    cur = await conn.execute(query, params)
+    return await cur.fetchall()
+
+
+async def performance_by_strategy(
+    *, conn: AsyncConn, where: PerformanceFilter
+) -> list[dict[str, Any]]:
+    """Per strategy: count, wins (tp_hit), avg_return_pct, total_return_pct, sample std."""
+    condition, params = where.where()
+    query = sql.SQL(
+        "SELECT strategy, count(*) AS count, count(*) FILTER (WHERE outcome = 'tp_hit') AS wins,"
+        " avg(return_pct) AS avg_return_pct, sum(return_pct) AS total_return_pct,"
+        " stddev_samp(return_pct) AS std_return_pct"
+        " FROM signal_performance WHERE {} GROUP BY strategy ORDER BY strategy"
     ).format(condition)
     cur = await conn.execute(query, params)
     return await cur.fetchall()

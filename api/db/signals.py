@@ -15,7 +15,7 @@ from signalengine.core.vocabulary import LIVE_RUN
 _COLUMNS = sql.SQL(
     "id, run_id, exchange, symbol, timeframe, direction, ts, emitted_at, entry_price,"
     " take_profit, stop_loss, expires_at, score, events, mtf_aligned, mtf_score, mtf_details,"
-    " ai_probability, model_version, features, status, created_at"
+    " ai_probability, model_version, features, status, created_at, strategy, strategy_version"
 )
 
 
@@ -28,6 +28,8 @@ class SignalFilter:
     direction: str | None = None
     timeframe: str | None = None
     since: datetime | None = None
+    exchange: str | None = None
+    strategy: str | None = None
 
 
 async def list_signals(
@@ -45,6 +47,8 @@ async def list_signals(
         ("symbol", where.symbol),
         ("direction", where.direction),
         ("timeframe", where.timeframe),
+        ("exchange", where.exchange),
+        ("strategy", where.strategy),
     ):
         if value is not None:
             clauses.append(sql.SQL("{} = %s").format(sql.Identifier(column)))

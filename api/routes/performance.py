@@ -17,7 +17,9 @@ from signalengine.api.deps import (
     TEXT_PATTERN,
     CacheDep,
     ConnDep,
+    ExchangeFilter,
     RunIdQuery,
+    StrategyQuery,
     SymbolQuery,
     TimeframeQuery,
 )
@@ -28,9 +30,10 @@ from signalengine.api.schemas import (
     FeatureImportance,
     ModelDecision,
     PerformanceStats,
+    StrategyPerformance,
     SymbolPerformance,
 )
-from signalengine.api.stats import performance_stats, symbol_performance
+from signalengine.api.stats import performance_stats, strategy_performance, symbol_performance
 from signalengine.core.vocabulary import LIVE_RUN
 
 router = APIRouter(prefix="/performance", tags=["performance"])
@@ -56,6 +59,8 @@ def _filter(
     timeframe: str | None,
     direction: str | None,
     lookback_days: float | None,
+    strategy: str | None = None,
+    exchange: str | None = None,
 ) -> PerformanceFilter:
     return PerformanceFilter(
         run_id=run_id,
@@ -63,6 +68,8 @@ def _filter(
         timeframe=timeframe,
         direction=direction,
         since=_since(lookback_days),
+        exchange=exchange,
+        strategy=strategy,
     )
 
 
@@ -75,9 +82,14 @@ async def stats(
     direction: Direction | None = None,
     lookback_days: LookbackQuery = None,
     run_id: RunIdQuery = LIVE_RUN,
+    strategy: StrategyQuery = None,
+    exchange: ExchangeFilter = None,
 ) -> PerformanceStats:
-    """Win rate, returns, profit factor, Sharpe and drawdown of settled signals."""
-    where = _filter(run_id, symbol, timeframe, direction, lookback_days)
+    """Win rate, returns, profit factor, Sharpe and drawdown of settled signals (of one
+    strategy with `strategy`; `/performance/by-strategy` compares them)."""
+    where = _filter(
+        run_id, symbol, timeframe, direction, lookback_days, strategy, exchange=exchange
+    )
     return await performance_stats(conn=conn, cache=cache, where=where, lookback_days=lookback_days)
 
 
@@ -89,10 +101,26 @@ async def by_symbol(
     direction: Direction | None = None,
     lookback_days: LookbackQuery = None,
     run_id: RunIdQuery = LIVE_RUN,
+    strategy: StrategyQuery = None,
 ) -> list[SymbolPerformance]:
     """Win rate and returns per symbol."""
-    where = _filter(run_id, None, timeframe, direction, lookback_days)
+    where = _filter(run_id, None, timeframe, direction, lookback_days, strategy)
     return await symbol_performance(conn=conn, cache=cache, where=where)
+
+
+@router.get("/by-strategy")
+async def by_strategy(
+    conn: ConnDep,
+    cache: CacheDep,
+    symbol: SymbolQuery,
+    timeframe: TimeframeQuery,
+    direction: Direction | None = None,
+    lookback_days: LookbackQuery = None,
+    run_id: RunIdQuery = LIVE_RUN,
+) -> list[StrategyPerformance]:
+    """Win rate, returns and Sharpe per strategy, side by side (never pooled)."""
+    where = _filter(run_id, symbol, timeframe, direction, lookback_days)
+    return await strategy_performance(conn=conn, cache=cache, where=where)
 
 
 @router.get("/equity")
@@ -105,9 +133,10 @@ async def equity(
     lookback_days: LookbackQuery = None,
     run_id: RunIdQuery = LIVE_RUN,
     points: Annotated[int, Query(ge=2, le=5000, description="Thin the curve to ~N points.")] = 500,
+    strategy: StrategyQuery = None,
 ) -> EquityCurve:
     """Compounded equity after each settled signal, in exit_time order."""
-    where = _filter(run_id, symbol, timeframe, direction, lookback_days)
+    where = _filter(run_id, symbol, timeframe, direction, lookback_days, strategy)
 
     async def compute() -> EquityCurve:
         rows = await equity_curve(conn=conn, where=where, points=points)

@@ -12,7 +12,15 @@ from uuid import UUID
 from fastapi import APIRouter, HTTPException, Query, status
 
 from signalengine.api.db.signals import SignalFilter, get_signal, list_signals
-from signalengine.api.deps import ConnDep, RunIdQuery, SymbolQuery, TimeframeQuery, UtcDatetime
+from signalengine.api.deps import (
+    ConnDep,
+    ExchangeFilter,
+    RunIdQuery,
+    StrategyQuery,
+    SymbolQuery,
+    TimeframeQuery,
+    UtcDatetime,
+)
 from signalengine.api.schemas import Direction, ErrorDetail, Signal, SignalPage
 from signalengine.core.vocabulary import LIVE_RUN
 
@@ -62,6 +70,8 @@ async def signals(
         ),
     ] = None,
     offset: Annotated[int, Query(ge=0, le=MAX_OFFSET)] = 0,
+    exchange: ExchangeFilter = None,
+    strategy: StrategyQuery = None,
 ) -> SignalPage:
     """Signals of a run, newest first; page with `cursor` (preferred) or `offset`."""
     before = None
@@ -70,7 +80,13 @@ async def signals(
         if before is None:
             raise HTTPException(status.HTTP_400_BAD_REQUEST, "invalid cursor")
     where = SignalFilter(
-        run_id=run_id, symbol=symbol, direction=direction, timeframe=timeframe, since=since
+        run_id=run_id,
+        symbol=symbol,
+        direction=direction,
+        timeframe=timeframe,
+        since=since,
+        exchange=exchange,
+        strategy=strategy,
     )
     rows = await list_signals(conn=conn, where=where, limit=limit, offset=offset, before=before)
     items = [Signal.model_validate(row) for row in rows]

@@ -1,0 +1,79 @@
+"""Per-strategy reads over real HTTP: /signals, /performance/stats, /by-strategy, /equity."""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+import httpx
+import psycopg
+import pytest
+
+from tests.utils.signals import create_random_performance, create_random_signal
+
+Conn = psycopg.Connection[Any]
+T0 = datetime(2025, 4, 1, tzinfo=UTC)
+
+
+def _settled(db: Conn, strategy: str, outcomes: list[str]) -> list[dict[str, Any]]:
+    """One stored and settled signal per outcome, of `strategy`."""
+    rows = []
+    for i, outcome in enumerate(outcomes):
+        signal = create_random_signal(
+            db, ts=T0 + timedelta(minutes=5 * i), strategy=strategy, strategy_version="v1"
+        )
+        create_random_performance(db, signal, outcome=outcome, strategy=strategy)
+        rows.append(signal)
+    return rows
+
+
+def test_signals_filter_by_strategy(client: httpx.Client, db: Conn) -> None:
+    # the same bar and direction from two strategies: both stored (the key has the strategy)
+    a = create_random_signal(db, ts=T0, direction="long", symbol="BTC/USDT")
+    b = create_random_signal(
+        db, ts=T0, direction="long", symbol="BTC/USDT", strategy="donchian", strategy_version="h1"
+    )
+    everything = client.get("/signals").json()["signals"]
+    assert {s["id"] for s in everything} == {str(a["id"]), str(b["id"])}
+    default = client.get("/signals", params={"strategy": "default"}).json()["signals"]
+    assert [(s["id"], s["strategy"], s["strategy_version"]) for s in default] == [
+        (str(a["id"]), "default", None)
+    ]
+    other = client.get("/signals", params={"strategy": "donchian"}).json()["signals"]
+    assert [(s["id"], s["strategy"], s["strategy_version"]) for s in other] == [
+        (str(b["id"]), "donchian", "h1")
+    ]
+
+
+def test_stats_separate_strategies(client: httpx.Client, db: Conn) -> None:
+    _settled(db, "default", ["tp_hit", "tp_hit", "tp_hit", "sl_hit"])
+    _settled(db, "donchian", ["sl_hit", "sl_hit", "tp_hit"])
+    one = client.get("/performance/stats", params={"strategy": "default"}).json()
+    other = client.get("/performance/stats", params={"strategy": "donchian"}).json()
+    both = client.get("/performance/stats").json()
+    assert (one["strategy"], one["count"], one["wins"], one["losses"]) == ("default", 4, 3, 1)
+    assert (other["strategy"], other["count"], other["wins"], other["losses"]) == (
+        "donchian",
+        3,
+        1,
+        2,
+    )
+    assert (both["strategy"], both["count"]) == (None, 7)
+    side_by_side = client.get("/performance/by-strategy").json()
+    assert [(r["strategy"], r["count"], r["wins"]) for r in side_by_side] == [
+        ("default", 4, 3),
+        ("donchian", 3, 1),
+    ]
+    assert side_by_side[0]["win_rate"] == pytest.approx(0.75)
+    curve = client.get("/performance/equity", params={"strategy": "donchian"}).json()
+    assert curve["count"] == 3
+    by_symbol = client.get("/performance/by-symbol", params={"strategy": "donchian"}).json()
+    assert sum(r["count"] for r in by_symbol) == 3
+
+
+@pytest.mark.parametrize("bad", ["Default", "has space", "x" * 65, "-lead", "a/b"])
+@pytest.mark.parametrize("path", ["/signals", "/performance/stats", "/performance/equity"])
+def test_malformed_strategy_is_a_422(client: httpx.Client, path: str, bad: str) -> None:
+    response = client.get(path, params={"strategy": bad})
+    assert response.status_code == 422
+    assert response.json()["detail"][0]["loc"] == ["query", "strategy"]
