@@ -23,6 +23,8 @@ class Subscription:
     symbols: frozenset[str] | None = None
     directions: frozenset[str] | None = None
     timeframes: frozenset[str] | None = None
+    strategies: frozenset[str] | None = None
+    exchanges: frozenset[str] | None = None
 
     @classmethod
     def from_message(cls, message: SubscribeMessage) -> Subscription:
@@ -33,6 +35,8 @@ class Subscription:
             symbols=_set(message.symbols),
             directions=_set(list(message.directions or [])),
             timeframes=_set(message.timeframes),
+            strategies=_set(message.strategies),
+            exchanges=_set(message.exchanges),
         )
 
     def matches(self, signal: Signal) -> bool:
@@ -40,6 +44,8 @@ class Subscription:
             (self.symbols is None or signal.symbol in self.symbols)
             and (self.directions is None or signal.direction in self.directions)
             and (self.timeframes is None or signal.timeframe in self.timeframes)
+            and (self.strategies is None or signal.strategy in self.strategies)
+            and (self.exchanges is None or signal.exchange in self.exchanges)
         )
 
 

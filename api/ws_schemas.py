@@ -12,6 +12,7 @@ from pydantic import BaseModel, ConfigDict, Field, TypeAdapter, field_validator
 
 from signalengine.api.schemas import Direction, Signal
 from signalengine.core.symbols import normalize_symbol
+from signalengine.core.vocabulary import STRATEGY_NAME_PATTERN
 
 
 class ConnectedData(BaseModel):
@@ -58,6 +59,12 @@ class SubscribeMessage(BaseModel):
     symbols: list[str] | None = Field(default=None, max_length=500)
     directions: list[Direction] | None = None
     timeframes: list[str] | None = Field(default=None, max_length=50)
+    strategies: list[Annotated[str, Field(pattern=STRATEGY_NAME_PATTERN)]] | None = Field(
+        default=None, max_length=50
+    )
+    exchanges: list[Annotated[str, Field(pattern=r"^[a-z][a-z0-9]{1,49}$")]] | None = Field(
+        default=None, max_length=50
+    )
 
     @field_validator("symbols")
     @classmethod
