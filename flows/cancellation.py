@@ -6,6 +6,7 @@ watches its own state and ends itself, cleanly, when it sees CANCELLING.
 
 SIGTERM and Ctrl-C (SIGINT) are the same request made locally: the run finishes the
 minute in hand and ends as Cancelled instead of Crashed. A second signal stops it at once.
+Several runs in one process (one stream per exchange) each get the signal.
 """
 
 from __future__ import annotations
@@ -25,6 +26,13 @@ from prefect.client.schemas.objects import StateType
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
 POLL_SECONDS = 3.0
+# The watches a signal reaches: an event loop holds one handler per signal, so it fans out.
+_watching: dict[signal.Signals, list[CancellationWatch]] = {}
+
+
+def _dispatch(sig: signal.Signals) -> None:
+    for watch in list(_watching.get(sig, ())):
+        watch.request(sig.name)
 
 
 class CancellationWatch:
@@ -59,14 +67,20 @@ class CancellationWatch:
             loop = asyncio.get_running_loop()
             for sig in self._signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    loop.add_signal_handler(sig, self.request, sig.name)
+                    if not _watching.get(sig):
+                        loop.add_signal_handler(sig, _dispatch, sig)
+                    _watching.setdefault(sig, []).append(self)
                     self._handled.append(sig)
         return self
 
     async def __aexit__(self, *exc: object) -> None:
         loop = asyncio.get_running_loop()
         for sig in self._handled:
-            loop.remove_signal_handler(sig)
+            watches = _watching.get(sig, [])
+            if self in watches:
+                watches.remove(self)
+            if not watches:
+                loop.remove_signal_handler(sig)
         self._handled = []
         if self._task is not None:
             self._task.cancel()
