@@ -1,0 +1,1 @@
+"""Examples outside the installed package (import them from the repository root)."""
