@@ -1,15 +1,25 @@
-"""Per-strategy reads over real HTTP: /signals, /performance/stats, /by-strategy, /equity."""
+"""Per-strategy reads over real HTTP and WebSocket: /signals, /performance/stats,
+/by-strategy, /equity and the feed's subscribe filter."""
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from websockets.asyncio.client import connect
 
-from tests.utils.signals import create_random_performance, create_random_signal
+from tests.api.server import ApiServer
+from tests.api.test_feed import next_of_type, receive, settle, signal_ids
+from tests.utils.signals import (
+    create_random_performance,
+    create_random_signal,
+    insert_signals,
+    random_signal,
+)
 
 Conn = psycopg.Connection[Any]
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
@@ -77,3 +87,25 @@ def test_malformed_strategy_is_a_422(client: httpx.Client, path: str, bad: str) 
     response = client.get(path, params={"strategy": bad})
     assert response.status_code == 422
     assert response.json()["detail"][0]["loc"] == ["query", "strategy"]
+
+
+async def test_feed_subscribe_filters_by_strategy(api: ApiServer, db: Conn) -> None:
+    async with connect(api.ws_url) as ws:
+        assert (await receive(ws))["type"] == "connected"
+        await ws.send(json.dumps({"type": "subscribe", "strategies": ["donchian"]}))
+        await settle(ws)
+        rows = [
+            random_signal(strategy="default"),
+            random_signal(strategy="donchian", strategy_version="h1"),
+            random_signal(strategy="other"),
+        ]
+        insert_signals(db, rows)  # one transaction: notified in this order
+        wanted = str(rows[1]["id"])
+        assert await signal_ids(ws, {wanted}) == [wanted]
+        # a malformed strategy name is dropped like any invalid message: the filter stays
+        await ws.send(json.dumps({"type": "subscribe", "strategies": ["Bad Name"]}))
+        await settle(ws)
+        later = [random_signal(strategy="default"), random_signal(strategy="donchian")]
+        insert_signals(db, later)
+        message = await next_of_type(ws, "signal")
+    assert (message["data"]["id"], message["data"]["strategy"]) == (str(later[1]["id"]), "donchian")
