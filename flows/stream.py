@@ -1,5 +1,14 @@
 """The long-running streaming flow: closed 1m bars in, signals out, one batch per minute.
 
+Ingest and evaluation run side by side, joined by a bounded queue of stored minutes
+(`event_queue_depth`): ingest reads the exchange and stores each minute (gap fills
+included), then hands over exactly the bars it stored; evaluation advances the engine's
+in-memory windows (`LiveWindows`, seeded from the database after the catch-up) by them
+and evaluates the primary closes due, in a worker thread on its own database
+connection, so a slow close never stops bars being read and stored. A full queue makes
+ingest wait (counted in `stream_ingest_backpressure_seconds_total`); nothing is dropped,
+and a stop (cancel, `max_minutes`) first evaluates every minute already stored.
+
 Every REST request (server time, catch-up, gap fills) takes a slot of the Prefect global
 limit `exchange-<id>-rest` shared with `backfill` and is retried per request; the
 database is awaited indefinitely without blocking the event loop (`ReconnectingConnection
@@ -9,9 +18,11 @@ database is awaited indefinitely without blocking the event loop (`ReconnectingC
 from __future__ import annotations
 
 import asyncio
+import time
 from contextlib import suppress
 from typing import Any
 
+import pandas as pd
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
@@ -118,6 +129,76 @@ async def emit_signals(
     return engine.process_closes(await db.ready(), closes_ms)
 
 
+EVAL_QUEUE_MINUTES = 120  # stored minutes ingest may run ahead of evaluation, then it waits
+
+
+class StoredMinute:
+    """One minute handed from ingest to evaluation: every 1m bar stored for it (gap fills
+    included) and the newest stored bar per symbol then (a plain class: Prefect does not
+    walk it as task input)."""
+
+    __slots__ = ("newest_ms", "stored", "upto_ms")
+
+    def __init__(self, upto_ms: int, stored: pd.DataFrame, newest_ms: dict[str, int | None]):
+        self.upto_ms, self.stored, self.newest_ms = upto_ms, stored, newest_ms
+
+
+@task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
+async def evaluate_minute(
+    db: ReconnectingConnection, engine: LiveEngine, *, minute: StoredMinute
+) -> int:
+    """Advance the windows by one stored minute and evaluate the primary closes due, in a
+    worker thread on evaluation's own connection (the event loop keeps ingesting); a
+    retry yields exactly what a first attempt would (`LiveEngine.on_minute`)."""
+    conn = await db.ready()
+    return await asyncio.to_thread(
+        engine.on_minute,
+        conn,
+        upto_ms=minute.upto_ms,
+        stored=minute.stored,
+        newest_ms=minute.newest_ms,
+    )
+
+
+async def _evaluate(
+    queue: asyncio.Queue[StoredMinute | None], db: ReconnectingConnection, engine: LiveEngine
+) -> int:
+    """The evaluation side: every queued minute in order, until the closing None."""
+    emitted = 0
+    while (minute := await queue.get()) is not None:
+        metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+        emitted += await evaluate_minute(db, engine, minute=minute)
+    metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+    return emitted
+
+
+async def _hand_over(
+    queue: asyncio.Queue[StoredMinute | None],
+    item: StoredMinute | None,
+    evaluation: asyncio.Task[int],
+) -> None:
+    """Queue an item for evaluation, waiting while the queue is full (back-pressure);
+    raises evaluation's error if it has failed."""
+    if evaluation.done():
+        evaluation.result()
+        raise RuntimeError("evaluation stopped before the stream")
+    if not queue.full():
+        queue.put_nowait(item)
+    else:
+        started = time.monotonic()
+        put = asyncio.ensure_future(queue.put(item))
+        try:
+            await asyncio.wait({put, evaluation}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            metrics.INGEST_BACKPRESSURE.inc(time.monotonic() - started)
+            if not put.done():
+                put.cancel()
+        if not put.done() or put.cancelled():
+            evaluation.result()
+            raise RuntimeError("evaluation stopped before the stream")
+    metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+
+
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
 
 
@@ -208,6 +289,10 @@ async def stream(
         DeliveryWorker(url, DeliveryPolicy.from_settings(settings), name=f"webhooks-{i}").start()
         for i in range(settings.webhook_workers if engine.webhook_urls else 0)
     ]
+    # evaluation's own connection: psycopg connections are not shared between threads
+    eval_db = ReconnectingConnection(url, wait_cap_seconds=settings.db_wait_cap_seconds)
+    queue: asyncio.Queue[StoredMinute | None] = asyncio.Queue(maxsize=EVAL_QUEUE_MINUTES)
+    evaluation: asyncio.Task[int] | None = None
     minutes_done, stored, emitted, resumed_from = 0, 0, 0, -1
     # staleness against the exchange's clock on a timer: a stall shows in /health too
     staleness = asyncio.create_task(
@@ -234,7 +319,17 @@ async def stream(
             stored += sum(part.inserted for part in tally)  # every attempt's pages count
             engine.ensure_watermark(await db.ready(), current_minute)
             resumed_from = engine.watermark_ms
-            logger.info("caught up %d bars for %d symbols; streaming", stored, len(chosen))
+            windows = await asyncio.to_thread(
+                engine.hold_windows, await eval_db.ready(), now_ms=current_minute
+            )
+            logger.info(
+                "caught up %d bars for %d symbols; windows %.0f MB; streaming",
+                stored,
+                len(chosen),
+                windows.nbytes() / 2**20,
+            )
+            marks.journal = True  # from here on, every stored bar goes to evaluation
+            evaluation = asyncio.create_task(_evaluate(queue, eval_db, engine))
             collection = LiveCollection(client, chosen, exchange=settings.exchange, logger=logger)
             async for minute_ms, bars in collection.minutes(race=cancel.race):
                 summary = await ingest_minute(
@@ -248,15 +343,22 @@ async def stream(
                 )
                 stored += summary["inserted"]
                 minutes_done += 1
-                closes = primary_closes(engine.watermark_ms, minute_ms + MINUTE_MS, primary)
-                if closes:
-                    emitted += await emit_signals(db, engine, closes_ms=closes)
+                minute = StoredMinute(
+                    minute_ms + MINUTE_MS, marks.take_stored(), dict(marks.by_symbol)
+                )
+                await _hand_over(queue, minute, evaluation)
                 metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
                 if max_minutes is not None and minutes_done >= max_minutes:
                     break
             if cancel.requested.is_set():
                 logger.info("%s; stopping after %d minutes", cancel.reason, minutes_done)
+            await _hand_over(queue, None, evaluation)  # drain: every stored minute evaluated
+            emitted = await evaluation
         finally:
+            if evaluation is not None and not evaluation.done():
+                evaluation.cancel()
+                with suppress(asyncio.CancelledError):
+                    await evaluation
             for background in (beat, staleness):
                 background.cancel()
                 with suppress(asyncio.CancelledError):
@@ -266,6 +368,7 @@ async def stream(
             await client.close()
             engine.close()
             db.close()
+            eval_db.close()
     summary = {
         "symbols": len(chosen),
         "minutes": minutes_done,

@@ -82,7 +82,6 @@ class LiveCollection:
                 await self._reconnect_after(error, attempt)
                 attempt += 1
                 continue
-            metrics.EVENT_QUEUE_DEPTH.set(self._batcher.depth())
             for minute in self._batcher.ready():
                 yield minute
 

@@ -16,6 +16,7 @@ import pandas as pd
 
 from signalengine.core.db import DbConn
 from signalengine.tasks import metrics
+from signalengine.tasks.engine.buckets import OHLCV_COLUMNS
 from signalengine.tasks.marketdata.batching import (
     MINUTE_MS,
     MinuteBars,
@@ -33,6 +34,11 @@ class Watermarks:
 
     exchange: str
     by_symbol: dict[str, int | None] = field(default_factory=dict)
+    # every validated frame stored since the last `take_stored` (WebSocket minutes and
+    # REST gap fills alike), kept only while `journal` is on: the stream's in-memory
+    # windows advance from exactly what was written
+    journal: bool = False
+    _stored: list[pd.DataFrame] = field(default_factory=list, repr=False)
 
     @classmethod
     def load(cls, conn: DbConn, *, exchange: str, symbols: list[str]) -> Watermarks:
@@ -46,12 +52,21 @@ class Watermarks:
         """Move marks forward to the newest stored bar of each symbol in `frame`."""
         if frame.empty:
             return
+        if self.journal:
+            self._stored.append(frame)
         newest = frame.groupby("symbol")["ts"].max()
         for symbol, ts in newest.items():
             ms = int(pd.Timestamp(ts).value // 1_000_000)
             current = self.by_symbol.get(str(symbol))
             if current is None or ms > current:
                 self.by_symbol[str(symbol)] = ms
+
+    def take_stored(self) -> pd.DataFrame:
+        """The frames stored since the last call, as one (empty when none); clears them."""
+        frames, self._stored = self._stored, []
+        if not frames:
+            return pd.DataFrame(columns=["symbol", "ts", *OHLCV_COLUMNS])
+        return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
     def oldest(self) -> int | None:
         values = [v for v in self.by_symbol.values() if v is not None]

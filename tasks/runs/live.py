@@ -32,11 +32,14 @@ from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
 from signalengine.tasks import metrics
 from signalengine.tasks.alerts.outbox import enqueue_deliveries
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.loader import default_strategies, load_strategies
 from signalengine.tasks.engine.pipeline import evaluate_latest_batch, evaluate_latest_series
 from signalengine.tasks.engine.records import CooldownState, Signal
+from signalengine.tasks.engine.strategy import Strategy
 from signalengine.tasks.learning.ai_filter import ChampionFilter
+from signalengine.tasks.marketdata.ingest import primary_closes
 from signalengine.tasks.marketdata.klines import load_bars
-from signalengine.tasks.outcomes.controls import SymbolControl, load_controls
+from signalengine.tasks.outcomes.controls import SymbolControl, load_all_controls
 from signalengine.tasks.outcomes.signals import insert_signals, load_cooldown_state
 from signalengine.tasks.runs.windows import LiveWindows
 
@@ -48,6 +51,18 @@ BeforeStore = Callable[[DbConn, list[Signal]], None]
 
 def _copy_cooldown(state: CooldownState) -> CooldownState:
     return CooldownState({key: dict(sides) for key, sides in state.last_emitted.items()})
+
+
+def _load_cooldowns(
+    conn: DbConn, *, run_id: str, symbols: list[str], strategies: list[Strategy]
+) -> CooldownState:
+    """Every strategy's cooldown state, rebuilt from its stored signals of the run."""
+    state = CooldownState()
+    for strategy in strategies:
+        part = load_cooldown_state(conn, run_id=run_id, symbols=symbols, strategy=strategy.name)
+        for (_, symbol, timeframe), sides in part.last_emitted.items():
+            state.last_emitted[(strategy.name, symbol, timeframe)] = sides
+    return state
 
 
 @dataclass
@@ -67,6 +82,8 @@ class LiveEngine:
     webhook_min_score: float = 1.0
     before_store: BeforeStore | None = None
     windows: LiveWindows | None = None  # None: read each close's windows from the database
+    # SIGNALENGINE_STRATEGIES, run together over shared features; empty: the default one.
+    strategies: list[Strategy] = field(default_factory=list)
 
     @classmethod
     def start(
@@ -81,15 +98,18 @@ class LiveEngine:
         name = f"{run_id}:{settings.exchange}:{shard or 'all'}"
         row = conn.execute("SELECT ts FROM stream_watermarks WHERE name = %s", (name,)).fetchone()
         mark = -1 if row is None else int(pd.Timestamp(row["ts"]).value // MS)
+        config = EngineConfig.from_settings(settings)
+        strategies = load_strategies(settings.strategies, config)
         return cls(
             settings=settings,
-            config=EngineConfig.from_settings(settings),
+            config=config,
             exchange=settings.exchange,
             symbols=symbols,
             run_id=run_id,
             watermark_name=name,
             watermark_ms=mark,
-            cooldown=load_cooldown_state(conn, run_id=run_id, symbols=symbols),
+            cooldown=_load_cooldowns(conn, run_id=run_id, symbols=symbols, strategies=strategies),
+            strategies=strategies,
             ai_filter=ChampionFilter.from_settings(settings),
             webhook_urls=list(settings.webhook_urls) if run_id == LIVE_RUN else [],
             webhook_min_score=settings.webhook_min_score,
@@ -142,8 +162,26 @@ class LiveEngine:
         started = time.perf_counter()
         if stored is not None:
             self.windows.take_1m(stored)
-        self.windows.advance(conn, upto_ms=upto_ms, newest_ms=newest_ms)
+        step = TIMEFRAME_MINUTES[self.config.primary_timeframe] * 60_000
+        pending = self.watermark_ms + step if self.watermark_ms >= 0 else None
+        self.windows.advance(conn, upto_ms=upto_ms, newest_ms=newest_ms, from_ms=pending)
         metrics.LIVE_STAGE_DURATION.labels("state_update").observe(time.perf_counter() - started)
+
+    def on_minute(
+        self,
+        conn: DbConn,
+        *,
+        upto_ms: int,
+        stored: pd.DataFrame | None = None,
+        newest_ms: dict[str, int | None] | None = None,
+    ) -> int:
+        """The evaluation side of one stored minute (bars up to `upto_ms`): advance the
+        windows from what was stored, then evaluate every primary close due by `upto_ms`.
+        Safe to retry: a bar already held is not taken twice, and closes at or before
+        the watermark are skipped. Returns the signals written."""
+        self.advance(conn, upto_ms=upto_ms, stored=stored, newest_ms=newest_ms)
+        minutes = TIMEFRAME_MINUTES[self.config.primary_timeframe]
+        return self.process_closes(conn, primary_closes(self.watermark_ms, upto_ms, minutes))
 
     def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
         """symbol -> timeframe -> closed bars of the trailing window."""
@@ -177,6 +215,11 @@ class LiveEngine:
             config = dataclasses.replace(config, signal_score_threshold=control.score_threshold)
         return config, self.run_id if control.enabled else SHADOW_RUN
 
+    def _route(self, control: SymbolControl | None) -> tuple[float | None, str]:
+        """(score threshold override, run id) of one strategy on one symbol."""
+        _, run_id = self._controlled(control)
+        return (None if control is None else control.score_threshold), run_id
+
     def close(self) -> None:
         """Nothing to stop: webhook deliveries live in the outbox table, not in this object."""
 
@@ -193,22 +236,32 @@ class LiveEngine:
             signal_filter, model_version = (
                 self.ai_filter.current() if self.ai_filter else (None, None)
             )
-            controls = load_controls(conn, exchange=self.exchange) if self.adaptive else {}
-            # symbols sharing a config and run are evaluated together (usually all of them)
-            groups: dict[tuple[EngineConfig, str], list[str]] = {}
+            controls = load_all_controls(conn, exchange=self.exchange) if self.adaptive else {}
+            strategies = self.strategies or default_strategies(self.config)
+            # symbols whose strategies share thresholds and runs are evaluated together
+            # (usually all of them), every strategy over the same features
+            groups: dict[tuple[tuple[float | None, str], ...], list[str]] = {}
             for symbol in self.symbols:
-                groups.setdefault(self._controlled(controls.get(symbol)), []).append(symbol)
+                key = tuple(self._route(controls.get(s.name, {}).get(symbol)) for s in strategies)
+                groups.setdefault(key, []).append(symbol)
             signals: list[Signal] = []
             cooldown = _copy_cooldown(self.cooldown)  # committed only with the signals
-            for (config, run_id), names in groups.items():
+            for routes, names in groups.items():
                 common: dict[str, Any] = {
                     "at": at,
                     "state": cooldown,
                     "exchange": self.exchange,
-                    "config": config,
-                    "run_id": run_id,
+                    "config": self.config,
+                    "run_id": self.run_id,
                     "signal_filter": signal_filter,
                     "model_version": model_version,
+                    "strategies": [
+                        s.controlled(threshold)
+                        for s, (threshold, _) in zip(strategies, routes, strict=True)
+                    ],
+                    "run_ids": {
+                        s.name: run_id for s, (_, run_id) in zip(strategies, routes, strict=True)
+                    },
                 }
                 if windows is not None:
                     chosen = {s: windows[s] for s in names}

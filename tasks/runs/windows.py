@@ -186,9 +186,10 @@ class LiveWindows:
     def take_1m(self, bars: pd.DataFrame) -> None:
         """Append stored 1m bars (`symbol, ts, open .. volume`, validated and written).
 
-        Only the bar right after a symbol's newest held one is appended; a bar the
-        windows already hold is a duplicate or a rejected conflict (the database kept
-        the held value); anything else (a late bar, a gap) marks its symbol dirty.
+        Only the bar right after a symbol's newest held one, of a minute not yet advanced
+        past, is appended; a bar the windows already hold is a duplicate or a rejected
+        conflict (the database kept the held value); anything else (a late bar, a gap
+        filled over REST) marks its symbol dirty.
         """
         if bars.empty:
             return
@@ -200,11 +201,15 @@ class LiveWindows:
         ts, rows = ts[order], rows[order]
         values = {c: frame[c].to_numpy(dtype=np.float64)[order] for c in OHLCV_COLUMNS}
         track = self.tracks["1m"]
+        synced_ns = self.synced_ms * MS
         while rows.size:  # one bar per symbol per pass (usually a single pass)
             first = np.r_[True, rows[1:] != rows[:-1]]
             r, t = rows[first], ts[first]
             last = track.last_ts()[r]
-            nxt = (t == last + MINUTE_NS) | (last < 0)
+            # a bar of a minute the windows were already advanced past is late even when
+            # it follows the newest held one: a closed higher-timeframe bucket read
+            # without it is stale now
+            nxt = ((t == last + MINUTE_NS) | (last < 0)) & (t + MINUTE_NS > synced_ns)
             track.append(r[nxt], t[nxt], {c: v[first][nxt] for c, v in values.items()})
             for row, stamp in zip(r[~nxt].tolist(), t[~nxt].tolist(), strict=True):
                 if not track.holds(row, stamp):
@@ -218,13 +223,14 @@ class LiveWindows:
         *,
         upto_ms: int,
         newest_ms: Mapping[str, int | None] | None = None,
+        from_ms: int | None = None,
     ) -> None:
         """Bring every window to `upto_ms` after the 1m bars up to it were stored and taken.
 
         Higher-timeframe buckets that closed in (synced, upto] are read from their
         relation; `newest_ms` (newest stored 1m open time per symbol, the stream's
         watermarks) exposes gap fills the 1m windows did not see; dirty symbols are
-        reseeded.
+        reseeded (holding the windows of closes from `from_ms` on, as `seed`).
         """
         if upto_ms <= self.synced_ms:
             return
@@ -241,7 +247,7 @@ class LiveWindows:
         if self.dirty:
             stale = sorted(self.dirty)
             self.reseeded += len(stale)
-            self.seed(conn, at_ms=upto_ms, symbols=stale)
+            self.seed(conn, at_ms=upto_ms, from_ms=from_ms, symbols=stale)
         self.synced_ms = upto_ms
 
     def _read_closed(
