@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Any
 
+import pandas as pd
 from psycopg import sql
 
 from signalengine.api.db import AsyncConn
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, timeframe_relation
+from signalengine.tasks.marketdata.columnar import BarColumns, read_latest_bars
 
 _BAR_COLUMNS = sql.SQL("ts, open, high, low, close, volume, bars")
 
@@ -47,3 +49,19 @@ async def closed_klines(
     }
     cur = await conn.execute(query, params)
     return await cur.fetchall()
+
+
+async def latest_kline_columns(
+    *, conn: AsyncConn, exchange: str, symbol: str, timeframe: str, limit: int, closed: bool
+) -> BarColumns:
+    """`latest_klines` (or, `closed`, `closed_klines`) through the columnar read path:
+    numpy arrays from one row of binary arrays, no Python tuple per bar."""
+    return await read_latest_bars(
+        conn, exchange=exchange, symbol=symbol, timeframe=timeframe, limit=limit, closed=closed
+    )
+
+
+def open_times(columns: BarColumns) -> list[datetime]:
+    """The bars' open times as UTC datetimes (what a row read returns)."""
+    stamps = pd.DatetimeIndex(columns.ts_ns.view("datetime64[ns]")).tz_localize("UTC")
+    return list(stamps.as_unit("us").to_pydatetime())

@@ -4,36 +4,28 @@ from __future__ import annotations
 
 import asyncio
 import math
-from typing import Any
 
-import pandas as pd
 from fastapi import APIRouter, HTTPException, status
 
-from signalengine.api.db.klines import closed_klines
+from signalengine.api.db.klines import latest_kline_columns, open_times
 from signalengine.api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
 from signalengine.api.schemas import ErrorDetail, FeatureSnapshot
-from signalengine.tasks.features import compute_features
+from signalengine.tasks.engine.features import feature_arrays
+from signalengine.tasks.marketdata.columnar import BarColumns
 
 router = APIRouter(prefix="/features", tags=["features"])
 
 FEATURE_BARS = 500
-_INPUT_COLUMNS = {"open", "high", "low", "close", "volume", "bars"}
 
 
-def _latest_features(rows: list[dict[str, Any]]) -> dict[str, float | None]:
-    """Features of the last bar of `rows` (oldest first), via tasks.features (DESIGN §4)."""
-    bars = pd.DataFrame(rows).set_index("ts")[["open", "high", "low", "close", "volume"]]
-    bars.index = pd.DatetimeIndex(bars.index).tz_convert("UTC")
-    last = compute_features(bars).iloc[-1]
+def _latest_features(cols: BarColumns) -> dict[str, float | None]:
+    """Features of the last bar of `cols` (oldest first), via tasks.engine.features (DESIGN §4)."""
+    v = cols.values
+    feats = feature_arrays(v["high"], v["low"], v["close"], v["volume"])
     values: dict[str, float | None] = {}
-    for name, value in last.items():
-        if str(name) in _INPUT_COLUMNS:
-            continue
-        try:
-            number = float(value)
-        except (TypeError, ValueError):
-            continue
-        values[str(name)] = number if math.isfinite(number) else None
+    for name, series in feats.items():
+        number = float(series[-1])
+        values[name] = number if math.isfinite(number) else None
     return values
 
 
@@ -48,17 +40,22 @@ async def features(
     """Features of the last closed bar, computed from the last 500 closed bars."""
     timeframe = timeframe or settings.primary_timeframe
     exchange = exchange or settings.exchange
-    rows = await closed_klines(
-        conn=conn, exchange=exchange, symbol=symbol, timeframe=timeframe, limit=FEATURE_BARS
+    cols = await latest_kline_columns(
+        conn=conn,
+        exchange=exchange,
+        symbol=symbol,
+        timeframe=timeframe,
+        limit=FEATURE_BARS,
+        closed=True,
     )
-    if not rows:
+    if not len(cols):
         raise HTTPException(status.HTTP_404_NOT_FOUND, "no closed bars for this symbol")
-    values = await asyncio.to_thread(_latest_features, rows)
+    values = await asyncio.to_thread(_latest_features, cols)
     return FeatureSnapshot(
         exchange=exchange,
         symbol=symbol,
         timeframe=timeframe,
-        ts=rows[-1]["ts"],
-        bars_used=len(rows),
+        ts=open_times(cols)[-1],
+        bars_used=len(cols),
         features=values,
     )

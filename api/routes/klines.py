@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from signalengine.api.db.klines import latest_klines
+from signalengine.api.db.klines import latest_kline_columns, open_times
 from signalengine.api.deps import ConnDep, ExchangeQuery, SettingsDep, SymbolPath, TimeframeQuery
 from signalengine.api.schemas import ErrorDetail, Kline, KlineSeries
 
@@ -27,12 +27,17 @@ async def klines(
     """The newest `limit` bars, oldest first; the newest may still be forming (see `bars`)."""
     timeframe = timeframe or settings.primary_timeframe
     exchange = exchange or settings.exchange
-    rows = await latest_klines(
-        conn=conn, exchange=exchange, symbol=symbol, timeframe=timeframe, limit=limit
+    cols = await latest_kline_columns(
+        conn=conn, exchange=exchange, symbol=symbol, timeframe=timeframe, limit=limit, closed=False
     )
+    values = [cols.values[c].tolist() for c in ("open", "high", "low", "close", "volume")]
+    rows = zip(open_times(cols), *values, cols.bars.tolist(), strict=True)
     return KlineSeries(
         exchange=exchange,
         symbol=symbol,
         timeframe=timeframe,
-        klines=[Kline.model_validate(row) for row in rows],
+        klines=[
+            Kline(ts=ts, open=o, high=h, low=lo, close=c, volume=v, bars=n)
+            for ts, o, h, lo, c, v, n in rows
+        ],
     )

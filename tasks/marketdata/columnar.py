@@ -19,8 +19,10 @@ the same arrays from an ordinary query.
 
 from __future__ import annotations
 
+import weakref
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 from typing import Any, Literal
 
 import numpy as np
@@ -36,7 +38,7 @@ from psycopg.rows import tuple_row
 from signalengine.core.timescale import backend
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, FloatArray, timeframe_relation
 
-__all__ = ["BAR_COLUMNS", "BarColumns", "TimeUnit", "read_bars"]
+__all__ = ["BAR_COLUMNS", "BarColumns", "TimeUnit", "read_bars", "read_latest_bars"]
 
 TimeUnit = Literal["s", "ms", "us", "ns"]
 
@@ -143,6 +145,11 @@ def _from_arrays(
         row = cur.execute(statement, params).fetchone()
     if row is None:
         return _empty()
+    return _parse_arrays(row)
+
+
+def _parse_arrays(row: Sequence[Any]) -> dict[str, NDArray[Any]]:
+    """The row of binary arrays (`_query(arrays=True)`) as numpy arrays."""
     out = {
         name: _array_values(raw, element)
         for name, raw, element in zip(_KEYS, row, _ELEMENTS, strict=True)
@@ -161,6 +168,11 @@ def _from_rows(
 ) -> dict[str, NDArray[Any]]:
     with conn.cursor(row_factory=tuple_row) as cur:
         rows = cur.execute(statement, params).fetchall()
+    return _parse_rows(rows)
+
+
+def _parse_rows(rows: Sequence[Sequence[Any]]) -> dict[str, NDArray[Any]]:
+    """Plain (ts, open .. volume, bars) rows as the arrays of `_parse_arrays`."""
     if not rows:
         return _empty()
     cols = list(zip(*rows, strict=True))
@@ -204,6 +216,11 @@ def read_bars(
             order = np.argsort(part["ts"], kind="stable")  # never seen; cheap insurance
             part = {k: v[order] for k, v in part.items()}
         parts.append(part)
+    return _columns(names, parts)
+
+
+def _columns(names: Sequence[str], parts: Sequence[dict[str, NDArray[Any]]]) -> BarColumns:
+    """The symbols' arrays laid end to end (`BarColumns`); `ts` in µs since 2000 -> ns."""
     counts = np.array([p["ts"].size for p in parts], dtype=np.int64)
     starts = np.r_[0, np.cumsum(counts)[:-1]].astype(np.int64) if names else counts
     cols = {k: np.concatenate([p[k] for p in parts]) for k in _KEYS} if parts else _empty()
@@ -215,3 +232,76 @@ def read_bars(
         values={c: np.asarray(cols[c], dtype=np.float64) for c in BAR_COLUMNS},
         bars=np.asarray(cols["bars"], dtype=np.int64),
     )
+
+
+# Per async connection: whether the server answers the array path (not PGlite).
+_ASYNC_ARRAYS: weakref.WeakKeyDictionary[psycopg.AsyncConnection[Any], bool] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+async def _async_arrays(conn: psycopg.AsyncConnection[Any]) -> bool:
+    known = _ASYNC_ARRAYS.get(conn)
+    if known is None:
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute("SELECT version() NOT ILIKE '%emscripten%'")
+            row = await cur.fetchone()
+        known = _ASYNC_ARRAYS[conn] = bool(row and row[0])
+    return known
+
+
+def _latest_query(timeframe: str, *, closed: bool, arrays: bool) -> sql.Composed:
+    """The newest `limit` bars of one symbol, oldest first (see `read_latest_bars`)."""
+    where: sql.Composable = sql.SQL("exchange = %(exchange)s AND symbol = %(symbol)s")
+    if closed:
+        where += sql.SQL(
+            " AND ts + %(width)s <= (SELECT max(ts) + interval '1 minute' FROM klines"
+            "  WHERE exchange = %(exchange)s AND symbol = %(symbol)s)"
+        )
+    newest = sql.SQL(
+        "SELECT ts, open, high, low, close, volume, bars::int4 AS bars FROM {} WHERE {}"
+        " ORDER BY ts DESC LIMIT %(limit)s"
+    ).format(sql.Identifier(timeframe_relation(timeframe)), where)
+    if not arrays:
+        return sql.SQL("SELECT * FROM ({}) AS k ORDER BY ts").format(newest)
+    aggregates = sql.SQL(", ").join(
+        sql.SQL("array_agg({} ORDER BY ts)").format(sql.Identifier(c)) for c in _KEYS
+    )
+    return sql.SQL("SELECT {} FROM ({}) AS k").format(aggregates, newest)
+
+
+async def read_latest_bars(
+    conn: psycopg.AsyncConnection[Any],
+    *,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    limit: int,
+    closed: bool = False,
+) -> BarColumns:
+    """The newest `limit` bars of one symbol, oldest first, as `BarColumns` (the API's series).
+
+    `closed`: only buckets closed by the newest stored 1m bar (a bucket [ts, ts + tf) is
+    closed once that bar closes at or after its end). Same arrays as `read_bars`: one row
+    of binary arrays, or plain rows on a server without the array path (PGlite).
+    """
+    params = {
+        "exchange": exchange,
+        "symbol": symbol,
+        "limit": limit,
+        "width": timedelta(minutes=TIMEFRAME_MINUTES[timeframe]),
+    }
+    arrays = await _async_arrays(conn)
+    statement = _latest_query(timeframe, closed=closed, arrays=arrays)
+    if arrays:
+        async with conn.cursor(binary=True, row_factory=tuple_row) as cur:
+            for oid in _ARRAY_OIDS:
+                cur.adapters.register_loader(oid, _RawArray)
+            await cur.execute(statement, params)
+            row = await cur.fetchone()
+        part = _empty() if row is None else _parse_arrays(row)
+    else:
+        async with conn.cursor(row_factory=tuple_row) as cur:
+            await cur.execute(statement, params)
+            part = _parse_rows(await cur.fetchall())
+    return _columns([symbol], [part])

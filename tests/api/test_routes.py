@@ -225,3 +225,41 @@ def test_controls_show_disabled_symbols_with_reason(client, db) -> None:  # type
     assert [(c["symbol"], c["enabled"]) for c in body] == [("BAD/USDT", False), ("OK/USDT", True)]
     assert body[0]["reason"].startswith("win rate") and body[0]["score_threshold"] == 0.7
     assert client.get("/controls", params={"exchange": "\x00"}).status_code == 422
+
+
+def test_kline_series_on_the_columnar_path_answer_what_the_row_reads_did(
+    client: httpx.Client, db: Conn
+) -> None:
+    """/klines and /features read arrays now; their JSON equals the answers built from rows."""
+    import asyncio
+
+    from psycopg.rows import dict_row
+
+    from signalengine.api.db.klines import closed_klines, latest_klines
+    from signalengine.api.schemas import Kline
+
+    frame = random_klines(minutes=1440 + 7, seed=11)  # a forming 5m and 15m bucket at the end
+    _store_bars(db, frame)
+
+    async def rows(timeframe: str, limit: int, closed: bool) -> list[dict[str, Any]]:
+        async with await psycopg.AsyncConnection.connect(db.info.dsn, row_factory=dict_row) as conn:
+            read = closed_klines if closed else latest_klines
+            kw = {"exchange": "binance", "symbol": "BTC/USDT", "timeframe": timeframe}
+            return await read(conn=conn, **kw, limit=limit)
+
+    for timeframe, limit in (("1m", 50), ("5m", 5000), ("15m", 7), ("1h", 3)):
+        body = client.get("/klines/BTCUSDT", params={"timeframe": timeframe, "limit": limit})
+        old = [
+            Kline.model_validate(r).model_dump(mode="json")
+            for r in asyncio.run(rows(timeframe, limit, False))
+        ]
+        assert len(old) > 0 and body.json()["klines"] == old
+    closed = asyncio.run(rows("5m", 500, True))
+    bars = pd.DataFrame(closed).set_index("ts")[["open", "high", "low", "close", "volume"]]
+    expected = compute_features(bars).iloc[-1]
+    body = client.get("/features/BTCUSDT", params={"timeframe": "5m"}).json()
+    assert body["bars_used"] == len(closed)
+    assert pd.Timestamp(body["ts"]) == pd.Timestamp(closed[-1]["ts"])
+    for name, value in expected.items():
+        got = body["features"][str(name)]
+        assert got == (float(value) if np.isfinite(value) else None)
