@@ -239,14 +239,17 @@ async def stream(
     max_minutes: int | None = None,
     start: str | None = None,
     end: str | None = None,
+    exchange: str | None = None,
 ) -> dict[str, Any] | State:
     """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`).
 
     With `source="replay"` the same engine driver runs over stored klines in [start, end)
     as fast as it can, under `run_id` (default `replay-<start>`), and the flow ends.
+    `exchange` is one configured exchange (SIGNALENGINE_EXCHANGES; default: the first, or
+    the single `exchange`): its URL, symbols, client, rate limit and watermarks.
     """
     logger = get_run_logger()
-    settings = get_settings()
+    settings = get_settings().for_exchange(exchange)
     chosen = shard_symbols(symbols or settings.symbols, shard)
     primary = TIMEFRAME_MINUTES[settings.primary_timeframe]
     if source == "replay":

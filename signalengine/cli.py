@@ -17,6 +17,10 @@ from signalengine.core.vocabulary import LIVE_RUN
 app = typer.Typer(help="SignalEngine: klines in, scored signals out.", no_args_is_help=True)
 db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
 app.add_typer(db_app, name="db")
+strategy_app = typer.Typer(
+    help="Strategies: prove them unbiased before they run.", no_args_is_help=True
+)
+app.add_typer(strategy_app, name="strategy")
 
 
 def _summary(payload: dict[str, Any]) -> None:
@@ -42,6 +46,59 @@ def db_upgrade() -> None:
 
     applied = upgrade_with_timeframes(database_url(), get_settings().timeframes)
     _summary({"applied": applied})
+
+
+@strategy_app.command("check")
+def strategy_check(
+    name: Annotated[str, typer.Argument(help="Name in SIGNALENGINE_STRATEGIES, or a class.")],
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    start: Annotated[str, typer.Option(help="ISO start (UTC); default end - 7 days.")] = "",
+    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive; default newest bar.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+    params: Annotated[str, typer.Option(help="JSON params for a class NAME.")] = "",
+    cuts: Annotated[int, typer.Option(min=1, max=50, help="Lookahead cut points.")] = 5,
+) -> None:
+    """Lookahead, warm-up, live/backtest parity and determinism on stored klines.
+
+    Report on stderr, the JSON verdict last on stdout; exit 0 passed, 1 failed, 2 bad input.
+    """
+    import psycopg
+
+    from signalengine.core.db import connect
+    from signalengine.tasks.engine.config import EngineConfig
+    from signalengine.tasks.runs.strategy_gate import (
+        check_stored,
+        check_window,
+        format_report,
+        resolve_strategy,
+    )
+
+    settings = get_settings()
+    venue = exchange or settings.exchange
+    try:
+        config = EngineConfig.from_settings(settings)
+        strategy = resolve_strategy(
+            name, configured=settings.strategies, config=config, params=params or None
+        )
+        chosen = _symbols(symbols) if symbols else list(settings.symbols)
+        with connect() as conn:
+            window = check_window(conn, exchange=venue, symbols=chosen, start=start, end=end)
+            verdict = check_stored(
+                conn,
+                strategy,
+                exchange=venue,
+                symbols=chosen,
+                start=window[0],
+                end=window[1],
+                cuts=cuts,
+            )
+    except psycopg.errors.UndefinedTable as error:
+        _fail(ValueError(f"{error.diag.message_primary}: run `signalengine db upgrade`"))
+    except (ValueError, SignalEngineError) as error:
+        _fail(error)
+    typer.echo(format_report(verdict), err=True)
+    _summary(verdict)
+    raise typer.Exit(code=0 if verdict["passed"] else 1)
 
 
 @app.command("import")
@@ -112,11 +169,16 @@ def sim(
     out_of_order_rate: Annotated[float, typer.Option()] = 0.0,
     malformed_rate: Annotated[float, typer.Option()] = 0.0,
     rest_429_every: Annotated[int | None, typer.Option()] = None,
+    exchange: Annotated[
+        str, typer.Option(help="Dialect: binance or bybit (Bybit v5); each has its own seed.")
+    ] = "binance",
 ) -> None:
-    """Run the Binance-protocol exchange simulator on 127.0.0.1 (faults off by default)."""
-    from signalengine.simulator import Faults, serve
+    """Run the exchange simulator on 127.0.0.1 (Binance's protocol, or Bybit v5's)."""
+    from signalengine.simulator import DIALECTS, Faults, serve, venue_seed
 
     settings = get_settings()
+    if exchange not in DIALECTS:
+        _fail(ValueError(f"unknown dialect {exchange!r}; use one of {', '.join(DIALECTS)}"))
     faults = Faults(
         ws_drop_every_s=ws_drop_every,
         duplicate_rate=duplicate_rate,
@@ -128,11 +190,12 @@ def sim(
         host="127.0.0.1",
         port=port or settings.sim_port,
         symbols=_symbols(symbols) if symbols else settings.symbols,
-        seed=settings.sim_seed if seed is None else seed,
+        seed=venue_seed(exchange, settings.sim_seed) if seed is None else seed,
         speed=speed or settings.sim_speed,
         faults=faults,
         anchor_ms=anchor_ms,
         log_level="warning",
+        exchange=exchange,
     )
 
 
@@ -148,6 +211,19 @@ def api(
     serve(host=host or settings.api_host, port=port or settings.api_port)
 
 
+def _stream_venues(exchange: str, symbols: str) -> list[str]:
+    """The exchanges a `stream` command runs: the one asked for, else every configured one."""
+    settings = get_settings()
+    ids = (
+        [settings.for_exchange(exchange).exchange]
+        if exchange
+        else [v.id for v in settings.venues()]
+    )
+    if symbols and len(ids) > 1:
+        raise ValueError("--symbols needs --exchange when several exchanges are configured")
+    return ids
+
+
 @app.command("stream")
 def stream(
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
@@ -158,8 +234,15 @@ def stream(
     ] = LIVE_RUN,
     start: Annotated[str, typer.Option(help="Replay: ISO start (UTC).")] = "",
     end: Annotated[str, typer.Option(help="Replay: ISO end (UTC), exclusive.")] = "",
+    exchange: Annotated[
+        str, typer.Option(help="One configured exchange; default: every configured one.")
+    ] = "",
 ) -> None:
-    """Run the streaming flow live, or replay stored klines through it as fast as it can."""
+    """Run the streaming flow live, or replay stored klines through it as fast as it can.
+
+    With several exchanges configured (SIGNALENGINE_EXCHANGES) one flow run per exchange
+    runs concurrently in this process, each with its own ccxt client and watermarks.
+    """
     import asyncio
 
     from prefect import tags
@@ -168,31 +251,47 @@ def stream(
 
     from signalengine.flows.stream import stream as stream_flow
 
+    try:
+        venues = _stream_venues(exchange, symbols)
+    except ValueError as error:
+        _fail(error)
+
+    async def run_all() -> list[Any]:
+        runs = [
+            stream_flow(
+                exchange=venue,
+                symbols=_symbols(symbols) if symbols else None,
+                shard=shard or None,
+                source=source,
+                run_id=run_id,
+                start=start or None,
+                end=end or None,
+            )
+            for venue in venues
+        ]
+        # each exchange's run ends on its own; one failing does not stop the others
+        return list(await asyncio.gather(*runs, return_exceptions=True))
+
     # Heartbeats every 30 s and the `signalengine` tag: a run whose process is killed is
     # then marked Crashed by the zombie automation (automations.yaml) instead of staying
     # Running forever; the deployment's runs get both from prefect.yaml and the worker.
     beat = PREFECT_FLOWS_HEARTBEAT_FREQUENCY.value()
-    try:
-        with (
-            temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: min(beat or 30, 30)}),
-            tags("signalengine", "stream"),
-        ):
-            result = asyncio.run(
-                stream_flow(
-                    symbols=_symbols(symbols) if symbols else None,
-                    shard=shard or None,
-                    source=source,
-                    run_id=run_id,
-                    start=start or None,
-                    end=end or None,
-                )
-            )
-    except ValueError as error:
-        _fail(error)
-    except CancelledRun as cancelled:  # cancelled from the Prefect UI: a clean stop
-        _summary({"cancelled": True, "message": str(cancelled)})
-        return
-    _summary(result if isinstance(result, dict) else {"state": str(result)})
+    with (
+        temporary_settings({PREFECT_FLOWS_HEARTBEAT_FREQUENCY: min(beat or 30, 30)}),
+        tags("signalengine", "stream"),
+    ):
+        results = asyncio.run(run_all())
+    summaries: dict[str, Any] = {}
+    for venue, result in zip(venues, results, strict=True):
+        if isinstance(result, ValueError):
+            _fail(result)
+        if isinstance(result, CancelledRun):  # cancelled from the Prefect UI: a clean stop
+            summaries[venue] = {"cancelled": True, "message": str(result)}
+        elif isinstance(result, BaseException):
+            raise result
+        else:
+            summaries[venue] = result if isinstance(result, dict) else {"state": str(result)}
+    _summary(summaries[venues[0]] if len(venues) == 1 else {"exchanges": summaries})
 
 
 @app.command("backfill")
@@ -369,13 +468,29 @@ def main() -> None:
     While `up` runs on this state dir, every other command uses its Prefect, MLflow,
     simulator and database (signalengine.stack; variables already set win).
     """
-    disable_telemetry()
-    if sys.argv[1:2] != ["up"]:
-        from signalengine.stack import use_running_stack
+    from pydantic import ValidationError
 
-        use_running_stack(get_settings().state_dir.resolve())
+    disable_telemetry()
     try:
+        if sys.argv[1:2] != ["up"]:
+            from signalengine.stack import use_running_stack
+
+            use_running_stack(get_settings().state_dir.resolve())
         app()
     except SignalEngineError as error:
         typer.echo(f"error: {error}", err=True)
         sys.exit(2)
+    except ValidationError as error:  # a bad SIGNALENGINE_* setting
+        typer.echo(f"error: invalid settings: {_settings_errors(error)}", err=True)
+        sys.exit(2)
+
+
+def _settings_errors(error: Any) -> str:
+    """Pydantic's errors in one line: `SIGNALENGINE_EXCHANGES[1].url: not an http(s) URL`."""
+    parts = []
+    for item in error.errors():
+        loc = [str(p) for p in item.get("loc", ())]
+        name = f"SIGNALENGINE_{loc[0].upper()}" if loc else "settings"
+        name += "".join(f"[{p}]" if p.isdigit() else f".{p}" for p in loc[1:])
+        parts.append(f"{name}: {str(item.get('msg', '')).removeprefix('Value error, ')}")
+    return "; ".join(parts)
