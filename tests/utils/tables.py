@@ -18,6 +18,8 @@ DATA_TABLES = (
     "performance_rollups",
     "stream_watermarks",
     "symbol_controls",
+    "strategy_checks",
+    "strategy_overrides",
 )
 
 

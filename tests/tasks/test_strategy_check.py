@@ -1,0 +1,204 @@
+"""`signalengine strategy check` through the real CLI on klines stored in the test database:
+the default strategy and the plain Donchian example pass; each deliberately biased example
+fails, naming what it peeks at. Plus the stream's gate on stored verdicts, and the
+harness's own drivers against the engine's."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+import psycopg
+import pytest
+from psycopg.rows import dict_row
+
+from signalengine.core.errors import ConfigurationError
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.pipeline import evaluate_symbol_history
+from signalengine.tasks.engine.strategies import DefaultStrategy
+from signalengine.tasks.marketdata.klines import store_klines
+from signalengine.tasks.marketdata.validation import validate_klines
+from signalengine.tasks.runs.strategy_check import bars_by_timeframe
+from signalengine.tasks.runs.strategy_gate import admit_strategies, check_stored, resolve_strategy
+from signalengine.tasks.runs.strategy_subjects import strategy_subject
+from tests.utils.klines import random_klines
+from tests.utils.tables import empty_database
+
+ROOT = Path(__file__).resolve().parents[2]
+SYMBOLS = ("SCA/USDT", "SCB/USDT")
+# 4.5 days of 1m bars: the default strategy declares a warm-up of 1000 5m bars (3.5 days),
+# and the warm-up check compares at least 200 bars after it.
+MINUTES = int(4.5 * 1440)
+START = "2025-02-01"
+
+
+def _frame(symbol: str, seed: int) -> pd.DataFrame:
+    return random_klines(symbol=symbol, start=START, minutes=MINUTES, seed=seed)
+
+
+@pytest.fixture(scope="module")
+def stored(database_url: str) -> Iterator[str]:
+    """The symbols' 1m bars (and their 5m/15m/1h buckets) in the test database."""
+    with psycopg.connect(database_url, row_factory=dict_row, autocommit=True) as conn:
+        for k, symbol in enumerate(SYMBOLS):
+            store_klines(
+                conn, validate_klines(_frame(symbol, 30 + k)), timeframes=["1m", "5m", "15m", "1h"]
+            )
+        yield database_url
+        empty_database(conn)
+
+
+def _check(
+    url: str, name: str, *extra: str, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
+    values = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALENGINE_")}
+    values.update(SIGNALENGINE_DATABASE_URL=url, **(env or {}))
+    args = ["strategy", "check", name, "--symbols", ",".join(SYMBOLS), *extra]
+    return subprocess.run(
+        [sys.executable, "-m", "signalengine", *args],
+        cwd=ROOT,  # `python -m` puts the checkout on sys.path: examples.strategies imports
+        env=values,
+        capture_output=True,
+        text=True,
+        timeout=240,
+        check=False,
+    )
+
+
+def _verdict(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
+    assert "Traceback" not in result.stderr, result.stderr
+    verdict: dict[str, Any] = json.loads(result.stdout.strip().splitlines()[-1])
+    return verdict
+
+
+@pytest.mark.parametrize("name", ["default", "examples.strategies.donchian:Donchian"])
+def test_unbiased_strategies_pass(stored: str, name: str) -> None:
+    result = _check(stored, name)
+    verdict = _verdict(result)
+    assert result.returncode == 0, result.stderr
+    assert verdict["passed"] is True
+    checks = verdict["checks"]
+    assert set(checks) == {"lookahead", "warmup", "parity", "determinism"}
+    assert all(c["passed"] for c in checks.values()), checks
+    assert checks["parity"]["closes"] > 0 and checks["parity"]["signals"] > 0
+    assert checks["determinism"]["signals"] > 0
+    assert sum(len(c) for c in checks["lookahead"]["cuts"].values()) >= 2 * 5
+    warmup = checks["warmup"]
+    assert warmup["starts"] and warmup["minimal_warmup_bars"] <= warmup["declared_lookback_bars"]
+    assert "PASSED" in result.stderr.splitlines()[0]
+
+
+@pytest.mark.parametrize(
+    ("cls", "moved", "timeframe"),
+    [
+        ("NextBarPeek", "next_close", "5m"),
+        ("CentredMean", "centred_mean", "5m"),
+        ("UnclosedHigherTimeframe", "vote_1h", "1h"),
+    ],
+)
+def test_biased_strategies_fail_naming_the_feature(
+    stored: str, cls: str, moved: str, timeframe: str
+) -> None:
+    result = _check(stored, f"examples.strategies.biased:{cls}")
+    verdict = _verdict(result)
+    assert result.returncode == 1, result.stderr
+    assert verdict["passed"] is False
+    lookahead = verdict["checks"]["lookahead"]
+    assert lookahead["passed"] is False
+    assert moved in lookahead["first"]["moved"], lookahead["first"]
+    assert lookahead["timeframes"] == [timeframe]
+    # a peek at the future also makes the live driver disagree with the backtest
+    assert verdict["checks"]["parity"]["passed"] is False
+    assert "FAILED" in result.stderr and moved in result.stderr
+
+
+def test_a_recursive_feature_fails_the_warm_up_check(stored: str) -> None:
+    """Donchian recording ATR (recursive: Wilder smoothing) while declaring 21 bars."""
+    result = _check(stored, "tests.tasks.strategy_examples:DonchianWithAtr")
+    verdict = _verdict(result)
+    assert result.returncode == 1
+    warmup = verdict["checks"]["warmup"]
+    assert warmup["passed"] is False and "atr_14" in warmup["first"]["moved"]
+    assert warmup["minimal_warmup_bars"] > warmup["declared_lookback_bars"] == 21
+    assert verdict["checks"]["lookahead"]["passed"] is True
+
+
+def test_bad_input_is_one_line_and_exit_2(stored: str) -> None:
+    for result, fragment in [
+        (_check(stored, "no.such.module:Nope"), "cannot import strategy module"),
+        (_check(stored, "default", "--start", "2024-01-01", "--end", "2024-01-02"), "no stored"),
+        (
+            _check(stored, "examples.strategies.donchian:Donchian", "--params", '{"period": 1}'),
+            "period",
+        ),
+    ]:
+        assert result.returncode == 2, (result.stdout, result.stderr)
+        lines = result.stderr.strip().splitlines()
+        assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
+
+
+def test_interim_driver_equals_the_engine_on_the_default_strategy() -> None:
+    """The harness's own single-strategy driver gives the engine's signals (ids aside)."""
+    frame = _frame("SCA/USDT", 30).set_index("ts")[["open", "high", "low", "close", "volume"]]
+    frame.index = pd.DatetimeIndex(frame.index).as_unit("ns")
+    config = EngineConfig()
+    bars = bars_by_timeframe(frame, config.timeframes)
+    mine = strategy_subject(DefaultStrategy(name="default", config=config), exchange="binance")
+    ours = mine.history(bars, symbol="SCA/USDT")
+    engine = evaluate_symbol_history(
+        bars, symbol="SCA/USDT", exchange="binance", run_id="strategy-check", config=config
+    )
+    assert len(engine) > 5
+    skip = {"id", "strategy", "strategy_version"}
+    for column in engine.columns.difference(list(skip)):
+        assert ours[column].tolist() == engine[column].tolist(), column
+
+
+def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -> None:
+    config = EngineConfig()
+    donchian = resolve_strategy(
+        "examples.strategies.donchian:Donchian", configured=None, config=config, params="{}"
+    )
+    peek = resolve_strategy(
+        "examples.strategies.biased:NextBarPeek", configured=None, config=config, params="{}"
+    )
+    builtin = DefaultStrategy(name="default", config=config)
+    with psycopg.connect(stored, row_factory=dict_row, autocommit=True) as conn:
+        conn.execute("TRUNCATE strategy_checks, strategy_overrides")
+        with pytest.raises(ConfigurationError, match="never checked"):
+            admit_strategies(conn, [builtin, donchian], allow_unchecked=False, run_id="live")
+        window = (
+            pd.Timestamp(START, tz="UTC"),
+            pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=5),
+        )
+        for strategy in (donchian, peek):
+            check_stored(
+                conn,
+                strategy,
+                exchange="binance",
+                symbols=SYMBOLS,
+                start=window[0],
+                end=window[1],
+                cuts=5,
+            )
+        assert (
+            admit_strategies(conn, [builtin, donchian], allow_unchecked=False, run_id="live") == []
+        )
+        with pytest.raises(ConfigurationError, match=r"failed .*lookahead \(next_close"):
+            admit_strategies(conn, [peek], allow_unchecked=False, run_id="live")
+        assert admit_strategies(conn, [peek], allow_unchecked=True, run_id="live") == [
+            "NextBarPeek"
+        ]
+        rows = conn.execute(
+            "SELECT strategy, strategy_version, reason FROM strategy_overrides"
+        ).fetchall()
+        assert [(r["strategy"], r["strategy_version"]) for r in rows] == [
+            ("NextBarPeek", peek.version)
+        ]
+        assert "lookahead" in rows[0]["reason"]
