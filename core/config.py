@@ -127,6 +127,12 @@ class Settings(BaseSettings):
         ' the path of a .json/.toml file holding it; unset: [{"name": "default"}]'
         " (tasks/engine/loader.py).",
     )
+    allow_unchecked_strategies: bool = Field(
+        default=False,
+        description="Let the live stream run strategies without a passing `signalengine"
+        " strategy check` verdict of their version (logged, recorded, shown on"
+        " /controls/strategies); built-in strategies never need one.",
+    )
     fee_bps: float = Field(default=10.0, ge=0, description="Round-trip fee in basis points.")
     slippage_bps: float = Field(default=0.0, ge=0, description="Round-trip slippage in bps.")
     backfill_days: float = Field(

@@ -55,6 +55,7 @@ from signalengine.tasks.marketdata.ingest import (
 )
 from signalengine.tasks.marketdata.staleness import watch_staleness
 from signalengine.tasks.runs.live import LiveEngine
+from signalengine.tasks.runs.strategy_gate import admit_strategies
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
@@ -240,6 +241,7 @@ async def stream(
     start: str | None = None,
     end: str | None = None,
     exchange: str | None = None,
+    allow_unchecked: bool = False,
 ) -> dict[str, Any] | State:
     """Ingest closed 1m bars and emit signals until cancelled (or after `max_minutes`).
 
@@ -247,6 +249,8 @@ async def stream(
     as fast as it can, under `run_id` (default `replay-<start>`), and the flow ends.
     `exchange` is one configured exchange (SIGNALENGINE_EXCHANGES; default: the first, or
     the single `exchange`): its URL, symbols, client, rate limit and watermarks.
+    `allow_unchecked` (or SIGNALENGINE_ALLOW_UNCHECKED_STRATEGIES) lets the live stream run
+    strategies that have not passed `signalengine strategy check` (tasks.runs.strategy_gate).
     """
     logger = get_run_logger()
     settings = get_settings().for_exchange(exchange)
@@ -287,6 +291,13 @@ async def stream(
     marks = Watermarks.load(await db.ready(), exchange=settings.exchange, symbols=chosen)
     engine = LiveEngine.start(
         await db.ready(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
+    )
+    # a strategy without a passing `strategy check` of its version does not run live
+    admit_strategies(
+        await db.ready(),
+        engine.strategies,
+        allow_unchecked=allow_unchecked or settings.allow_unchecked_strategies,
+        run_id=run_id,
     )
     workers = [
         DeliveryWorker(url, DeliveryPolicy.from_settings(settings), name=f"webhooks-{i}").start()

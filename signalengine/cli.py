@@ -237,6 +237,13 @@ def stream(
     exchange: Annotated[
         str, typer.Option(help="One configured exchange; default: every configured one.")
     ] = "",
+    allow_unchecked: Annotated[
+        bool,
+        typer.Option(
+            "--allow-unchecked",
+            help="Run strategies without a passing `strategy check` (logged and recorded).",
+        ),
+    ] = False,
 ) -> None:
     """Run the streaming flow live, or replay stored klines through it as fast as it can.
 
@@ -266,6 +273,7 @@ def stream(
                 run_id=run_id,
                 start=start or None,
                 end=end or None,
+                allow_unchecked=allow_unchecked,
             )
             for venue in venues
         ]
