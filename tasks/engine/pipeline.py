@@ -14,19 +14,23 @@ One code path, two drivers (DESIGN §4 "one engine, two drivers"):
   across the batch's symbols (`tasks.engine.features.feature_tails`); the other timeframes are
   read only when the bar fires.
 
-Pipeline per primary bar (open time ts, close time t = ts + tf):
-features (tasks.engine.features) -> events (tasks.engine.events) -> direction and score
-(tasks.scoring) -> score >= signal_score_threshold and ATR > 0 -> MTF votes of every
-timeframe's last bar closed by t (tasks.engine.mtf) -> mtf_alignment_required -> optional AI
-filter -> cooldown. Entry = close of the trigger bar; take profit / stop loss =
-entry +/- tp_atr_multiple / sl_atr_multiple * atr_14 (mirrored for short);
-expires_at = t + expiry_bars * tf.
+Pipeline per primary bar (open time ts, close time t = ts + tf), per strategy
+(tasks.engine.strategy; the built-in `default` when none is given):
+features (tasks.engine.features, computed once per symbol and timeframe and shared by every
+strategy) -> the strategy's entry rule (direction and score; the default's: events of
+tasks.engine.events scored by tasks.engine.scoring) -> its `fires` (the default's: score >=
+signal_score_threshold and ATR > 0) -> its MTF votes of every timeframe's last bar closed
+by t -> mtf_alignment_required -> optional AI filter -> its cooldown. Entry = close of the
+trigger bar; take profit / stop loss from its `exits` (the default's: entry +/-
+tp_atr_multiple / sl_atr_multiple * atr_14, mirrored for short); expires_at = t +
+expiry_bars * tf. Several strategies' signals come out ordered by ts, then strategy order.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Mapping, MutableMapping, Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 import pandas as pd
@@ -35,15 +39,13 @@ from numpy.typing import NDArray
 from signalengine.core.vocabulary import LIVE_RUN, FloatArray
 from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, ClosedSeries, index_ns, timeframe_ns
 from signalengine.tasks.engine.config import EngineConfig
-from signalengine.tasks.engine.events import EVENT_LOOKBACK_BARS, EventSeries, detect_events
+from signalengine.tasks.engine.events import EVENT_LOOKBACK_BARS, EventSeries
 from signalengine.tasks.engine.features import (
-    FEATURE_COLUMNS,
     WINDOW_LOOKBACK_BARS,
     feature_arrays,
     feature_tails,
-    vote_features_at,
 )
-from signalengine.tasks.engine.mtf import mtf_agreement, vote
+from signalengine.tasks.engine.mtf import mtf_agreement
 from signalengine.tasks.engine.records import (
     SIGNAL_COLUMNS,
     Candidates,
@@ -55,9 +57,13 @@ from signalengine.tasks.engine.records import (
     signal_id,
     signals_to_frame,
 )
-from signalengine.tasks.engine.scoring import cooldown_mask, score_events
+from signalengine.tasks.engine.scoring import cooldown_mask
+from signalengine.tasks.engine.shared import SeriesFeatures, shared_features
+from signalengine.tasks.engine.strategies.default import DefaultStrategy
+from signalengine.tasks.engine.strategy import DEFAULT_STRATEGY, Entry, Frame, Strategy
 
-# Primary rows the live stream scores: the closing bar and the ones its events read.
+# Primary rows the live stream scores: the closing bar and the ones its events read (at
+# least; a strategy whose entry rule reads further back widens it).
 LIVE_TAIL_BARS = EVENT_LOOKBACK_BARS + 1
 # Shorter live series (fresh listings) take the plain full-series path instead.
 _STACK_MIN_BARS = LIVE_TAIL_BARS + WINDOW_LOOKBACK_BARS
@@ -100,106 +106,140 @@ def _prepare(
     return out
 
 
+@lru_cache(maxsize=64)
+def _default_strategy(config: EngineConfig) -> Strategy:
+    return DefaultStrategy(name=DEFAULT_STRATEGY, config=config)
+
+
+def _strategies(config: EngineConfig, strategies: Sequence[Strategy] | None) -> list[Strategy]:
+    """The strategies to run: the given ones, else the built-in default bound to `config`."""
+    return list(strategies) if strategies else [_default_strategy(config)]
+
+
 @dataclass(frozen=True)
 class _Scored:
-    """Features, events, direction and score of the primary series from row `offset` on.
+    """Features, events, direction and score of the primary series from row `offset` on,
+    for one strategy; `fires` its candidate mask (before MTF).
 
-    A backtest scores every row (offset 0), the live stream the last LIVE_TAIL_BARS.
+    A backtest scores every row (offset 0), the live stream the last rows (its tail).
     """
 
     offset: int
-    feats: dict[str, FloatArray]
-    events: dict[str, EventSeries]
+    feats: Mapping[str, FloatArray]
+    events: Mapping[str, EventSeries]
     side: NDArray[np.int8]
     score: FloatArray
+    fires: NDArray[np.bool_]
 
 
-def _score(
-    frame: Mapping[str, FloatArray],
-) -> tuple[dict[str, EventSeries], NDArray[np.int8], FloatArray]:
-    """(events, side, score) of OHLCV + feature columns, 1-D or stacked 2-D."""
-    events = detect_events(frame)
-    side, score = score_events(events)
-    return events, side, score
+def _run_entry(strategy: Strategy, frame: Frame) -> tuple[Entry, NDArray[np.bool_]]:
+    """A strategy's entry over OHLCV + feature columns (1-D or stacked 2-D), and its fires."""
+    entry = strategy.entry(frame)
+    return entry, np.asarray(strategy.fires(frame, entry), dtype=np.bool_)
 
 
-def _fires(
-    side: NDArray[np.int8], score: FloatArray, atr: FloatArray, cfg: EngineConfig
-) -> NDArray[np.bool_]:
-    """Candidate rows before MTF: a direction, score >= threshold and a usable ATR."""
-    fires = (side != 0) & (score >= cfg.signal_score_threshold) & (atr > 0)
-    return np.asarray(fires, dtype=np.bool_)
-
-
-def _history_scored(primary: ClosedSeries) -> _Scored:
+def _history_scored(primary: ClosedSeries, strategies: Sequence[Strategy]) -> list[_Scored]:
+    """Every strategy scored over the whole primary series, on one feature pass."""
     c = primary.cols
     feats = feature_arrays(c["high"], c["low"], c["close"], c["volume"])
-    events, side, score = _score({**c, **feats})
-    return _Scored(offset=0, feats=feats, events=events, side=side, score=score)
+    frame = {**c, **feats}
+    out = []
+    for strategy in strategies:
+        entry, fires = _run_entry(strategy, frame)
+        out.append(
+            _Scored(
+                offset=0,
+                feats={**feats, **entry.features},
+                events=entry.events,
+                side=entry.direction,
+                score=entry.score,
+                fires=fires,
+            )
+        )
+    return out
 
 
-def _latest_scored(primaries: list[ClosedSeries], cfg: EngineConfig) -> list[_Scored | None]:
-    """Per primary series: its last LIVE_TAIL_BARS rows scored if its last row fires, else None.
+def _live_tail(strategies: Sequence[Strategy]) -> int:
+    """Primary rows the live path scores: enough for every strategy's entry rule."""
+    return max([LIVE_TAIL_BARS, *(s.entry_lookback_bars + 1 for s in strategies)])
+
+
+def _latest_scored(
+    primaries: list[ClosedSeries], strategies: Sequence[Strategy]
+) -> list[list[_Scored | None]]:
+    """Per strategy, per primary series: its tail scored if its last row fires, else None.
 
     Series long enough are stacked and go through features' window-local part, the
-    events and the scoring together (numpy overhead paid once per batch, not per
-    symbol); `feature_tails` keeps them bit-identical to the full-series pipeline.
+    entry rules and the scoring together (numpy overhead paid once per batch, not per
+    symbol); `feature_tails` keeps them bit-identical to the full-series pipeline. The
+    features are computed once and read by every strategy.
     """
-    out: list[_Scored | None] = [None] * len(primaries)
-    stacked = [k for k, p in enumerate(primaries) if p.ts.size >= _STACK_MIN_BARS]
+    tail = _live_tail(strategies)
+    stack_min = tail + WINDOW_LOOKBACK_BARS
+    out: list[list[_Scored | None]] = [[None] * len(primaries) for _ in strategies]
+    stacked = [k for k, p in enumerate(primaries) if p.ts.size >= stack_min]
     if stacked:
         cols = [primaries[k].cols for k in stacked]
         feats = feature_tails(
-            [(c["high"], c["low"], c["close"], c["volume"]) for c in cols], tail=LIVE_TAIL_BARS
+            [(c["high"], c["low"], c["close"], c["volume"]) for c in cols], tail=tail
         )
-        ohlcv = {n: np.array([c[n][-LIVE_TAIL_BARS:] for c in cols]) for n in OHLCV_COLUMNS}
-        events, side, score = _score({**ohlcv, **feats})
-        for j in np.flatnonzero(_fires(side, score, feats["atr_14"], cfg)[:, -1]).tolist():
-            k = stacked[j]
-            out[k] = _Scored(
-                offset=primaries[k].ts.size - LIVE_TAIL_BARS,
-                feats={name: v[j] for name, v in feats.items()},
-                events={n: EventSeries(e.direction[j], e.strength[j]) for n, e in events.items()},
-                side=side[j],
-                score=score[j],
-            )
+        ohlcv = {n: np.array([c[n][-tail:] for c in cols]) for n in OHLCV_COLUMNS}
+        frame = {**ohlcv, **feats}
+        for i, strategy in enumerate(strategies):
+            entry, fires = _run_entry(strategy, frame)
+            every = {**feats, **entry.features}
+            for j in np.flatnonzero(fires[:, -1]).tolist():
+                k = stacked[j]
+                out[i][k] = _Scored(
+                    offset=primaries[k].ts.size - tail,
+                    feats={name: v[j] for name, v in every.items()},
+                    events={
+                        n: EventSeries(e.direction[j], e.strength[j])
+                        for n, e in entry.events.items()
+                    },
+                    side=entry.direction[j],
+                    score=entry.score[j],
+                    fires=fires[j],
+                )
     for k, primary in enumerate(primaries):
-        if primary.ts.size < _STACK_MIN_BARS:  # a short history: the plain path
-            scored = _history_scored(primary)
-            if _fires(scored.side, scored.score, scored.feats["atr_14"], cfg)[-1]:
-                out[k] = scored
+        if primary.ts.size < stack_min:  # a short history: the plain path
+            for i, scored in enumerate(_history_scored(primary, strategies)):
+                if scored.fires.size and scored.fires[-1]:
+                    out[i][k] = scored
     return out
 
 
 def _votes(
-    series: Mapping[str, ClosedSeries],
-    primary_feats: dict[str, FloatArray],
-    cfg: EngineConfig,
+    frames: Mapping[str, SeriesFeatures],
+    primary: Mapping[str, FloatArray],
+    strategy: Strategy,
     rows: NDArray[np.int64],
     at_ns: NDArray[np.int64],
 ) -> NDArray[np.int8]:
-    """(len(rows), n_timeframes) votes at `at_ns`, the close time of each primary row."""
-    out = np.zeros((rows.size, len(cfg.timeframes)), dtype=np.int8)
+    """(len(rows), len(strategy.timeframes)) votes at `at_ns`, the close of each primary row.
+
+    `primary`: the scored primary rows' columns; `frames`: every timeframe's shared
+    features. A timeframe votes with its last bar closed by at_ns (0 if none); the vote
+    is formed only at the bars read.
+    """
+    out = np.zeros((rows.size, len(strategy.timeframes)), dtype=np.int8)
     if rows.size == 0:  # nothing to vote on: skip the other timeframes' features
         return out
-    for j, tf in enumerate(cfg.timeframes):
-        if tf == cfg.primary_timeframe:
-            f = primary_feats
-            out[:, j] = vote(f["ema_12"], f["ema_26"], f["ema_slope"], f["rsi_14"])[rows]
+    for j, tf in enumerate(strategy.timeframes):
+        if tf == strategy.primary_timeframe:
+            out[:, j] = strategy.vote({name: v[rows] for name, v in primary.items()})
             continue
-        # The vote of each timeframe's last bar closed by at_ns (0 if none), as `votes_at`
-        # of `vote` over every bar, but the votes are formed only at the bars read.
-        s = series[tf]
-        last = np.searchsorted(s.ts, at_ns - timeframe_ns(tf), side="right") - 1
-        f = vote_features_at(s.cols["close"], np.maximum(last, 0))
-        tf_votes = vote(f["ema_12"], f["ema_26"], f["ema_slope"], f["rsi_14"])
+        f = frames[tf]
+        last = np.searchsorted(f.series.ts, at_ns - timeframe_ns(tf), side="right") - 1
+        tf_votes = strategy.vote(f.at(np.maximum(last, 0)))
         out[:, j] = np.where(last >= 0, tf_votes, 0)
     return out
 
 
 def _candidates(
-    series: Mapping[str, ClosedSeries],
+    frames: Mapping[str, SeriesFeatures],
     cfg: EngineConfig,
+    strategy: Strategy,
     scored: _Scored,
     *,
     rows: NDArray[np.int64],
@@ -207,16 +247,17 @@ def _candidates(
     signal_filter: SignalFilter | None,
 ) -> Candidates:
     """MTF, AI filter and cooldown over the primary `rows` that fired (see module docstring)."""
-    p = series[cfg.primary_timeframe]
+    p = frames[cfg.primary_timeframe].series
     tf_ns = timeframe_ns(cfg.primary_timeframe)
     feats, side, score = scored.feats, scored.side, scored.score
     ts_ns = p.ts[scored.offset + rows]
-    votes = _votes(series, feats, cfg, rows, ts_ns + tf_ns)
-    aligned, mtf_score = mtf_agreement(side[rows], votes, min_aligned=cfg.mtf_min_aligned)
-    keep = aligned if cfg.mtf_alignment_required else np.ones(rows.size, dtype=np.bool_)
+    tail = {n: p.cols[n][scored.offset :] for n in OHLCV_COLUMNS}
+    votes = _votes(frames, {**tail, **feats}, strategy, rows, ts_ns + tf_ns)
+    aligned, mtf_score = mtf_agreement(side[rows], votes, min_aligned=strategy.mtf_min_aligned)
+    keep = aligned if strategy.mtf_alignment_required else np.ones(rows.size, dtype=np.bool_)
     probability: FloatArray | None = None
     if signal_filter is not None and keep.any():
-        frame = pd.DataFrame({c: feats[c][rows] for c in FEATURE_COLUMNS})
+        frame = pd.DataFrame({c: feats[c][rows] for c in strategy.filter_columns})
         frame["direction"], frame["score"], frame["mtf_score"] = side[rows], score[rows], mtf_score
         probability = np.asarray(signal_filter(frame[keep]), dtype=np.float64)
         full = np.full(rows.size, np.nan)
@@ -227,14 +268,19 @@ def _candidates(
     survive = cooldown_mask(
         ts_ns[kept],
         side[rows[kept]],
-        cooldown_ns=cfg.cooldown_bars * tf_ns,
+        cooldown_ns=strategy.cooldown_bars * tf_ns,
         last_emitted=last_emitted,
     )
     sel = kept[survive]
+    entry = p.cols["close"][scored.offset + rows[sel]]
+    at_rows = {name: v[rows[sel]] for name, v in {**tail, **feats}.items()}
+    take_profit, stop_loss = strategy.exits(
+        entry.astype(np.float64), side[rows[sel]].astype(np.int64), at_rows
+    )
     return Candidates(
         rows=rows[sel],
         ts_ns=ts_ns[sel],
-        entry=p.cols["close"][scored.offset + rows[sel]],
+        entry=entry,
         side=side[rows[sel]],
         score=score[rows[sel]],
         votes=votes[sel],
@@ -243,6 +289,13 @@ def _candidates(
         probability=None if probability is None else probability[sel],
         events=scored.events,
         features=feats,
+        take_profit=np.asarray(take_profit, dtype=np.float64),
+        stop_loss=np.asarray(stop_loss, dtype=np.float64),
+        expiry_bars=strategy.expiry_bars,
+        strategy=strategy.name,
+        strategy_version=strategy.version,
+        vote_timeframes=tuple(strategy.timeframes),
+        feature_columns=tuple(strategy.filter_columns),
     )
 
 
@@ -260,14 +313,16 @@ def evaluate_symbol_history(
     as_of: pd.Timestamp | None = None,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
+    strategies: Sequence[Strategy] | None = None,
 ) -> pd.DataFrame:
     """All signals of one symbol's history, vectorized over every primary bar (backtest).
 
     `bars_by_tf`: timeframe -> frame indexed by UTC bar open time with OHLCV columns
     (a missing timeframe is resampled from "1m"). Only buckets closed by `as_of` are
     used; `as_of` defaults to the close of the last 1m bar (so a trailing, still-filling
-    bucket is ignored) or, without 1m bars, to no limit. Returns SIGNAL_COLUMNS rows
-    ordered by ts.
+    bucket is ignored) or, without 1m bars, to no limit. `strategies` run together over
+    features computed once (default: the built-in one). Returns SIGNAL_COLUMNS rows
+    ordered by ts, then strategy order.
     """
     cfg = config
     if as_of is not None:
@@ -276,20 +331,39 @@ def evaluate_symbol_history(
         as_of_ns = int(index_ns(bars_by_tf["1m"])[-1]) + timeframe_ns("1m")
     else:
         as_of_ns = None
+    chosen = _strategies(cfg, strategies)
     series = _prepare(bars_by_tf, cfg, as_of_ns=as_of_ns, window=None)
-    scored = _history_scored(series[cfg.primary_timeframe])
-    rows = np.flatnonzero(_fires(scored.side, scored.score, scored.feats["atr_14"], cfg))
-    cand = _candidates(
-        series,
-        cfg,
-        scored,
-        rows=rows.astype(np.int64),
-        last_emitted={},
-        signal_filter=signal_filter,
-    )
-    return candidate_frame(
-        cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
-    )
+    frames = shared_features(series)
+    out = []
+    for strategy, scored in zip(
+        chosen, _history_scored(series[cfg.primary_timeframe], chosen), strict=True
+    ):
+        cand = _candidates(
+            frames,
+            cfg,
+            strategy,
+            scored,
+            rows=np.flatnonzero(scored.fires).astype(np.int64),
+            last_emitted={},
+            signal_filter=signal_filter,
+        )
+        out.append(
+            candidate_frame(
+                cand,
+                cfg,
+                symbol=symbol,
+                exchange=exchange,
+                run_id=run_id,
+                model_version=model_version,
+            )
+        )
+    if len(out) == 1:
+        return out[0]
+    found = [f for f in out if not f.empty]
+    if not found:
+        return out[0]
+    merged = pd.concat(found, ignore_index=True)
+    return merged.sort_values("ts", kind="stable").reset_index(drop=True)
 
 
 def evaluate_latest_batch(
@@ -302,6 +376,8 @@ def evaluate_latest_batch(
     run_id: str = LIVE_RUN,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
+    strategies: Sequence[Strategy] | None = None,
+    run_ids: Mapping[str, str] | None = None,
 ) -> list[Signal]:
     """Signals of every symbol's primary bar that closed at `at` (live stream); updates `state`.
 
@@ -324,6 +400,8 @@ def evaluate_latest_batch(
         run_id=run_id,
         signal_filter=signal_filter,
         model_version=model_version,
+        strategies=strategies,
+        run_ids=run_ids,
     )
 
 
@@ -337,12 +415,20 @@ def evaluate_latest_series(
     run_id: str = LIVE_RUN,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
+    strategies: Sequence[Strategy] | None = None,
+    run_ids: Mapping[str, str] | None = None,
 ) -> list[Signal]:
     """`evaluate_latest_batch` on series already selected: per symbol and timeframe the
     closed bars by `at`, at most `live_window_bars` of them (`ClosedSeries.from_arrays`:
-    the live stream's in-memory windows, no DataFrame per symbol)."""
+    the live stream's in-memory windows, no DataFrame per symbol).
+
+    `strategies` run together over features computed once (default: the built-in one),
+    each with its own cooldown in `state`; `run_ids` maps a strategy name to the run its
+    signals go to (default `run_id`). Signals come per symbol, then strategy order.
+    """
     cfg = config
     at_ns = _ns_of(at)
+    chosen = _strategies(cfg, strategies)
     primary_tf, tf_ns = cfg.primary_timeframe, timeframe_ns(cfg.primary_timeframe)
     due: list[tuple[str, Mapping[str, ClosedSeries]]] = []
     for symbol, series in series_by_symbol.items():
@@ -350,22 +436,32 @@ def evaluate_latest_series(
         if ts.size and int(ts[-1]) + tf_ns == at_ns:
             due.append((symbol, series))
     signals: list[Signal] = []
-    latest = _latest_scored([series[primary_tf] for _, series in due], cfg)
-    for (symbol, series), scored in zip(due, latest, strict=True):
-        if scored is None:
-            continue
-        cand = _candidates(
-            series,
-            cfg,
-            scored,
-            rows=np.array([scored.side.size - 1], dtype=np.int64),
-            last_emitted=state.for_series(symbol, primary_tf),
-            signal_filter=signal_filter,
-        )
-        records = candidate_records(
-            cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
-        )
-        signals.extend(Signal(**r) for r in records)
+    latest = _latest_scored([series[primary_tf] for _, series in due], chosen)
+    for k, (symbol, series) in enumerate(due):
+        frames: dict[str, SeriesFeatures] | None = None
+        for strategy, scored_by_symbol in zip(chosen, latest, strict=True):
+            scored = scored_by_symbol[k]
+            if scored is None:
+                continue
+            frames = frames or shared_features(series)  # once per symbol, for all strategies
+            cand = _candidates(
+                frames,
+                cfg,
+                strategy,
+                scored,
+                rows=np.array([scored.side.size - 1], dtype=np.int64),
+                last_emitted=state.for_series(symbol, primary_tf, strategy.name),
+                signal_filter=signal_filter,
+            )
+            records = candidate_records(
+                cand,
+                cfg,
+                symbol=symbol,
+                exchange=exchange,
+                run_id=(run_ids or {}).get(strategy.name, run_id),
+                model_version=model_version,
+            )
+            signals.extend(Signal(**r) for r in records)
     return signals
 
 
@@ -380,6 +476,7 @@ def evaluate_latest(
     run_id: str = LIVE_RUN,
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
+    strategies: Sequence[Strategy] | None = None,
 ) -> list[Signal]:
     """Signals of the primary bar that closed at `at` (live stream); updates `state`.
 
@@ -396,4 +493,5 @@ def evaluate_latest(
         run_id=run_id,
         signal_filter=signal_filter,
         model_version=model_version,
+        strategies=strategies,
     )

@@ -4,7 +4,7 @@ cooldown state, ids."""
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
@@ -12,14 +12,15 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, FloatArray
 from signalengine.tasks.engine.buckets import timeframe_ns
 from signalengine.tasks.engine.config import EngineConfig
-from signalengine.tasks.engine.events import EVENT_TYPES, EventSeries
-from signalengine.tasks.engine.features import FEATURE_COLUMNS
+from signalengine.tasks.engine.events import EventSeries
+from signalengine.tasks.engine.features import FEATURE_COLUMNS  # noqa: F401  (re-exported)
 from signalengine.tasks.engine.mtf import mtf_details
 
-# Row-wise model: candidate features (FEATURE_COLUMNS + direction (+1/-1), score, mtf_score)
+# Row-wise model: candidate features (the strategy's filter_columns, FEATURE_COLUMNS for the
+# default; + direction (+1/-1), score, mtf_score)
 # -> probability per row. It must score each row on its own so that live and backtest agree.
 SignalFilter = Callable[[pd.DataFrame], NDArray[np.float64]]
 
@@ -46,6 +47,8 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "model_version",
     "features",
     "status",
+    "strategy",
+    "strategy_version",
 )
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "signalengine/signals")
 _SIDE = {1: "long", -1: "short"}
@@ -89,6 +92,8 @@ class Signal:
     model_version: str | None
     features: dict[str, float | None]
     status: str = "open"
+    strategy: str = DEFAULT_STRATEGY
+    strategy_version: str | None = None
 
     def as_record(self) -> dict[str, Any]:
         """The signal as a plain dict (column -> value)."""
@@ -99,25 +104,32 @@ class Signal:
 class CooldownState:
     """Live cooldown state: open time (ns) of the last emitted signal per series and side.
 
-    Keyed by (symbol, timeframe) -> {+1 | -1: ts_ns}. Rebuild it after a restart with
-    `from_signals` from the run's stored signals.
+    Keyed by (strategy, symbol, timeframe) -> {+1 | -1: ts_ns}: each strategy has its own
+    cooldown. Rebuild it after a restart with `from_signals` from the run's stored signals.
     """
 
-    last_emitted: dict[tuple[str, str], dict[int, int]] = field(default_factory=dict)
+    last_emitted: dict[tuple[str, str, str], dict[int, int]] = field(default_factory=dict)
 
-    def for_series(self, symbol: str, timeframe: str) -> MutableMapping[int, int]:
-        """The mutable {side: ts_ns} map of one symbol and timeframe."""
-        return self.last_emitted.setdefault((symbol, timeframe), {})
+    def for_series(
+        self, symbol: str, timeframe: str, strategy: str = DEFAULT_STRATEGY
+    ) -> MutableMapping[int, int]:
+        """The mutable {side: ts_ns} map of one strategy, symbol and timeframe."""
+        return self.last_emitted.setdefault((strategy, symbol, timeframe), {})
 
     @classmethod
-    def from_signals(cls, signals: pd.DataFrame) -> CooldownState:
-        """State from stored signals (columns symbol, timeframe, direction, ts)."""
+    def from_signals(cls, signals: pd.DataFrame, *, strategy: str | None = None) -> CooldownState:
+        """State from stored signals (columns symbol, timeframe, direction, ts and, if
+        present, strategy); without a strategy column they are `strategy`'s (or default's)."""
         state = cls()
         times = pd.DatetimeIndex(pd.to_datetime(signals["ts"], utc=True)).as_unit("ns").asi8
-        cols = (signals["symbol"], signals["timeframe"], signals["direction"], times.tolist())
-        for symbol, timeframe, direction, ts_ns in zip(*cols, strict=True):
+        if "strategy" in signals.columns:
+            names = [str(s) for s in signals["strategy"]]
+        else:
+            names = [strategy or DEFAULT_STRATEGY] * len(signals)
+        cols = (names, signals["symbol"], signals["timeframe"], signals["direction"])
+        for name, symbol, timeframe, direction, ts_ns in zip(*cols, times.tolist(), strict=True):
             side = 1 if direction == "long" else -1
-            series = state.for_series(str(symbol), str(timeframe))
+            series = state.for_series(str(symbol), str(timeframe), name)
             series[side] = max(ts_ns, series.get(side, ts_ns))
         return state
 
@@ -139,8 +151,16 @@ class Candidates:
     aligned: NDArray[np.bool_]
     mtf_score: FloatArray
     probability: FloatArray | None
-    events: dict[str, EventSeries]
-    features: dict[str, FloatArray]
+    events: Mapping[str, EventSeries]
+    features: Mapping[str, FloatArray]
+    # What the strategy that emitted them decided (tasks.engine.strategy.Strategy).
+    take_profit: FloatArray
+    stop_loss: FloatArray
+    expiry_bars: int
+    strategy: str
+    strategy_version: str | None
+    vote_timeframes: tuple[str, ...]
+    feature_columns: tuple[str, ...]
 
 
 def _json_float(value: float) -> float | None:
@@ -164,14 +184,17 @@ def _iso_utc(ts_ns: NDArray[np.int64]) -> list[str]:
 
 
 def _event_lists(cand: Candidates) -> list[list[dict[str, Any]]]:
-    """Per candidate: its events (EVENT_TYPES order) as {"type", "direction", "strength"}."""
-    rows = cand.rows
-    sides = np.column_stack([cand.events[n].direction[rows] for n in EVENT_TYPES]).tolist()
-    strengths = np.column_stack([cand.events[n].strength[rows] for n in EVENT_TYPES]).tolist()
+    """Per candidate: its events (the strategy's order; the default's is EVENT_TYPES) as
+    {"type", "direction", "strength"}."""
+    rows, names = cand.rows, list(cand.events)
+    if not names:
+        return [[] for _ in range(rows.size)]
+    sides = np.column_stack([cand.events[n].direction[rows] for n in names]).tolist()
+    strengths = np.column_stack([cand.events[n].strength[rows] for n in names]).tolist()
     return [
         [
             {"type": name, "direction": _SIDE[d], "strength": float(s)}
-            for name, d, s in zip(EVENT_TYPES, side_row, strength_row, strict=True)
+            for name, d, s in zip(names, side_row, strength_row, strict=True)
             if d != 0
         ]
         for side_row, strength_row in zip(sides, strengths, strict=True)
@@ -214,12 +237,13 @@ def candidate_columns(
     ts_ns = cand.ts_ns.astype(np.int64)
     ts = pd.DatetimeIndex(pd.to_datetime(ts_ns, unit="ns", utc=True)).as_unit("ns")
     entry = cand.entry.astype(np.float64)
-    atr = cand.features["atr_14"][cand.rows].astype(np.float64)
+    suffix = "" if cand.strategy == DEFAULT_STRATEGY else f"|{cand.strategy}"
     keys = [
-        f"{run_id}|{exchange}|{symbol}|{tf}|{d}|{iso}"
+        f"{run_id}|{exchange}|{symbol}|{tf}|{d}|{iso}{suffix}"
         for d, iso in zip(direction, _iso_utc(ts_ns), strict=True)
     ]
-    features = np.column_stack([cand.features[c][cand.rows] for c in FEATURE_COLUMNS])
+    columns = cand.feature_columns
+    features = np.column_stack([cand.features[c][cand.rows] for c in columns] or [entry[:0]])
     if cand.probability is None:
         prob: list[float | None] = [None] * n
     else:
@@ -234,20 +258,20 @@ def candidate_columns(
         "ts": ts,
         "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
         "entry_price": entry,
-        "take_profit": entry + side * cfg.tp_atr_multiple * atr,
-        "stop_loss": entry - side * cfg.sl_atr_multiple * atr,
-        "expires_at": ts + pd.Timedelta((1 + cfg.expiry_bars) * tf_ns, unit="ns"),
+        "take_profit": cand.take_profit.astype(np.float64),
+        "stop_loss": cand.stop_loss.astype(np.float64),
+        "expires_at": ts + pd.Timedelta((1 + cand.expiry_bars) * tf_ns, unit="ns"),
         "score": cand.score.astype(np.float64),
         "events": _event_lists(cand),
         "mtf_aligned": cand.aligned.astype(np.bool_),
         "mtf_score": cand.mtf_score.astype(np.float64),
-        "mtf_details": _mtf_detail_dicts(cand.votes, list(cfg.timeframes)),
+        "mtf_details": _mtf_detail_dicts(cand.votes, list(cand.vote_timeframes)),
         "ai_probability": prob,
         "model_version": [model_version if p is not None else None for p in prob],
-        "features": [
-            dict(zip(FEATURE_COLUMNS, row, strict=True)) for row in _json_floats(features)
-        ],
+        "features": [dict(zip(columns, row, strict=True)) for row in _json_floats(features)],
         "status": ["open"] * n,
+        "strategy": [cand.strategy] * n,
+        "strategy_version": [cand.strategy_version] * n,
     }
 
 
@@ -301,11 +325,20 @@ def candidate_records(
 
 
 def signal_id(
-    *, run_id: str, exchange: str, symbol: str, timeframe: str, direction: str, ts: pd.Timestamp
+    *,
+    run_id: str,
+    exchange: str,
+    symbol: str,
+    timeframe: str,
+    direction: str,
+    ts: pd.Timestamp,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> str:
-    """Deterministic id: uuid5 of run_id|exchange|symbol|timeframe|direction|ts (ISO, UTC)."""
+    """Deterministic id: uuid5 of run_id|exchange|symbol|timeframe|direction|ts (ISO, UTC),
+    with `|strategy` appended for any strategy but the default (whose ids predate them)."""
     iso = pd.Timestamp(ts).tz_convert("UTC").isoformat()
-    key = f"{run_id}|{exchange}|{symbol}|{timeframe}|{direction}|{iso}"
+    suffix = "" if strategy == DEFAULT_STRATEGY else f"|{strategy}"
+    key = f"{run_id}|{exchange}|{symbol}|{timeframe}|{direction}|{iso}{suffix}"
     return str(uuid.uuid5(_ID_NAMESPACE, key))
 
 
