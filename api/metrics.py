@@ -30,7 +30,7 @@ from signalengine.api.db.performance import (
     data_versions,
     latest_feature_importance,
     outcome_counts,
-    performance_by_symbol,
+    performance_by_strategy,
 )
 from signalengine.api.schemas import Signal
 from signalengine.core.vocabulary import LIVE_RUN
@@ -51,7 +51,10 @@ class DatabaseSnapshot:
     outcomes: dict[str, int] = field(default_factory=dict)
     returns: tuple[list[int], float, int] = ([], 0.0, 0)
     durations: tuple[list[int], float, int] = ([], 0.0, 0)
-    by_symbol: dict[str, tuple[float, float, float | None]] = field(default_factory=dict)
+    # (strategy, symbol) -> (win rate, mean return, sharpe): each strategy is its own system
+    by_symbol: dict[tuple[str, str], tuple[float, float, float | None]] = field(
+        default_factory=dict
+    )
     importance: list[tuple[str, str, float]] = field(default_factory=list)
 
 
@@ -97,24 +100,24 @@ class _DatabaseCollector(Collector):
             )
         win_rate = GaugeMetricFamily(
             "signal_win_rate",
-            "Share of settled live signals that hit take profit.",
-            labels=["symbol"],
+            "Share of settled live signals that hit take profit, per strategy and symbol.",
+            labels=["strategy", "symbol"],
         )
         avg_return = GaugeMetricFamily(
             "signal_avg_return_pct",
-            "Mean return of settled live signals (percent).",
-            labels=["symbol"],
+            "Mean return of settled live signals (percent), per strategy and symbol.",
+            labels=["strategy", "symbol"],
         )
         sharpe = GaugeMetricFamily(
             "signal_sharpe",
-            "Mean / std of per-trade return_pct of settled live signals.",
-            labels=["symbol"],
+            "Mean / std of per-trade return_pct of settled live signals, per strategy and symbol.",
+            labels=["strategy", "symbol"],
         )
-        for symbol, (rate, avg, sharpe_value) in sorted(snap.by_symbol.items()):
-            win_rate.add_metric([symbol], rate)
-            avg_return.add_metric([symbol], avg)
+        for key, (rate, avg, sharpe_value) in sorted(snap.by_symbol.items()):
+            win_rate.add_metric(list(key), rate)
+            avg_return.add_metric(list(key), avg)
             if sharpe_value is not None:
-                sharpe.add_metric([symbol], sharpe_value)
+                sharpe.add_metric(list(key), sharpe_value)
         yield from (win_rate, avg_return, sharpe)
         importance = GaugeMetricFamily(
             "feature_importance",
@@ -176,7 +179,7 @@ class ApiMetrics:
         self.signals_generated = Counter(
             "signals_generated_total",
             "Live signals announced to this replica.",
-            ["symbol", "direction", "timeframe", "mtf_aligned"],
+            ["symbol", "direction", "timeframe", "mtf_aligned", "strategy"],
             registry=reg,
         )
         self.signal_score = Histogram(
@@ -204,7 +207,11 @@ class ApiMetrics:
     def observe_signal(self, signal: Signal) -> None:
         """Count a live signal this replica received."""
         self.signals_generated.labels(
-            signal.symbol, signal.direction, signal.timeframe, str(signal.mtf_aligned).lower()
+            signal.symbol,
+            signal.direction,
+            signal.timeframe,
+            str(signal.mtf_aligned).lower(),
+            signal.strategy,
         ).inc()
         self.signal_score.observe(signal.score)
 
@@ -213,7 +220,7 @@ class ApiMetrics:
         versions = await data_versions(conn=conn, names=_VERSIONED_TABLES)
         if versions is not None and versions == self._database.snapshot.versions:
             return
-        rows = await performance_by_symbol(conn=conn, where=_LIVE)
+        rows = await performance_by_strategy(conn=conn, where=_LIVE, by_symbol=True)
         importance = await latest_feature_importance(conn=conn, model_type=None)
         self._database.snapshot = DatabaseSnapshot(
             versions=versions,
@@ -225,7 +232,7 @@ class ApiMetrics:
                 conn=conn, column="duration_sec", bounds=DURATION_BUCKETS
             ),
             by_symbol={
-                row["symbol"]: (
+                (row["strategy"], row["symbol"]): (
                     int(row["wins"]) / int(row["count"]),
                     float(row["avg_return_pct"]),
                     float(row["avg_return_pct"]) / float(row["std_return_pct"])

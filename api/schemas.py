@@ -247,4 +247,7 @@ class LegacyMetrics(BaseModel):
     profit_factor: float | None
     sharpe: float | None
     max_drawdown_pct: float | None
-    by_symbol: dict[str, SymbolFigures]
+    by_symbol: dict[str, SymbolFigures] = Field(description="The `default` strategy's figures.")
+    by_strategy: dict[str, dict[str, SymbolFigures]] = Field(
+        description="Every strategy's figures per symbol: strategy -> symbol -> figures."
+    )

@@ -153,16 +153,18 @@ async def performance_by_symbol(
 
 
 async def performance_by_strategy(
-    *, conn: AsyncConn, where: PerformanceFilter
+    *, conn: AsyncConn, where: PerformanceFilter, by_symbol: bool = False
 ) -> list[dict[str, Any]]:
-    """Per strategy: count, wins (tp_hit), avg_return_pct, total_return_pct, sample std."""
+    """Per strategy (and symbol with `by_symbol`): count, wins (tp_hit), avg_return_pct,
+    total_return_pct, sample std."""
     condition, params = where.where()
+    keys = sql.SQL("strategy, symbol" if by_symbol else "strategy")
     query = sql.SQL(
-        "SELECT strategy, count(*) AS count, count(*) FILTER (WHERE outcome = 'tp_hit') AS wins,"
+        "SELECT {keys}, count(*) AS count, count(*) FILTER (WHERE outcome = 'tp_hit') AS wins,"
         " avg(return_pct) AS avg_return_pct, sum(return_pct) AS total_return_pct,"
         " stddev_samp(return_pct) AS std_return_pct"
-        " FROM signal_performance WHERE {} GROUP BY strategy ORDER BY strategy"
-    ).format(condition)
+        " FROM signal_performance WHERE {condition} GROUP BY {keys} ORDER BY {keys}"
+    ).format(keys=keys, condition=condition)
     cur = await conn.execute(query, params)
     return await cur.fetchall()
 

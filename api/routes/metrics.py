@@ -12,6 +12,7 @@ from signalengine.api.deps import ConnDep, StateDep
 from signalengine.api.metrics import OUTCOMES, system_figures
 from signalengine.api.schemas import LegacyMetrics, SymbolFigures
 from signalengine.api.stats import performance_stats
+from signalengine.core.vocabulary import DEFAULT_STRATEGY
 
 router = APIRouter(prefix="/metrics", tags=["metrics"])
 
@@ -25,6 +26,18 @@ async def metrics(state: StateDep, conn: ConnDep) -> Response:
     """Prometheus exposition of the API's families."""
     await state.metrics.refresh(conn=conn)
     return Response(state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _by_strategy(
+    figures: dict[tuple[str, str], tuple[float, float, float | None]],
+) -> dict[str, dict[str, SymbolFigures]]:
+    """strategy -> symbol -> figures."""
+    out: dict[str, dict[str, SymbolFigures]] = {}
+    for (strategy, symbol), (rate, avg, sharpe) in figures.items():
+        out.setdefault(strategy, {})[symbol] = SymbolFigures(
+            win_rate=rate, avg_return_pct=avg, sharpe=sharpe
+        )
+    return out
 
 
 @router.get("/legacy")
@@ -57,6 +70,8 @@ async def legacy(state: StateDep, conn: ConnDep) -> LegacyMetrics:
         max_drawdown_pct=stats.max_drawdown_pct,
         by_symbol={
             symbol: SymbolFigures(win_rate=rate, avg_return_pct=avg, sharpe=sharpe)
-            for symbol, (rate, avg, sharpe) in snapshot.by_symbol.items()
+            for (strategy, symbol), (rate, avg, sharpe) in snapshot.by_symbol.items()
+            if strategy == DEFAULT_STRATEGY
         },
+        by_strategy=_by_strategy(snapshot.by_symbol),
     )

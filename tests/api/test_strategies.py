@@ -4,12 +4,14 @@
 from __future__ import annotations
 
 import json
+import time
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import httpx
 import psycopg
 import pytest
+from prometheus_client.parser import text_string_to_metric_families
 from websockets.asyncio.client import connect
 
 from tests.api.server import ApiServer
@@ -25,12 +27,18 @@ Conn = psycopg.Connection[Any]
 T0 = datetime(2025, 4, 1, tzinfo=UTC)
 
 
-def _settled(db: Conn, strategy: str, outcomes: list[str]) -> list[dict[str, Any]]:
+def _settled(
+    db: Conn, strategy: str, outcomes: list[str], **overrides: Any
+) -> list[dict[str, Any]]:
     """One stored and settled signal per outcome, of `strategy`."""
     rows = []
     for i, outcome in enumerate(outcomes):
         signal = create_random_signal(
-            db, ts=T0 + timedelta(minutes=5 * i), strategy=strategy, strategy_version="v1"
+            db,
+            ts=T0 + timedelta(minutes=5 * i),
+            strategy=strategy,
+            strategy_version="v1",
+            **overrides,
         )
         create_random_performance(db, signal, outcome=outcome, strategy=strategy)
         rows.append(signal)
@@ -109,3 +117,37 @@ async def test_feed_subscribe_filters_by_strategy(api: ApiServer, db: Conn) -> N
         insert_signals(db, later)
         message = await next_of_type(ws, "signal")
     assert (message["data"]["id"], message["data"]["strategy"]) == (str(later[1]["id"]), "donchian")
+
+
+def test_metrics_label_strategies(client: httpx.Client, db: Conn) -> None:
+    def samples() -> dict[tuple[str, str], float]:
+        """(family sample, strategy) -> value summed over the other labels."""
+        out: dict[tuple[str, str], float] = {}
+        for family in text_string_to_metric_families(client.get("/metrics").text):
+            for sample in family.samples:
+                if "strategy" in sample.labels:
+                    key = (sample.name, sample.labels["strategy"])
+                    out[key] = out.get(key, 0.0) + sample.value
+        return out
+
+    def generated(found: dict[tuple[str, str], float], strategy: str) -> float:
+        """Counted since the test began (the replica lives for the whole session)."""
+        key = ("signals_generated_total", strategy)
+        return found.get(key, 0.0) - before.get(key, 0.0)
+
+    before = samples()
+    _settled(db, "default", ["tp_hit", "sl_hit", "sl_hit", "sl_hit"], symbol="ETH/USDT")
+    _settled(db, "donchian", ["tp_hit", "tp_hit", "tp_hit", "sl_hit"], symbol="ETH/USDT")
+    deadline = time.monotonic() + 5
+    found = samples()
+    while generated(found, "donchian") < 4 or generated(found, "default") < 4:  # LISTEN
+        assert time.monotonic() < deadline
+        time.sleep(0.05)
+        found = samples()
+    assert (generated(found, "default"), generated(found, "donchian")) == (4, 4)
+    assert found[("signal_win_rate", "default")] == pytest.approx(0.25)
+    assert found[("signal_win_rate", "donchian")] == pytest.approx(0.75)
+    assert ("signal_sharpe", "donchian") in found
+    legacy = client.get("/metrics/legacy").json()
+    assert legacy["by_strategy"]["donchian"]["ETH/USDT"]["win_rate"] == pytest.approx(0.75)
+    assert legacy["by_symbol"]["ETH/USDT"]["win_rate"] == pytest.approx(0.25)  # the default's
