@@ -188,6 +188,48 @@ def _recursive_arrays(
     return out
 
 
+_RECURSIVE_COLUMNS = (
+    "ema_12",
+    "ema_26",
+    "ema_slope",
+    "rsi_14",
+    "atr_14",
+    "macd",
+    "macd_signal",
+    "macd_hist",
+)
+
+
+def _recursive_tails(
+    high: FloatArray,
+    low: FloatArray,
+    close: FloatArray,
+    *,
+    tail: int,
+    out: dict[str, FloatArray],
+    row: int,
+) -> None:
+    """Row `row` of `out` = the last `tail` rows of `_recursive_arrays(high, low, close)`.
+
+    Bit for bit the same: the same TA-Lib calls over the whole series (their NaN rules
+    too), while the elementwise columns (slope, MACD histogram) are computed on the tail
+    only; the live stream runs this for every symbol at every primary close.
+    """
+    n = close.size
+    present = n - np.count_nonzero(np.isnan(close))  # `_ema`'s rule, counted once
+    ema_12 = talib.EMA(close, timeperiod=12) if present >= 12 else _nan(n)
+    ema_26 = talib.EMA(close, timeperiod=26) if present >= 26 else _nan(n)
+    macd = ema_12 - ema_26
+    signal = _ema(macd, 9)
+    e = ema_12[-tail - 1 :]
+    out["ema_12"][row], out["ema_26"][row] = e[1:], ema_26[-tail:]
+    out["ema_slope"][row] = (e[1:] / e[:-1] - 1.0) * 100.0
+    out["rsi_14"][row] = talib.RSI(close, timeperiod=14)[-tail:] if n > 14 else np.nan
+    out["atr_14"][row] = talib.ATR(high, low, close, timeperiod=14)[-tail:] if n > 14 else np.nan
+    m, sg = macd[-tail:], signal[-tail:]
+    out["macd"][row], out["macd_signal"][row], out["macd_hist"][row] = m, sg, m - sg
+
+
 def _window_arrays(close: FloatArray, volume: FloatArray) -> dict[str, FloatArray]:
     """The window-local columns (last axis = bars; 1-D or stacked 2-D): bands, volume_z,
     returns, rv_20. Row i reads rows i - WINDOW_LOOKBACK_BARS .. i only."""
@@ -261,15 +303,13 @@ def feature_tails(
     span = tail + WINDOW_LOOKBACK_BARS
     if tail < 1 or any(cols[2].size < span for cols in series):
         raise ValueError(f"every series needs at least tail + {WINDOW_LOOKBACK_BARS} bars")
-    empty = np.empty(0)
-    stacked = {name: np.empty((len(series), tail)) for name in _recursive_arrays(*[empty] * 3)}
+    stacked = {name: np.empty((len(series), tail)) for name in _RECURSIVE_COLUMNS}
     closes, volumes = np.empty((len(series), span)), np.empty((len(series), span))
-    for k, cols in enumerate(series):
-        high, low, close, volume = _contiguous(*cols)
-        recursive = _recursive_arrays(high, low, close)
-        for name, rows in stacked.items():
-            rows[k] = recursive[name][-tail:]
-        closes[k], volumes[k] = close[-span:], volume[-span:]
+    with np.errstate(divide="ignore", invalid="ignore"):  # once, not per series
+        for k, cols in enumerate(series):
+            high, low, close, volume = _contiguous(*cols)
+            _recursive_tails(high, low, close, tail=tail, out=stacked, row=k)
+            closes[k], volumes[k] = close[-span:], volume[-span:]
     window = {name: v[:, -tail:] for name, v in _window_arrays(closes, volumes).items()}
     return _combined(stacked, window, np.ascontiguousarray(closes[:, -tail:]))
 

@@ -21,7 +21,7 @@ The database stays the source of truth:
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -120,6 +120,31 @@ class _Track:
         hi = np.sum(self.ts <= at_ns - self.width_ns, axis=1)
         lo = np.sum(self.ts < at_ns - (window + 1) * self.width_ns, axis=1)
         return np.maximum(lo, hi - window), hi
+
+
+class _HeldSeries(Mapping[str, ClosedSeries]):
+    """One symbol's series at one close, each timeframe selected when first read."""
+
+    __slots__ = ("_at_ns", "_made", "_row", "_windows")
+
+    def __init__(self, windows: LiveWindows, row: int, at_ns: int) -> None:
+        self._windows, self._row, self._at_ns = windows, row, at_ns
+        self._made: dict[str, ClosedSeries] = {}
+
+    def __getitem__(self, timeframe: str) -> ClosedSeries:
+        made = self._made.get(timeframe)
+        if made is None:
+            if timeframe not in self._windows.tracks:
+                raise KeyError(timeframe)
+            made = self._windows._select(timeframe, self._row, self._at_ns)
+            self._made[timeframe] = made
+        return made
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._windows.tracks)
+
+    def __len__(self) -> int:
+        return len(self._windows.tracks)
 
 
 @dataclass
@@ -285,19 +310,26 @@ class LiveWindows:
             newer = ts[pick] > track.last_ts()[r]
             track.append(r[newer], ts[pick][newer], {c: v[pick][newer] for c, v in values.items()})
 
-    def series(self, at_ms: int) -> dict[str, dict[str, ClosedSeries]]:
-        """symbol -> timeframe -> closed bars by `at_ms` (at most `window`), as views."""
+    def series(self, at_ms: int) -> dict[str, Mapping[str, ClosedSeries]]:
+        """symbol -> timeframe -> closed bars by `at_ms` (at most `window`), as views.
+
+        Each symbol's timeframes are selected on first read: a close reads every
+        symbol's primary series but the others only for the few bars that fire.
+        """
         if at_ms > self.synced_ms:
             raise ValueError(f"windows hold bars up to {self.synced_ms}, not {at_ms}")
         at_ns = at_ms * MS
-        out: dict[str, dict[str, ClosedSeries]] = {s: {} for s in self.symbols}
-        for tf, track in self.tracks.items():
-            lo, hi = track.selection(at_ns, self.window)
-            for row, symbol in enumerate(self.symbols):
-                a, b = int(lo[row]), int(hi[row])
-                cols = {c: track.cols[c][row, a:b] for c in OHLCV_COLUMNS}
-                out[symbol][tf] = ClosedSeries.from_arrays(tf, track.ts[row, a:b], cols)
-        return out
+        return {s: _HeldSeries(self, row, at_ns) for row, s in enumerate(self.symbols)}
+
+    def _select(self, timeframe: str, row: int, at_ns: int) -> ClosedSeries:
+        """One symbol's rows of `_Track.selection` (two binary searches, no copy)."""
+        track = self.tracks[timeframe]
+        held = track.ts[row, : track.end[row]]
+        hi = int(np.searchsorted(held, at_ns - track.width_ns, "right"))
+        lo = int(np.searchsorted(held, at_ns - (self.window + 1) * track.width_ns, "left"))
+        lo = max(lo, hi - self.window)
+        cols = {c: track.cols[c][row, lo:hi] for c in OHLCV_COLUMNS}
+        return ClosedSeries.from_arrays(timeframe, held[lo:hi], cols)
 
     def nbytes(self) -> int:
         """Memory the windows hold (bytes)."""
