@@ -23,6 +23,7 @@ from signalengine.core.db import connect
 from signalengine.core.progress import progress_bar
 from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.loader import load_strategies
 from signalengine.tasks.runs.backtest import summarize_performance
 from signalengine.tasks.runs.chunks import ChunkResult, chunk_symbols, merge_chunks, run_chunk
 from signalengine.tasks.runs.history import clear_run, load_history, load_markers
@@ -50,8 +51,13 @@ def simulate_chunk(
     end: pd.Timestamp,
     run_id: str,
     config: EngineConfig,
+    strategies: str | None = None,
 ) -> ChunkResult:
-    """Read the chunk's 1m bars, run engine and settlement, store the results (COPY)."""
+    """Read the chunk's 1m bars, run engine and settlement, store the results (COPY).
+
+    `strategies`: the SIGNALENGINE_STRATEGIES value, loaded here (a Dask worker imports
+    the strategies' code itself)."""
+    chosen = load_strategies(strategies, config)
     with connect() as conn:
         conn.autocommit = True
         return run_chunk(
@@ -63,6 +69,7 @@ def simulate_chunk(
             end=end,
             run_id=run_id,
             config=config,
+            strategies=chosen,
         )
 
 
@@ -138,13 +145,16 @@ def backtest(
         raise ValueError(f"start {begin} must be before end {stop}")
     run_id = run_id or f"backtest-{uuid.uuid4().hex[:8]}"
     chunks = chunk_symbols(chosen, chunk_size or settings.backtest_chunk_symbols)
+    config = EngineConfig.from_settings(settings)
+    load_strategies(settings.strategies, config)  # a bad spec fails here, before any chunk
     clear(run_id)
     args = {
         "exchange": exchange,
         "start": begin,
         "end": stop,
         "run_id": run_id,
-        "config": EngineConfig.from_settings(settings),
+        "config": config,
+        "strategies": settings.strategies,
     }
     results = _run_chunks(chunks, args)
     performance, seconds = merge_chunks(results)

@@ -9,7 +9,7 @@ settled over the same 1m bars (tasks.outcomes.settlement) as of the close of the
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -27,6 +27,7 @@ from signalengine.tasks.engine.buckets import (
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, SignalFilter
+from signalengine.tasks.engine.strategy import Strategy
 from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signals
 from signalengine.tasks.outcomes.stats import trade_statistics
 
@@ -42,6 +43,7 @@ def run_backtest(
     signal_filter: SignalFilter | None = None,
     model_version: str | None = None,
     on_symbol: Callable[[str, int], None] | None = None,
+    strategies: Sequence[Strategy] | None = None,
 ) -> tuple[pd.DataFrame, pd.DataFrame, dict[str, Any]]:
     """Backtest every symbol; returns (signals, performance, summary).
 
@@ -50,6 +52,8 @@ def run_backtest(
     (status = outcome once settled, else 'open'); `performance` has the
     `signal_performance` columns for the settled ones; `summary` is JSON-safe (see
     `summarize_performance`) plus `bars_processed` (1m bars read) and `seconds`.
+    `strategies` run together over each symbol's bars and features (default: the
+    built-in one); every signal names its strategy.
     """
     started = time.perf_counter()
     cfg = config
@@ -72,6 +76,7 @@ def run_backtest(
             config=cfg,
             signal_filter=signal_filter,
             model_version=model_version,
+            strategies=strategies,
         )
         if signals.empty:
             continue

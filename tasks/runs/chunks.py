@@ -21,6 +21,7 @@ import pandas as pd
 
 from signalengine.core.db import DbConn
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.strategy import Strategy
 from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS
 from signalengine.tasks.runs.backtest import run_backtest
 from signalengine.tasks.runs.history import load_history_columns, store_results
@@ -68,6 +69,7 @@ def run_chunk(
     run_id: str,
     config: EngineConfig,
     on_symbol: Callable[[str, int], None] | None = None,
+    strategies: Sequence[Strategy] | None = None,
 ) -> ChunkResult:
     """Load the chunk's 1m bars, backtest them, store signals and outcomes with COPY."""
     began = time.perf_counter()
@@ -76,7 +78,12 @@ def run_chunk(
     )
     loaded = time.perf_counter()
     signals, performance, summary = run_backtest(
-        bars, config=config, run_id=run_id, exchange=exchange, on_symbol=on_symbol
+        bars,
+        config=config,
+        run_id=run_id,
+        exchange=exchange,
+        on_symbol=on_symbol,
+        strategies=strategies,
     )
     del bars  # the chunk's bars are released before its results are written
     simulated = time.perf_counter()
