@@ -6,19 +6,18 @@ classic mistake each, the kinds freqtrade's lookahead/recursive analysis is know
   confirms it (`next_close`, the close of bar i+1, read at bar i);
 - `CentredMean`: a centred rolling mean (`centred_mean`, bars i-k .. i+k: half of its window
   lies in the future), the pandas `rolling(center=True)` mistake;
-- `UnclosedHigherTimeframe`: its 1h vote reads the 1h bar still in progress at the
-  trigger (its final close), the informative-merge-by-open-time mistake: the engine asks
-  for the vote of the last *closed* 1h bar, and this vote reads the bar after it.
+- `UnclosedHigherTimeframe`: it trades with the 1h bar its trigger falls in, built from
+  the primary bars and merged back by open time (`hour_close`: that hour's final close,
+  still in the future at every 5m bar but its last), freqtrade's informative-pair mistake.
 """
 
 from __future__ import annotations
 
 import numpy as np
-from numpy.typing import NDArray
 from pydantic import Field
 
 from examples.strategies.donchian import Donchian, DonchianParams
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES, FloatArray
 from signalengine.tasks.engine.strategy import Entry, Frame
 
 __all__ = ["CentredMean", "CentredMeanParams", "NextBarPeek", "UnclosedHigherTimeframe"]
@@ -92,21 +91,29 @@ class CentredMean(Donchian):
 
 
 class UnclosedHigherTimeframe(Donchian):
-    """Donchian breakout that must agree with the 1h bar in progress (see module docstring)."""
-
-    higher_timeframe = "1h"
-
-    @property
-    def timeframes(self) -> tuple[str, ...]:
-        return (self.higher_timeframe,)
+    """Donchian breakout taken only in the direction of the hour it falls in (see module
+    docstring): the hour's bars are grouped from the primary bars, and its close is the
+    close of the hour's *last* bar, which a backtest already holds at every bar before it."""
 
     @property
-    def mtf_alignment_required(self) -> bool:
-        return True
+    def filter_columns(self) -> tuple[str, ...]:
+        return (*super().filter_columns, "hour_close")
 
-    def vote(self, frame: Frame) -> NDArray[np.int8]:
-        """Row j votes with the body of bar j+1: at a 5m close inside an hour, the engine
-        reads the vote of the last closed 1h bar, and this one answers with the hour still
-        forming, whose final close a backtest already holds."""
-        body = _next(_col(frame, "close")) - _next(_col(frame, "open"))
-        return (body > 0).astype(np.int8) - (body < 0).astype(np.int8)
+    def hour_close(self, frame: Frame) -> tuple[FloatArray, FloatArray]:
+        """(open, close) of the hour each bar falls in, as a resample labelled by open
+        time and merged back onto the bars would give (bars grouped by position: the
+        engine's frames carry no times, and histories start on whole hours)."""
+        per_hour = max(1, 60 // TIMEFRAME_MINUTES[self.primary_timeframe])
+        open_, close = _col(frame, "open"), _col(frame, "close")
+        n = close.shape[-1]
+        starts = np.arange(n) // per_hour * per_hour
+        ends = np.minimum(starts + per_hour, n) - 1
+        return open_[..., starts], close[..., ends]
+
+    def entry(self, frame: Frame) -> Entry:
+        direction, columns = self.breakout(frame)
+        hour_open, hour_close = self.hour_close(frame)
+        body = np.sign(hour_close - hour_open)
+        direction = np.where(body == direction, direction, 0).astype(np.int8)
+        features = {**columns, "hour_close": hour_close}
+        return Entry(direction, np.abs(direction).astype(np.float64), features=features)

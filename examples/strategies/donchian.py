@@ -5,8 +5,8 @@ when it breaks below their lowest low; take profit and stop loss at fixed percen
 the entry. Everything it reads is window-local (the channel of the last `period` bars,
 nothing recursive; the features it records are window-local too), so its warm-up is
 `max(period, 20) + 1` bars and it declares that.
-Its MTF vote is the side of the channel's middle the close is on, on its primary
-timeframe only: a plain breakout needs no other timeframe.
+Its MTF vote is the side of the 20-bar mean the close is on, on its primary timeframe
+only (recorded, not required): a plain breakout needs no other timeframe.
 """
 
 from __future__ import annotations
@@ -95,9 +95,9 @@ class Donchian(Strategy):
         return np.asarray(entry.direction != 0, dtype=np.bool_)
 
     def vote(self, frame: Frame) -> NDArray[np.int8]:
-        close = _col(frame, "close")
-        high, low = self.channel(frame)
-        middle = (high + low) / 2.0
+        """The side of the 20-bar mean the close is on (row by row: the engine hands a vote
+        the rows it reads only)."""
+        close, middle = _col(frame, "close"), _col(frame, "bb_middle")
         return (close > middle).astype(np.int8) - (close < middle).astype(np.int8)
 
     def exits(

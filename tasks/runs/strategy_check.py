@@ -56,7 +56,7 @@ DEFAULT_WARMUP_STARTS = 3
 # Primary bars compared after the declared warm-up, at least (a fifth of it if longer).
 WARMUP_MARGIN_BARS = 100
 # Live-driver closes per symbol stepped in full; beyond that, PARITY_BLOCKS blocks of them.
-MAX_PARITY_CLOSES = 720
+MAX_PARITY_CLOSES = 480
 PARITY_BLOCKS = 3
 
 __all__ = [
@@ -446,11 +446,31 @@ def check_parity(subject: CheckSubject, bars_by_symbol: Mapping[str, pd.DataFram
                         "symbol": symbol,
                         "closes": closes,
                         "differing_signals": len(diffs),
-                        "first": _offence(subject, diffs[0], frames[symbol], frames[symbol])
+                        "first": _offence(
+                            subject,
+                            diffs[0],
+                            frames[symbol],
+                            _live_view(frames[symbol], diffs[0].ts, subject),
+                        )
                         | {"reference": "backtest", "other": "live"},
                     },
                 )
     return CheckResult(closes > 0, {"closes": closes, "signals": compared})
+
+
+def _live_view(
+    bars_tf: Mapping[str, pd.DataFrame], ts: pd.Timestamp, subject: CheckSubject
+) -> dict[str, pd.DataFrame]:
+    """What the live driver holds at the close of primary bar `ts`: per timeframe the last
+    `live_window_bars` bars closed by then (the 1m ones too, which fix the close)."""
+    at_ns = ts.value + timeframe_ns(subject.primary_timeframe)
+    out = {}
+    for tf, frame in bars_tf.items():
+        closed = frame.iloc[
+            : int(np.searchsorted(index_ns(frame), at_ns - timeframe_ns(tf), "right"))
+        ]
+        out[tf] = closed if tf == "1m" else closed.iloc[-subject.live_window_bars :]
+    return out
 
 
 def _ts_ns(frame: pd.DataFrame) -> np.ndarray[Any, np.dtype[np.int64]]:

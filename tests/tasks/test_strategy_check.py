@@ -20,13 +20,15 @@ from psycopg.rows import dict_row
 
 from signalengine.core.errors import ConfigurationError
 from signalengine.tasks.engine.config import EngineConfig
-from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.strategies import DefaultStrategy
 from signalengine.tasks.marketdata.klines import store_klines
 from signalengine.tasks.marketdata.validation import validate_klines
-from signalengine.tasks.runs.strategy_check import bars_by_timeframe
-from signalengine.tasks.runs.strategy_gate import admit_strategies, check_stored, resolve_strategy
-from signalengine.tasks.runs.strategy_subjects import strategy_subject
+from signalengine.tasks.runs.strategy_gate import (
+    admit_strategies,
+    check_stored,
+    check_window,
+    resolve_strategy,
+)
 from tests.utils.klines import random_klines
 from tests.utils.tables import empty_database
 
@@ -55,11 +57,11 @@ def stored(database_url: str) -> Iterator[str]:
 
 
 def _check(
-    url: str, name: str, *extra: str, env: dict[str, str] | None = None
+    url: str, name: str, *extra: str, symbols: tuple[str, ...] = SYMBOLS
 ) -> subprocess.CompletedProcess[str]:
     values = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALENGINE_")}
-    values.update(SIGNALENGINE_DATABASE_URL=url, **(env or {}))
-    args = ["strategy", "check", name, "--symbols", ",".join(SYMBOLS), *extra]
+    values.update(SIGNALENGINE_DATABASE_URL=url)
+    args = ["strategy", "check", name, "--symbols", ",".join(symbols), *extra]
     return subprocess.run(
         [sys.executable, "-m", "signalengine", *args],
         cwd=ROOT,  # `python -m` puts the checkout on sys.path: examples.strategies imports
@@ -99,13 +101,13 @@ def test_unbiased_strategies_pass(stored: str, name: str) -> None:
     [
         ("NextBarPeek", "next_close", "5m"),
         ("CentredMean", "centred_mean", "5m"),
-        ("UnclosedHigherTimeframe", "vote_1h", "1h"),
+        ("UnclosedHigherTimeframe", "hour_close", "5m"),
     ],
 )
 def test_biased_strategies_fail_naming_the_feature(
     stored: str, cls: str, moved: str, timeframe: str
 ) -> None:
-    result = _check(stored, f"examples.strategies.biased:{cls}")
+    result = _check(stored, f"examples.strategies.biased:{cls}", symbols=SYMBOLS[:1])
     verdict = _verdict(result)
     assert result.returncode == 1, result.stderr
     assert verdict["passed"] is False
@@ -120,19 +122,41 @@ def test_biased_strategies_fail_naming_the_feature(
 
 def test_a_recursive_feature_fails_the_warm_up_check(stored: str) -> None:
     """Donchian recording ATR (recursive: Wilder smoothing) while declaring 21 bars."""
-    result = _check(stored, "tests.tasks.strategy_examples:DonchianWithAtr")
-    verdict = _verdict(result)
-    assert result.returncode == 1
+    strategy = resolve_strategy(
+        "tests.tasks.strategy_examples:DonchianWithAtr", configured=None, config=EngineConfig()
+    )
+    with psycopg.connect(stored, row_factory=dict_row, autocommit=True) as conn:
+        begin, end = check_window(
+            conn, exchange="binance", symbols=SYMBOLS[:1], start=None, end=None
+        )
+        verdict = check_stored(
+            conn, strategy, exchange="binance", symbols=SYMBOLS[:1], start=begin, end=end, cuts=3
+        )
     warmup = verdict["checks"]["warmup"]
     assert warmup["passed"] is False and "atr_14" in warmup["first"]["moved"]
     assert warmup["minimal_warmup_bars"] > warmup["declared_lookback_bars"] == 21
     assert verdict["checks"]["lookahead"]["passed"] is True
+    assert verdict["passed"] is False
 
 
 def test_bad_input_is_one_line_and_exit_2(stored: str) -> None:
+    with psycopg.connect(stored, row_factory=dict_row, autocommit=True) as conn:
+        with pytest.raises(ConfigurationError, match="no stored 1m bars"):
+            check_window(conn, exchange="binance", symbols=["NONE/USDT"], start=None, end=None)
+        with pytest.raises(ConfigurationError, match="no stored 1m bars of SCA/USDT"):
+            strategy = resolve_strategy("default", configured=None, config=EngineConfig())
+            early = (pd.Timestamp("2024-01-01", tz="UTC"), pd.Timestamp("2024-01-02", tz="UTC"))
+            check_stored(
+                conn,
+                strategy,
+                exchange="binance",
+                symbols=SYMBOLS[:1],
+                start=early[0],
+                end=early[1],
+                cuts=1,
+            )
     for result, fragment in [
         (_check(stored, "no.such.module:Nope"), "cannot import strategy module"),
-        (_check(stored, "default", "--start", "2024-01-01", "--end", "2024-01-02"), "no stored"),
         (
             _check(stored, "examples.strategies.donchian:Donchian", "--params", '{"period": 1}'),
             "period",
@@ -141,23 +165,6 @@ def test_bad_input_is_one_line_and_exit_2(stored: str) -> None:
         assert result.returncode == 2, (result.stdout, result.stderr)
         lines = result.stderr.strip().splitlines()
         assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], lines
-
-
-def test_interim_driver_equals_the_engine_on_the_default_strategy() -> None:
-    """The harness's own single-strategy driver gives the engine's signals (ids aside)."""
-    frame = _frame("SCA/USDT", 30).set_index("ts")[["open", "high", "low", "close", "volume"]]
-    frame.index = pd.DatetimeIndex(frame.index).as_unit("ns")
-    config = EngineConfig()
-    bars = bars_by_timeframe(frame, config.timeframes)
-    mine = strategy_subject(DefaultStrategy(name="default", config=config), exchange="binance")
-    ours = mine.history(bars, symbol="SCA/USDT")
-    engine = evaluate_symbol_history(
-        bars, symbol="SCA/USDT", exchange="binance", run_id="strategy-check", config=config
-    )
-    assert len(engine) > 5
-    skip = {"id", "strategy", "strategy_version"}
-    for column in engine.columns.difference(list(skip)):
-        assert ours[column].tolist() == engine[column].tolist(), column
 
 
 def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -> None:
@@ -182,7 +189,7 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
                 conn,
                 strategy,
                 exchange="binance",
-                symbols=SYMBOLS,
+                symbols=SYMBOLS[:1],
                 start=window[0],
                 end=window[1],
                 cuts=5,
