@@ -298,6 +298,8 @@ async def stream(
         engine.strategies,
         allow_unchecked=allow_unchecked or settings.allow_unchecked_strategies,
         run_id=run_id,
+        exchange=settings.exchange,
+        symbols=chosen,
     )
     workers = [
         DeliveryWorker(url, DeliveryPolicy.from_settings(settings), name=f"webhooks-{i}").start()

@@ -65,6 +65,8 @@ def is_builtin(strategy: Strategy) -> bool:
 
 
 DEFAULT_CHECK_DAYS = 7.0
+# Symbols a stream start checks a never-checked strategy version on (seconds each).
+GATE_CHECK_SYMBOLS = 2
 
 
 def check_window(
@@ -167,28 +169,57 @@ def _failed_checks(verdict: dict[str, Any]) -> str:
     for name, check in verdict.get("checks", {}).items():
         if not check.get("passed"):
             moved = (check.get("first") or {}).get("moved") or []
-            parts.append(f"{name} ({', '.join(moved)})" if moved else name)
+            detail = ", ".join(moved) or check.get("error")
+            parts.append(f"{name} ({detail})" if detail else name)
     return ", ".join(parts) or "?"
 
 
+def _check_now(
+    conn: DbConn, strategy: Strategy, *, exchange: str, symbols: Sequence[str]
+) -> tuple[dict[str, Any] | None, str]:
+    """Check a never-checked version on the newest stored bars of a few of the stream's
+    symbols (stored, so the next start reuses it); (None, why) when that is not possible."""
+    chosen = list(symbols)[:GATE_CHECK_SYMBOLS]
+    try:
+        begin, end = check_window(conn, exchange=exchange, symbols=chosen, start=None, end=None)
+        verdict = check_stored(
+            conn, strategy, exchange=exchange, symbols=chosen, start=begin, end=end, cuts=5
+        )
+    except ConfigurationError as e:
+        return None, str(e)
+    logger.info("checked strategy %s (%s): %s", strategy.name, strategy.version, verdict["passed"])
+    return verdict, ""
+
+
 def admit_strategies(
-    conn: DbConn, strategies: Sequence[Strategy], *, allow_unchecked: bool, run_id: str
+    conn: DbConn,
+    strategies: Sequence[Strategy],
+    *,
+    allow_unchecked: bool,
+    run_id: str,
+    exchange: str | None = None,
+    symbols: Sequence[str] = (),
 ) -> list[str]:
     """Raise ConfigurationError for a strategy without a passing verdict of its version
     (built-ins excepted), unless `allow_unchecked`: then each is logged at WARNING and
-    recorded in strategy_overrides (shown on /controls/strategies). Returns the names
-    admitted without a passing verdict."""
+    recorded in strategy_overrides (shown on /controls/strategies). A version never
+    checked is checked here first when `exchange` and `symbols` are given (on the newest
+    stored bars of up to GATE_CHECK_SYMBOLS of them; the verdict is stored, so later
+    starts do not check it again). Returns the names admitted without a passing verdict."""
     overridden: list[str] = []
     for strategy in strategies:
         if is_builtin(strategy):
             continue
         verdict = stored_verdict(conn, strategy.version)
+        why = "no stored bars to check it on"
+        if verdict is None and exchange is not None and symbols:
+            verdict, why = _check_now(conn, strategy, exchange=exchange, symbols=symbols)
         if verdict is not None and verdict.get("passed"):
             continue
         if verdict is None:
             reason = (
-                f"strategy {strategy.name!r} (version {strategy.version}) was never checked:"
-                f" run `signalengine strategy check {strategy.name}`"
+                f"strategy {strategy.name!r} (version {strategy.version}) was never checked"
+                f" ({why}): run `signalengine strategy check {strategy.name}`"
             )
         else:
             reason = (

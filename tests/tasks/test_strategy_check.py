@@ -28,6 +28,7 @@ from signalengine.tasks.runs.strategy_gate import (
     check_stored,
     check_window,
     resolve_strategy,
+    stored_verdict,
 )
 from tests.utils.klines import random_klines
 from tests.utils.tables import empty_database
@@ -180,6 +181,15 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
         conn.execute("TRUNCATE strategy_checks, strategy_overrides")
         with pytest.raises(ConfigurationError, match="never checked"):
             admit_strategies(conn, [builtin, donchian], allow_unchecked=False, run_id="live")
+        with pytest.raises(ConfigurationError, match="never checked .no stored 1m bars"):
+            admit_strategies(
+                conn,
+                [donchian],
+                allow_unchecked=False,
+                run_id="live",
+                exchange="binance",
+                symbols=["NONE/USDT"],
+            )
         window = (
             pd.Timestamp(START, tz="UTC"),
             pd.Timestamp(START, tz="UTC") + pd.Timedelta(days=5),
@@ -202,6 +212,27 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
         assert admit_strategies(conn, [peek], allow_unchecked=True, run_id="live") == [
             "NextBarPeek"
         ]
+        # a version never checked is checked at start on stored bars, and kept
+        wider = resolve_strategy(
+            "examples.strategies.donchian:Donchian",
+            configured=None,
+            config=config,
+            params='{"period": 30}',
+        )
+        assert stored_verdict(conn, wider.version) is None
+        assert (
+            admit_strategies(
+                conn,
+                [wider],
+                allow_unchecked=False,
+                run_id="live",
+                exchange="binance",
+                symbols=SYMBOLS,
+            )
+            == []
+        )
+        kept = stored_verdict(conn, wider.version)
+        assert kept is not None and kept["passed"] is True and kept["symbols"] == list(SYMBOLS)
         rows = conn.execute(
             "SELECT strategy, strategy_version, reason FROM strategy_overrides"
         ).fetchall()
