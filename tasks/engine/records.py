@@ -3,6 +3,7 @@ cooldown state, ids."""
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from collections.abc import Callable, Mapping, MutableMapping
 from dataclasses import asdict, dataclass, field
@@ -51,6 +52,9 @@ SIGNAL_COLUMNS: tuple[str, ...] = (
     "strategy_version",
 )
 _ID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "signalengine/signals")
+_HEX_DIGITS = np.frombuffer(b"0123456789abcdef", dtype=np.uint8)
+_UUID_DASHES = (8, 13, 18, 23)
+_UUID_DIGITS = [i for i in range(36) if i not in _UUID_DASHES]
 _SIDE = {1: "long", -1: "short"}
 
 __all__ = [
@@ -175,6 +179,30 @@ def _json_floats(matrix: FloatArray) -> list[list[float | None]]:
     return rows
 
 
+def _signal_ids(keys: list[str]) -> list[str]:
+    """`str(uuid.uuid5(_ID_NAMESPACE, key))` of each key, formatted for all keys at once.
+
+    uuid5 is the first 16 bytes of sha1(namespace + key) with the version (5) and the
+    RFC 4122 variant bits set; only the hashing stays per key (uuid.UUID objects and
+    their string formatting were most of a backtest's id cost).
+    """
+    if not keys:
+        return []
+    prefix = _ID_NAMESPACE.bytes
+    digests = b"".join(
+        [hashlib.sha1(prefix + key.encode(), usedforsecurity=False).digest()[:16] for key in keys]
+    )
+    raw = np.frombuffer(digests, dtype=np.uint8).reshape(-1, 16).copy()
+    raw[:, 6] = (raw[:, 6] & 0x0F) | 0x50
+    raw[:, 8] = (raw[:, 8] & 0x3F) | 0x80
+    nibbles = np.empty((raw.shape[0], 32), dtype=np.uint8)
+    nibbles[:, 0::2], nibbles[:, 1::2] = _HEX_DIGITS[raw >> 4], _HEX_DIGITS[raw & 0x0F]
+    text = np.full((raw.shape[0], 36), ord("-"), dtype=np.uint8)
+    text[:, _UUID_DIGITS] = nibbles
+    ids: list[str] = text.view("S36").ravel().astype(str).tolist()
+    return ids
+
+
 def _iso_utc(ts_ns: NDArray[np.int64]) -> list[str]:
     """`pd.Timestamp(t, tz="UTC").isoformat()` of each time, vectorized for whole seconds."""
     if bool(np.all(ts_ns % 1_000_000_000 == 0)):
@@ -249,7 +277,7 @@ def candidate_columns(
     else:
         prob = [p[0] for p in _json_floats(cand.probability.reshape(-1, 1))]
     return {
-        "id": [str(uuid.uuid5(_ID_NAMESPACE, key)) for key in keys],
+        "id": _signal_ids(keys),
         "run_id": [run_id] * n,
         "exchange": [exchange] * n,
         "symbol": [symbol] * n,

@@ -61,3 +61,15 @@ def test_columnwise_records_keep_ids_and_json_values() -> None:
     assert (
         signals["take_profit"].gt(signals["entry_price"]).eq(signals["direction"] == "long").all()
     )
+
+
+def test_batched_signal_ids_are_the_uuid5_of_each_key() -> None:
+    import uuid
+
+    from signalengine.tasks.engine import records
+
+    keys = [f"r|e|S{i}/USDT|5m|long|2024-01-01T00:{i % 60:02d}:00+00:00" for i in range(300)]
+    keys += ["", "ünïcødé|€", "x" * 500]
+    expected = [str(uuid.uuid5(records._ID_NAMESPACE, key)) for key in keys]
+    assert records._signal_ids(keys) == expected
+    assert records._signal_ids([]) == []
