@@ -15,3 +15,23 @@ async def symbol_controls(*, conn: AsyncConn, exchange: str) -> list[dict[str, A
         [exchange],
     )
     return await cur.fetchall()
+
+
+async def strategy_checks(*, conn: AsyncConn) -> list[dict[str, Any]]:
+    """Every stored `strategy check` verdict (newest first) with the names of failed checks."""
+    cur = await conn.execute(
+        "SELECT strategy, strategy_version, passed, checked_at,"
+        " ARRAY(SELECT key FROM jsonb_each(verdict->'checks') AS c(key, value)"
+        "       WHERE NOT (value->>'passed')::boolean ORDER BY key) AS failed"
+        " FROM strategy_checks ORDER BY checked_at DESC, strategy"
+    )
+    return await cur.fetchall()
+
+
+async def strategy_overrides(*, conn: AsyncConn) -> list[dict[str, Any]]:
+    """Streams that ran a strategy without a passing verdict on operator override."""
+    cur = await conn.execute(
+        "SELECT strategy, strategy_version, run_id, reason, allowed_at"
+        " FROM strategy_overrides ORDER BY allowed_at DESC, strategy"
+    )
+    return await cur.fetchall()

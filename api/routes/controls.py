@@ -1,4 +1,5 @@
-"""GET /controls: the adaptive control's per-symbol decisions (enabled, reason, threshold)."""
+"""GET /controls: the adaptive control's per-symbol decisions (enabled, reason, threshold);
+GET /controls/strategies: `strategy check` verdicts and the streams that overrode them."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
-from signalengine.api.db.controls import symbol_controls
+from signalengine.api.db.controls import strategy_checks, strategy_overrides, symbol_controls
 from signalengine.api.deps import TEXT_PATTERN, ConnDep, SettingsDep
 
 router = APIRouter(prefix="/controls", tags=["controls"])
@@ -34,3 +35,45 @@ async def list_controls(
     """Per-symbol controls of an exchange (default: the configured one)."""
     rows = await symbol_controls(conn=conn, exchange=exchange or settings.exchange)
     return [SymbolControlOut(**row) for row in rows]
+
+
+class StrategyCheckOut(BaseModel):
+    """The stored verdict of one strategy version (`signalengine strategy check`)."""
+
+    strategy: str
+    strategy_version: str
+    passed: bool
+    failed: list[str] = Field(description="Checks it failed (lookahead, warmup, ...).")
+    checked_at: datetime
+
+
+class StrategyOverrideOut(BaseModel):
+    """A stream that ran a strategy without a passing verdict, on operator override."""
+
+    strategy: str
+    strategy_version: str
+    run_id: str
+    reason: str
+    allowed_at: datetime
+
+
+class StrategyControlsOut(BaseModel):
+    """Which strategy versions may run live, and who ran one that may not."""
+
+    allow_unchecked: bool = Field(
+        description="SIGNALENGINE_ALLOW_UNCHECKED_STRATEGIES of this replica's settings."
+    )
+    checks: list[StrategyCheckOut]
+    overrides: list[StrategyOverrideOut]
+
+
+@router.get("/strategies")
+async def list_strategy_controls(conn: ConnDep, settings: SettingsDep) -> StrategyControlsOut:
+    """Strategy check verdicts per version and the live overrides of them."""
+    checks = await strategy_checks(conn=conn)
+    overrides = await strategy_overrides(conn=conn)
+    return StrategyControlsOut(
+        allow_unchecked=settings.allow_unchecked_strategies,
+        checks=[StrategyCheckOut(**row) for row in checks],
+        overrides=[StrategyOverrideOut(**row) for row in overrides],
+    )
