@@ -387,6 +387,56 @@ def backtest(
     _summary(summary)
 
 
+@app.command("optimize")
+def optimize(
+    name: Annotated[str, typer.Argument(help="Name in SIGNALENGINE_STRATEGIES, or a class.")],
+    param: Annotated[
+        list[str] | None,
+        typer.Option(
+            help="KEY=LOW:HIGH[:STEP|log], KEY=a,b,c or KEY=VALUE (repeat); default: the"
+            " strategy's declared tunable params."
+        ),
+    ] = None,
+    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    start: Annotated[str, typer.Option(help="ISO start (UTC); default end - 30 days.")] = "",
+    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive; default now.")] = "",
+    exchange: Annotated[str, typer.Option()] = "",
+    trials: Annotated[int, typer.Option(min=1, help="Trials of the study in total.")] = 20,
+    workers: Annotated[
+        int, typer.Option(min=0, help="Dask LocalCluster workers for trials (0: here).")
+    ] = 0,
+    study: Annotated[str, typer.Option(help="Optuna study name; default from the request.")] = "",
+    folds: Annotated[int, typer.Option(min=1, help="Walk-forward test windows.")] = 3,
+    min_trades: Annotated[
+        int, typer.Option(min=1, help="Fewer settled trades in a fold: trial pruned.")
+    ] = 5,
+    out: Annotated[str, typer.Option(help="Best params file (default: state dir).")] = "",
+) -> None:
+    """Search a strategy's params (Optuna on PostgreSQL, walk-forward out-of-sample Sharpe)."""
+    from signalengine.flows.optimize import build_job, run_optimize_flow
+
+    try:
+        job = build_job(
+            name,
+            param or [],
+            settings=get_settings(),
+            symbols=_symbols(symbols) if symbols else None,
+            start=start or None,
+            end=end or None,
+            exchange=exchange or None,
+            folds=folds,
+            min_trades=min_trades,
+        )
+        summary = run_optimize_flow(
+            workers=workers or None, job=job, trials=trials, study=study or None, out=out or None
+        )
+    except (ValueError, SignalEngineError) as error:
+        _fail(error)
+    _summary(summary)
+    if summary["best_trial"] is None:  # every trial pruned or failed: nothing to write
+        raise typer.Exit(code=1)
+
+
 @app.command("settle")
 def settle(
     run_ids: Annotated[str, typer.Option(help="Comma-separated runs.")] = "live,shadow",
