@@ -337,7 +337,7 @@ def _stored_counts(conn: psycopg.Connection[Any], stamps: list[datetime]) -> lis
 async def watch_stored(
     url: str, symbols: list[str], clock: SimClock, stored_at: dict[int, float]
 ) -> None:
-    """When each minute's bars of every symbol were all stored (polled every 0.1 s)."""
+    """When each minute's bars of every symbol were all stored (polled every 0.05 s)."""
     with psycopg.connect(url, autocommit=True) as conn:
         while True:
             now_sim = clock.sim_at(time.time())
@@ -354,7 +354,7 @@ async def watch_stored(
                 for ts, count in rows:
                     if count >= len(symbols):
                         stored_at[int(ts.timestamp() * 1000)] = seen
-            await asyncio.sleep(0.1)
+            await asyncio.sleep(0.05)
 
 
 async def watch_exchange(base_ws: str, symbol: str, emitted_at: dict[int, float]) -> None:
@@ -567,7 +567,10 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         state = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="bench-live-")))
         name = f"signalengine_bench_live_{os.getpid()}"
         url = stack.enter_context(database(args.server, name, keep=args.keep))
+        phases: dict[str, float] = {}
+        mark = time.time()
         prefect_api = args.prefect_api or stack.enter_context(prefect_server(ports.prefect))
+        phases["prefect_s"], mark = time.time() - mark, time.time()
         env = {
             **os.environ,
             **TELEMETRY_OFF,
@@ -604,15 +607,20 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         wait_http(f"{base}/sim/status", children, seconds=60)
         children.start("api", ["api", "--host", "127.0.0.1", "--port", str(ports.api)], env, state)
         wait_http(f"http://127.0.0.1:{ports.api}/health", children, seconds=90)
+        phases["db_sim_api_s"], mark = time.time() - mark, time.time()
         stream_pid = children.start("stream", ["stream"], env, state)
         clock = SimClock.read(base)
         result = asyncio.run(measure(args, url, symbols, token, ports, clock, children, stream_pid))
         result["stream_log_tail"] = None
         if result.get("error"):
             result["stream_log_tail"] = children.tail("stream")
+        phases["measure_s"], mark = time.time() - mark, time.time()
         children.stop_all()
+        phases["stop_s"], mark = time.time() - mark, time.time()
         if args.notify_signals:
             result["notify_path"] = notify_path(url, args.notify_signals)
+        phases["notify_path_s"] = time.time() - mark
+        result["phases"] = {k: round(v, 1) for k, v in phases.items()}
     if args.inprocess_symbols:
         result["inprocess"] = inprocess_figure(args.inprocess_symbols)
     load_end = os.getloadavg()
@@ -692,7 +700,7 @@ async def measure(
         children.check()
         rss_peak_window = max(samples.rss, default=0)
         hwm = _vm_hwm(stream_pid)
-        await asyncio.sleep(min(10.0, 5 + 2 * PRIMARY_MS / 1000 / args.speed))  # stragglers
+        await asyncio.sleep(min(10.0, 3 + 2 * PRIMARY_MS / 1000 / args.speed))  # stragglers
     finally:
         for task in (client, sampler, *watchers):
             task.cancel()

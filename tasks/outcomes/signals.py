@@ -64,7 +64,7 @@ def insert_signals(
 
 def _column_types(conn: DbConn) -> dict[str, str]:
     """SQL type of each `signals` column, from the catalog (the schema's one home)."""
-    if not _COLUMN_TYPES:
+    if not _COLUMN_TYPES.keys() >= set(SIGNAL_COLUMNS):  # first call, or a newer schema
         with conn.cursor(row_factory=tuple_row) as cur:
             rows = cur.execute(
                 "SELECT attname, format_type(atttypid, atttypmod) FROM pg_attribute"
