@@ -183,8 +183,10 @@ class Strategy(ABC):
 
     @cached_property
     def version(self) -> str:
-        """Hash of the strategy's code (its module, `version_sources`) and parameters."""
+        """Hash of the strategy's code (its module, `version_sources`), its class (two
+        classes of one module differ) and parameters."""
         digest = hashlib.sha256()
+        digest.update(f"{type(self).__module__}:{type(self).__qualname__}\0".encode())
         sources: tuple[type | ModuleType, ...] = (type(self), *self.version_sources)
         for source in sources:
             digest.update(_source_of(source).encode())

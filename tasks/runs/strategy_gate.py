@@ -78,25 +78,27 @@ def check_window(
     end: str | None,
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of a check: given ISO times, else the DEFAULT_CHECK_DAYS up to the
-    close of the newest stored 1m bar of the symbols."""
+    close of the newest stored 1m bar of the symbols (from their first bar if later)."""
     try:
         stop = pd.Timestamp(end, tz="UTC") if end else None
         begin = pd.Timestamp(start, tz="UTC") if start else None
     except ValueError as e:
         raise ConfigurationError(f"bad --start/--end: {e}") from e
-    if stop is None:
+    if stop is None or begin is None:
         row = conn.execute(
-            "SELECT max(ts) AS ts FROM klines WHERE exchange = %s AND symbol = ANY(%s)",
+            "SELECT min(ts) AS first, max(ts) AS last FROM klines"
+            " WHERE exchange = %s AND symbol = ANY(%s)",
             (exchange, list(symbols)),
         ).fetchone()
-        newest = (row["ts"] if isinstance(row, dict) else row[0]) if row else None
-        if newest is None:
+        first, last = (row["first"], row["last"]) if isinstance(row, dict) else (row or (None,) * 2)
+        if first is None or last is None:
             raise ConfigurationError(
                 f"no stored 1m bars of {', '.join(symbols)} on {exchange}: backfill or import first"
             )
-        stop = pd.Timestamp(newest).tz_convert("UTC") + pd.Timedelta(minutes=1)
-    if begin is None:
-        begin = stop - pd.Timedelta(days=DEFAULT_CHECK_DAYS)
+        if stop is None:
+            stop = pd.Timestamp(last).tz_convert("UTC") + pd.Timedelta(minutes=1)
+        if begin is None:
+            begin = max(stop - pd.Timedelta(days=DEFAULT_CHECK_DAYS), pd.Timestamp(first))
     if begin >= stop:
         raise ConfigurationError(
             f"--start {begin.isoformat()} must be before --end {stop.isoformat()}"
@@ -254,7 +256,10 @@ def _line(name: str, check: dict[str, Any]) -> list[str]:
         )
     elif name == "lookahead":
         cuts = sum(len(v) for v in check.get("cuts", {}).values())
-        out.append(f"      {cuts} cut points x 2 scrambles, {check.get('runs')} backtests")
+        out.append(
+            f"      {cuts} cut points (over {len(check.get('cuts', {}))} symbols) x 2 scrambles:"
+            f" no earlier signal moved in {check.get('runs')} backtests"
+        )
     if name == "warmup":
         out.append(
             f"      declared lookback_bars {check.get('declared_lookback_bars')},"

@@ -177,6 +177,10 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
         "examples.strategies.biased:NextBarPeek", configured=None, config=config, params="{}"
     )
     builtin = DefaultStrategy(name="default", config=config)
+    sibling = resolve_strategy(  # same module and params as NextBarPeek: its own version
+        "examples.strategies.biased:UnclosedHigherTimeframe", configured=None, config=config
+    )
+    assert sibling.version != peek.version
     with psycopg.connect(stored, row_factory=dict_row, autocommit=True) as conn:
         conn.execute("TRUNCATE strategy_checks, strategy_overrides")
         with pytest.raises(ConfigurationError, match="never checked"):
