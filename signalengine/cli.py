@@ -32,6 +32,18 @@ def _fail(error: Exception) -> NoReturn:
     raise typer.Exit(code=2)
 
 
+def _check_strategies() -> None:
+    """A bad SIGNALENGINE_STRATEGIES fails here in one line (exit 2), before any flow runs."""
+    from signalengine.tasks.engine.config import EngineConfig
+    from signalengine.tasks.engine.loader import load_strategies
+
+    settings = get_settings()
+    try:
+        load_strategies(settings.strategies, EngineConfig.from_settings(settings))
+    except SignalEngineError as error:
+        _fail(error)
+
+
 def _symbols(value: str) -> list[str]:
     from signalengine.core.symbols import normalize_symbol
 
@@ -258,6 +270,7 @@ def stream(
 
     from signalengine.flows.stream import stream as stream_flow
 
+    _check_strategies()
     try:
         venues = _stream_venues(exchange, symbols)
     except ValueError as error:
@@ -371,6 +384,7 @@ def backtest(
     """Replay stored klines through the engine; store, summarize and report."""
     from signalengine.flows.backtest import run_backtest_flow
 
+    _check_strategies()
     try:
         summary = run_backtest_flow(
             workers=workers or None,
