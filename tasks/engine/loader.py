@@ -28,6 +28,7 @@ from typing import Any
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from signalengine.core.errors import ConfigurationError
+from signalengine.core.vocabulary import STRATEGY_NAME_PATTERN
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.strategies import BUILTIN_STRATEGIES
 from signalengine.tasks.engine.strategy import DEFAULT_STRATEGY, Strategy
@@ -49,7 +50,7 @@ class StrategySpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid", frozen=True)
 
-    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$")
+    name: str = Field(pattern=STRATEGY_NAME_PATTERN)
     use: str | None = None
     params: dict[str, Any] = Field(default_factory=dict)
 

@@ -75,13 +75,12 @@ import numpy as np
 from numpy.typing import NDArray
 from pydantic import BaseModel, ConfigDict
 
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, FloatArray
 from signalengine.tasks.engine.config import DEFAULT_LIVE_WINDOW_BARS, EngineConfig
 from signalengine.tasks.engine.events import EventSeries, Frame
 from signalengine.tasks.engine.features import FEATURE_COLUMNS
 from signalengine.tasks.engine.mtf import vote as trend_vote
 
-DEFAULT_STRATEGY = "default"
 VERSION_CHARS = 16
 
 __all__ = [
