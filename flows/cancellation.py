@@ -67,8 +67,9 @@ class CancellationWatch:
             loop = asyncio.get_running_loop()
             for sig in self._signals:
                 with contextlib.suppress(NotImplementedError, RuntimeError, ValueError):
-                    if not _watching.get(sig):
-                        loop.add_signal_handler(sig, _dispatch, sig)
+                    # (re)installed each time: a flow run starting in this process puts
+                    # Prefect's own SIGTERM handler back in place of ours
+                    loop.add_signal_handler(sig, _dispatch, sig)
                     _watching.setdefault(sig, []).append(self)
                     self._handled.append(sig)
         return self
@@ -111,7 +112,9 @@ class CancellationWatch:
             await asyncio.wait({work, stop}, return_when=asyncio.FIRST_COMPLETED)
         finally:
             stop.cancel()
-        if work.done():
+        # a cancel wins even over a result that is ready: a run that is behind (its work
+        # always ready at once) would otherwise never stop; what it drops is refetched
+        if work.done() and not self.requested.is_set():
             return work.result()
         work.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

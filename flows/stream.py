@@ -364,7 +364,9 @@ async def stream(
                 )
                 await _hand_over(queue, minute, evaluation)
                 metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
-                if max_minutes is not None and minutes_done >= max_minutes:
+                # stop after the minute in hand, not after a backlog of buffered minutes
+                done = max_minutes is not None and minutes_done >= max_minutes
+                if done or cancel.requested.is_set():
                     break
             if cancel.requested.is_set():
                 logger.info("%s; stopping after %d minutes", cancel.reason, minutes_done)
