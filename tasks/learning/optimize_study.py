@@ -49,6 +49,7 @@ __all__ = [
     "budget_trials",
     "claim_trial",
     "distributions",
+    "grid_size",
     "open_study",
     "request_digest",
     "storage_url",
@@ -160,6 +161,21 @@ def budget_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
     return [t for t in trials if DUPLICATE_ATTR not in t.user_attrs]
 
 
+def grid_size(space: Mapping[str, BaseDistribution]) -> int | None:
+    """How many distinct sets a finite space holds (ints, stepped floats, choices), else None."""
+    size = 1
+    for dist in space.values():
+        if isinstance(dist, CategoricalDistribution):
+            size *= len(dist.choices)
+        elif isinstance(dist, IntDistribution) and not dist.log:
+            size *= (dist.high - dist.low) // dist.step + 1
+        elif isinstance(dist, FloatDistribution) and dist.step is not None:
+            size *= int(round((dist.high - dist.low) / dist.step)) + 1
+        else:
+            return None
+    return size
+
+
 def _key(params: Mapping[str, Any]) -> str:
     return json.dumps(dict(params), sort_keys=True, default=str)
 
@@ -180,6 +196,9 @@ def claim_trial(
             seen.setdefault(_key(t.params), t.number)
         if len(budget_trials(trials)) >= budget:
             return None
+        finite = grid_size(space)
+        if finite is not None and len(seen) >= finite:
+            return None  # every set of the grid has been claimed
         for _ in range(MAX_DUPLICATES):
             trial = study.ask(dict(space))
             first = seen.get(_key(trial.params))
