@@ -25,6 +25,7 @@ from optuna.trial import Trial, TrialState
 from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from signalengine.core.config import Settings, get_settings
@@ -209,6 +210,7 @@ def optimize(
     study: str | None = None,
     out: str | None = None,
     parallel: int = 1,
+    parallel_on_dask: bool = False,
 ) -> dict[str, Any]:
     """Run trials of `job` until its study holds `trials`; write the best params file."""
     settings = get_settings()
@@ -266,6 +268,8 @@ def optimize(
         "best_params": job.trial_params(best.params) if best else None,
         "out": written,
         "folds": [w.as_dict() for w in job.windows],
+        "flow_run_id": str(flow_run.id) if flow_run.id else None,
+        "dask": parallel_on_dask,
         "mlflow_run_id": tracking.run_id,
         "mlflow_children": len(tracking.children),
         "seconds": round(time.perf_counter() - started, 3),
@@ -295,7 +299,7 @@ def run_optimize_flow(*, workers: int | None = None, **params: Any) -> dict[str,
         parallel = workers or settings.dask_workers or os.cpu_count() or 1
         # DaskTaskRunner is a TaskRunner of PrefectDaskFuture, which mypy cannot widen
         dask_flow = optimize.with_options(task_runner=runner)  # type: ignore[arg-type]
-        summary: dict[str, Any] = dask_flow(parallel=parallel, **params)
+        summary: dict[str, Any] = dask_flow(parallel=parallel, parallel_on_dask=True, **params)
         return summary
     result: dict[str, Any] = optimize(**params)
     return result

@@ -46,8 +46,8 @@ def _env(database_url: str, state: Path) -> dict[str, str]:
     return env
 
 
-def _args(study: str, out: Path) -> list[str]:
-    args = ["optimize", "default", "--symbols", ",".join(SYMBOLS)]
+def _args(study: str, out: Path, *, workers: int = 0) -> list[str]:
+    args = ["optimize", "default", "--symbols", ",".join(SYMBOLS), "--workers", str(workers)]
     args += ["--start", START, "--end", END, "--folds", "2", "--min-trades", "2"]
     args += ["--trials", str(TRIALS), "--study", study, "--out", str(out)]
     for flag in SPACE:
@@ -101,7 +101,10 @@ def test_two_processes_share_one_study(
     gate = psycopg.connect(database_url, autocommit=True)
     # Hold the study's claim lock until both processes wait on it: then they take turns.
     gate.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, study))
-    procs = [_start(_args(study, out), env, tmp_path / f"p{i}.log") for i in range(2)]
+    # One process runs its trials in process, the other on a Dask LocalCluster of 2 workers.
+    procs = [
+        _start(_args(study, out, workers=2 * i), env, tmp_path / f"p{i}.log") for i in range(2)
+    ]
     with running(procs):
         while _waiting_on(stored, study) < 2:
             assert all(p.poll() is None for p in procs), (tmp_path / "p0.log").read_text()
@@ -127,6 +130,10 @@ def test_two_processes_share_one_study(
     here = [s["trials_here"] for s in summaries]
     assert sum(here) == TRIALS and min(here) >= 1, here
     assert all(s["study_trials"] == TRIALS for s in summaries)
+    assert [s["dask"] for s in summaries] == [False, True]
+    assert _task_run_trials(summaries[0]) | _task_run_trials(summaries[1]) == {
+        t.number for t in counted
+    }
 
     # MLflow: each invocation's parent run lists the trials it ran as child runs.
     from signalengine.tasks.learning.optimize_tracking import EXPERIMENT, PARENT_TAG
@@ -145,7 +152,9 @@ def test_two_processes_share_one_study(
                 [experiment.experiment_id], f"tags.`{PARENT_TAG}` = '{s['mlflow_run_id']}'"
             )
             assert len(children) == s["trials_here"]
-            numbers += [int(c.data.params["trial_number"]) for c in children]
+            mine = [int(c.data.params["trial_number"]) for c in children]
+            assert set(mine) == _task_run_trials(s)  # one Prefect task run per trial
+            numbers += mine
             assert all("signal_score_threshold" in c.data.params for c in children)
             assert any("fold1_trades" in c.data.metrics for c in children)
         assert sorted(numbers) == sorted(t.number for t in counted)
@@ -161,6 +170,20 @@ def test_two_processes_share_one_study(
     document = json.loads(out.read_text())
     assert document["params"] == {**best.params, "mtf_min_aligned": 1}
     _assert_reproduces(out, best.value, database_url)
+
+
+def _task_run_trials(summary: dict[str, Any]) -> set[int]:
+    """Trial numbers of the completed `trial N` task runs of an invocation's flow run."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[summary["flow_run_id"]]))
+        )
+    names = [r.name for r in runs if r.state is not None and r.state.is_completed()]
+    assert len(names) == summary["trials_here"], names
+    return {int(n.removeprefix("trial ")) for n in names}
 
 
 def _assert_reproduces(out: Path, score: float, database_url: str) -> None:
