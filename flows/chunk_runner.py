@@ -41,6 +41,6 @@ def dask_runner(settings: Settings, workers: int | None = None) -> DaskTaskRunne
             "threads_per_worker": 1,
             "processes": True,
             "host": "127.0.0.1",
-            "dashboard_address": None,
+            "dashboard_address": ":0",  # any free port: None still binds 8787
         }
     )
