@@ -40,7 +40,7 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
@@ -101,6 +101,18 @@ def prepare(url: str, symbols: int) -> dict[str, Any]:
             print(f"stored {symbol}", file=sys.stderr, flush=True)
         conn.execute("ANALYZE klines")
     return {"bars_stored": stored, "seconds": round(time.perf_counter() - started, 1)}
+
+
+def _loaded(run: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> dict[str, Any]:
+    """`run(...)`'s result plus the machine's 1-minute load average before and after it
+    (other engineers share the cores: a figure means little without it)."""
+    before = os.getloadavg()[0]
+    result = run(*args, **kwargs)
+    return {
+        **result,
+        "loadavg_before": round(before, 2),
+        "loadavg_after": round(os.getloadavg()[0], 2),
+    }
 
 
 def _run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str, str]:
@@ -362,19 +374,22 @@ def main() -> None:
     with prefect_server() as api:
         for _ in range(args.repeats):
             one: dict[str, Any] = {
-                "backtest": [run_cli_backtest(url, n, api=api) for n in sizes],
-                "backtest_standalone": [run_cli_backtest(url, min(sizes))],
+                "backtest": [_loaded(run_cli_backtest, url, n, api=api) for n in sizes],
+                "backtest_standalone": [_loaded(run_cli_backtest, url, min(sizes))],
             }
             one["dask"] = [
-                run_cli_backtest(url, min(20, max(sizes)), workers=w, api=api) for w in dask_workers
+                _loaded(run_cli_backtest, url, min(20, max(sizes)), workers=w, api=api)
+                for w in dask_workers
             ]
             if not args.no_freqtrade:
-                one["freqtrade"] = run_freqtrade(url)
+                one["freqtrade"] = _loaded(run_freqtrade, url)
             if not args.no_vectorbt:
-                one["vectorbt"] = run_vectorbt(url)
-            one["read_path"] = read_path(url, min(4, max(sizes)))
+                one["vectorbt"] = _loaded(run_vectorbt, url)
+            one["read_path"] = _loaded(read_path, url, min(4, max(sizes)))
             if args.retrain:
-                one["retrain"] = run_cli_retrain(url, min(20, max(sizes)), days=90, api=api)
+                one["retrain"] = _loaded(
+                    run_cli_retrain, url, min(20, max(sizes)), days=90, api=api
+                )
             rounds.append(one)
     report["rounds"] = rounds
     report["ratios"] = _ratios(rounds)
