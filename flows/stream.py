@@ -38,6 +38,8 @@ from signalengine.flows.backfill import ensure_rate_limit
 from signalengine.flows.cancellation import CancellationWatch
 from signalengine.tasks import metrics
 from signalengine.tasks.alerts.outbox import DeliveryPolicy, DeliveryWorker
+from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.loader import load_strategies
 from signalengine.tasks.marketdata.backfill import BackfillResult, fill_gaps
 from signalengine.tasks.marketdata.batching import MINUTE_MS, MinuteBars, shard_symbols
 from signalengine.tasks.marketdata.collection import LiveCollection
@@ -277,6 +279,16 @@ async def stream(
         logger.warning("metrics port %d is taken; metrics not served", settings.stream_metrics_port)
     url = database_url(settings)
     db = ReconnectingConnection(url, wait_cap_seconds=settings.db_wait_cap_seconds)
+    # a strategy without a passing `strategy check` of its version does not run live
+    # (refused here, before the exchange, the model or any bar is touched)
+    admit_strategies(
+        await db.ready(),
+        load_strategies(settings.strategies, EngineConfig.from_settings(settings)),
+        allow_unchecked=allow_unchecked or settings.allow_unchecked_strategies,
+        run_id=run_id,
+        exchange=settings.exchange,
+        symbols=chosen,
+    )
     beat = asyncio.create_task(
         metrics.heartbeat(db.state.outage_seconds, lambda: db.state.connected)
     )
@@ -291,15 +303,6 @@ async def stream(
     marks = Watermarks.load(await db.ready(), exchange=settings.exchange, symbols=chosen)
     engine = LiveEngine.start(
         await db.ready(), settings=settings, symbols=chosen, run_id=run_id, shard=shard
-    )
-    # a strategy without a passing `strategy check` of its version does not run live
-    admit_strategies(
-        await db.ready(),
-        engine.strategies,
-        allow_unchecked=allow_unchecked or settings.allow_unchecked_strategies,
-        run_id=run_id,
-        exchange=settings.exchange,
-        symbols=chosen,
     )
     workers = [
         DeliveryWorker(url, DeliveryPolicy.from_settings(settings), name=f"webhooks-{i}").start()
