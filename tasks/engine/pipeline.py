@@ -28,16 +28,16 @@ expiry_bars * tf. Several strategies' signals come out ordered by ts, then strat
 
 from __future__ import annotations
 
-from collections.abc import Mapping, MutableMapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
 from functools import lru_cache
 
 import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from signalengine.core.vocabulary import LIVE_RUN, FloatArray
+from signalengine.core.vocabulary import LIVE_RUN
 from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, ClosedSeries, index_ns, timeframe_ns
+from signalengine.tasks.engine.candidates import Scored, select_candidates
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.events import EVENT_LOOKBACK_BARS, EventSeries
 from signalengine.tasks.engine.features import (
@@ -45,10 +45,8 @@ from signalengine.tasks.engine.features import (
     feature_arrays,
     feature_tails,
 )
-from signalengine.tasks.engine.mtf import mtf_agreement
 from signalengine.tasks.engine.records import (
     SIGNAL_COLUMNS,
-    Candidates,
     CooldownState,
     Signal,
     SignalFilter,
@@ -57,7 +55,6 @@ from signalengine.tasks.engine.records import (
     signal_id,
     signals_to_frame,
 )
-from signalengine.tasks.engine.scoring import cooldown_mask
 from signalengine.tasks.engine.shared import SeriesFeatures, shared_features
 from signalengine.tasks.engine.strategies.default import DefaultStrategy
 from signalengine.tasks.engine.strategy import DEFAULT_STRATEGY, Entry, Frame, Strategy
@@ -116,29 +113,13 @@ def _strategies(config: EngineConfig, strategies: Sequence[Strategy] | None) -> 
     return list(strategies) if strategies else [_default_strategy(config)]
 
 
-@dataclass(frozen=True)
-class _Scored:
-    """Features, events, direction and score of the primary series from row `offset` on,
-    for one strategy; `fires` its candidate mask (before MTF).
-
-    A backtest scores every row (offset 0), the live stream the last rows (its tail).
-    """
-
-    offset: int
-    feats: Mapping[str, FloatArray]
-    events: Mapping[str, EventSeries]
-    side: NDArray[np.int8]
-    score: FloatArray
-    fires: NDArray[np.bool_]
-
-
 def _run_entry(strategy: Strategy, frame: Frame) -> tuple[Entry, NDArray[np.bool_]]:
     """A strategy's entry over OHLCV + feature columns (1-D or stacked 2-D), and its fires."""
     entry = strategy.entry(frame)
     return entry, np.asarray(strategy.fires(frame, entry), dtype=np.bool_)
 
 
-def _history_scored(primary: ClosedSeries, strategies: Sequence[Strategy]) -> list[_Scored]:
+def _history_scored(primary: ClosedSeries, strategies: Sequence[Strategy]) -> list[Scored]:
     """Every strategy scored over the whole primary series, on one feature pass."""
     c = primary.cols
     feats = feature_arrays(c["high"], c["low"], c["close"], c["volume"])
@@ -147,7 +128,7 @@ def _history_scored(primary: ClosedSeries, strategies: Sequence[Strategy]) -> li
     for strategy in strategies:
         entry, fires = _run_entry(strategy, frame)
         out.append(
-            _Scored(
+            Scored(
                 offset=0,
                 feats={**feats, **entry.features},
                 events=entry.events,
@@ -166,7 +147,7 @@ def _live_tail(strategies: Sequence[Strategy]) -> int:
 
 def _latest_scored(
     primaries: list[ClosedSeries], strategies: Sequence[Strategy]
-) -> list[list[_Scored | None]]:
+) -> list[list[Scored | None]]:
     """Per strategy, per primary series: its tail scored if its last row fires, else None.
 
     Series long enough are stacked and go through features' window-local part, the
@@ -176,7 +157,7 @@ def _latest_scored(
     """
     tail = _live_tail(strategies)
     stack_min = tail + WINDOW_LOOKBACK_BARS
-    out: list[list[_Scored | None]] = [[None] * len(primaries) for _ in strategies]
+    out: list[list[Scored | None]] = [[None] * len(primaries) for _ in strategies]
     stacked = [k for k, p in enumerate(primaries) if p.ts.size >= stack_min]
     if stacked:
         cols = [primaries[k].cols for k in stacked]
@@ -190,7 +171,7 @@ def _latest_scored(
             every = {**feats, **entry.features}
             for j in np.flatnonzero(fires[:, -1]).tolist():
                 k = stacked[j]
-                out[i][k] = _Scored(
+                out[i][k] = Scored(
                     offset=primaries[k].ts.size - tail,
                     feats={name: v[j] for name, v in every.items()},
                     events={
@@ -207,96 +188,6 @@ def _latest_scored(
                 if scored.fires.size and scored.fires[-1]:
                     out[i][k] = scored
     return out
-
-
-def _votes(
-    frames: Mapping[str, SeriesFeatures],
-    primary: Mapping[str, FloatArray],
-    strategy: Strategy,
-    rows: NDArray[np.int64],
-    at_ns: NDArray[np.int64],
-) -> NDArray[np.int8]:
-    """(len(rows), len(strategy.timeframes)) votes at `at_ns`, the close of each primary row.
-
-    `primary`: the scored primary rows' columns; `frames`: every timeframe's shared
-    features. A timeframe votes with its last bar closed by at_ns (0 if none); the vote
-    is formed only at the bars read.
-    """
-    out = np.zeros((rows.size, len(strategy.timeframes)), dtype=np.int8)
-    if rows.size == 0:  # nothing to vote on: skip the other timeframes' features
-        return out
-    for j, tf in enumerate(strategy.timeframes):
-        if tf == strategy.primary_timeframe:
-            out[:, j] = strategy.vote({name: v[rows] for name, v in primary.items()})
-            continue
-        f = frames[tf]
-        last = np.searchsorted(f.series.ts, at_ns - timeframe_ns(tf), side="right") - 1
-        tf_votes = strategy.vote(f.at(np.maximum(last, 0)))
-        out[:, j] = np.where(last >= 0, tf_votes, 0)
-    return out
-
-
-def _candidates(
-    frames: Mapping[str, SeriesFeatures],
-    cfg: EngineConfig,
-    strategy: Strategy,
-    scored: _Scored,
-    *,
-    rows: NDArray[np.int64],
-    last_emitted: MutableMapping[int, int],
-    signal_filter: SignalFilter | None,
-) -> Candidates:
-    """MTF, AI filter and cooldown over the primary `rows` that fired (see module docstring)."""
-    p = frames[cfg.primary_timeframe].series
-    tf_ns = timeframe_ns(cfg.primary_timeframe)
-    feats, side, score = scored.feats, scored.side, scored.score
-    ts_ns = p.ts[scored.offset + rows]
-    tail = {n: p.cols[n][scored.offset :] for n in OHLCV_COLUMNS}
-    votes = _votes(frames, {**tail, **feats}, strategy, rows, ts_ns + tf_ns)
-    aligned, mtf_score = mtf_agreement(side[rows], votes, min_aligned=strategy.mtf_min_aligned)
-    keep = aligned if strategy.mtf_alignment_required else np.ones(rows.size, dtype=np.bool_)
-    probability: FloatArray | None = None
-    if signal_filter is not None and keep.any():
-        frame = pd.DataFrame({c: feats[c][rows] for c in strategy.filter_columns})
-        frame["direction"], frame["score"], frame["mtf_score"] = side[rows], score[rows], mtf_score
-        probability = np.asarray(signal_filter(frame[keep]), dtype=np.float64)
-        full = np.full(rows.size, np.nan)
-        full[keep] = probability
-        probability = full
-        keep = keep & (full >= cfg.ai_min_probability)
-    kept = np.flatnonzero(keep)
-    survive = cooldown_mask(
-        ts_ns[kept],
-        side[rows[kept]],
-        cooldown_ns=strategy.cooldown_bars * tf_ns,
-        last_emitted=last_emitted,
-    )
-    sel = kept[survive]
-    entry = p.cols["close"][scored.offset + rows[sel]]
-    at_rows = {name: v[rows[sel]] for name, v in {**tail, **feats}.items()}
-    take_profit, stop_loss = strategy.exits(
-        entry.astype(np.float64), side[rows[sel]].astype(np.int64), at_rows
-    )
-    return Candidates(
-        rows=rows[sel],
-        ts_ns=ts_ns[sel],
-        entry=entry,
-        side=side[rows[sel]],
-        score=score[rows[sel]],
-        votes=votes[sel],
-        aligned=aligned[sel],
-        mtf_score=mtf_score[sel],
-        probability=None if probability is None else probability[sel],
-        events=scored.events,
-        features=feats,
-        take_profit=np.asarray(take_profit, dtype=np.float64),
-        stop_loss=np.asarray(stop_loss, dtype=np.float64),
-        expiry_bars=strategy.expiry_bars,
-        strategy=strategy.name,
-        strategy_version=strategy.version,
-        vote_timeframes=tuple(strategy.timeframes),
-        feature_columns=tuple(strategy.filter_columns),
-    )
 
 
 def _ns_of(value: pd.Timestamp) -> int:
@@ -338,7 +229,7 @@ def evaluate_symbol_history(
     for strategy, scored in zip(
         chosen, _history_scored(series[cfg.primary_timeframe], chosen), strict=True
     ):
-        cand = _candidates(
+        cand = select_candidates(
             frames,
             cfg,
             strategy,
@@ -444,7 +335,7 @@ def evaluate_latest_series(
             if scored is None:
                 continue
             frames = frames or shared_features(series)  # once per symbol, for all strategies
-            cand = _candidates(
+            cand = select_candidates(
                 frames,
                 cfg,
                 strategy,
