@@ -13,10 +13,12 @@ single-threaded worker processes on 127.0.0.1 (one per core is the sensible maxi
 from __future__ import annotations
 
 import os
-
-from prefect_dask.task_runners import DaskTaskRunner
+from typing import TYPE_CHECKING
 
 from signalengine.core.config import Settings
+
+if TYPE_CHECKING:  # prefect-dask imports dask.distributed (~1 s): only when Dask runs
+    from prefect_dask.task_runners import DaskTaskRunner
 
 __all__ = ["dask_runner", "uses_dask"]
 
@@ -31,6 +33,8 @@ def uses_dask(settings: Settings, workers: int | None = None) -> bool:
 
 def dask_runner(settings: Settings, workers: int | None = None) -> DaskTaskRunner:
     """A DaskTaskRunner on `dask_address`, else on a LocalCluster of `workers` processes."""
+    from prefect_dask.task_runners import DaskTaskRunner
+
     if settings.dask_address:
         return DaskTaskRunner(address=settings.dask_address)
     count = workers if workers is not None and workers > 0 else settings.dask_workers
