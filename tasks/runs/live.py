@@ -293,11 +293,11 @@ class LiveEngine:
                         conn, signals, urls=self.webhook_urls, min_score=self.webhook_min_score
                     )
                 self._write_watermark(conn, close_ms)
+                if self.ai_filter is not None:  # /health shows a filter rejecting everything
+                    self.ai_filter.report(conn, name=self.watermark_name)
             # committed: only now does the in-memory state move on
             metrics.LIVE_STAGE_DURATION.labels("store").observe(time.perf_counter() - stored_at)
             written += new
             self.cooldown, self.watermark_ms = cooldown, close_ms
-            if self.ai_filter is not None:  # /health shows a filter that rejects everything
-                self.ai_filter.report(conn, name=self.watermark_name)
             metrics.EVENT_PROCESSING.observe(time.perf_counter() - started)
         return written

@@ -1,0 +1,63 @@
+"""The stream's ingest -> evaluation hand-over: a full queue makes ingest wait (counted as
+back-pressure) and drops nothing; a failed evaluation stops ingest with its error."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pandas as pd
+import pytest
+
+from signalengine.flows.stream import StoredMinute, _hand_over
+from signalengine.tasks import metrics
+
+
+def _minute(i: int) -> StoredMinute:
+    return StoredMinute(i, pd.DataFrame(), {})
+
+
+async def test_a_full_queue_waits_and_drops_nothing() -> None:
+    queue: asyncio.Queue[StoredMinute | None] = asyncio.Queue(maxsize=2)
+    release = asyncio.Event()
+    seen: list[int] = []
+
+    async def slow_evaluation() -> int:
+        await release.wait()  # evaluation stuck on a slow close
+        while (item := await queue.get()) is not None:
+            seen.append(item.upto_ms)
+        return len(seen)
+
+    evaluation = asyncio.create_task(slow_evaluation())
+    waited_before = metrics.INGEST_BACKPRESSURE._value.get()
+    await _hand_over(queue, _minute(1), evaluation)
+    await _hand_over(queue, _minute(2), evaluation)
+    assert metrics.EVENT_QUEUE_DEPTH._value.get() == 2
+    third = asyncio.create_task(_hand_over(queue, _minute(3), evaluation))
+    await asyncio.sleep(0.05)
+    assert not third.done()  # ingest waits on the full queue ...
+    release.set()
+    await third  # ... until evaluation takes a minute
+    await _hand_over(queue, None, evaluation)
+    assert await evaluation == 3
+    assert seen == [1, 2, 3]  # in order, none dropped
+    assert metrics.INGEST_BACKPRESSURE._value.get() > waited_before
+
+
+async def test_a_failed_evaluation_stops_ingest_with_its_error() -> None:
+    queue: asyncio.Queue[StoredMinute | None] = asyncio.Queue(maxsize=1)
+    fail = asyncio.Event()
+
+    async def failing_evaluation() -> int:
+        await fail.wait()
+        raise RuntimeError("database gone for good")
+
+    evaluation = asyncio.create_task(failing_evaluation())
+    await _hand_over(queue, _minute(1), evaluation)
+    waiting = asyncio.create_task(_hand_over(queue, _minute(2), evaluation))
+    await asyncio.sleep(0.05)
+    assert not waiting.done()  # the queue is full: ingest waits
+    fail.set()
+    with pytest.raises(RuntimeError, match="database gone"):
+        await waiting  # the wait ends with evaluation's error, not a hang
+    with pytest.raises(RuntimeError, match="database gone"):
+        await _hand_over(queue, _minute(3), evaluation)
