@@ -1,4 +1,8 @@
-"""Retrain the AI filter on stored klines, log it to MLflow and promote it if it earned it."""
+"""Retrain the AI filters on stored klines, log them to MLflow and promote what earned it.
+
+Each configured strategy (SIGNALENGINE_STRATEGIES, default: the built-in one) trains its own
+filter on its own candidates and registers it as `signalengine-filter-<strategy>` with its
+own champion (tasks.learning.registry)."""
 
 from __future__ import annotations
 
@@ -10,17 +14,22 @@ from prefect.cache_policies import NO_CACHE
 
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect
+from signalengine.core.errors import ConfigurationError
 from signalengine.core.symbols import normalize_symbol
+from signalengine.core.vocabulary import DEFAULT_STRATEGY
 from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.loader import load_strategies
+from signalengine.tasks.engine.strategy import Strategy
 from signalengine.tasks.learning.chunked import label_chunk, merge_datasets, training_window
 from signalengine.tasks.learning.decisions import store_decision
 from signalengine.tasks.learning.importance import extract_importance, store_importance
+from signalengine.tasks.learning.labels import dataset_columns, model_columns
 from signalengine.tasks.learning.promotion import PromotionPolicy
 from signalengine.tasks.learning.registry import (
-    MODEL_TYPE,
     PublishResult,
     artifact_location,
+    model_type,
     publish_model,
     tracking_uri,
 )
@@ -51,10 +60,30 @@ def label_chunk_task(
     exchange: str,
     window: tuple[pd.Timestamp, pd.Timestamp],
     config: EngineConfig,
+    strategies: str | None = None,
+    strategy: str | None = None,
 ) -> pd.DataFrame:
-    """Every pre-filter engine candidate of a chunk, with its triple-barrier label."""
+    """Every pre-filter candidate of `strategy` (a name in the SIGNALENGINE_STRATEGIES
+    value `strategies`, loaded here so a Dask worker imports its code; None: the built-in
+    one) in a chunk, with its triple-barrier label."""
+    chosen = None if strategy is None else _strategy(strategies, config, strategy)
     with connect() as conn:
-        return label_chunk(conn, symbols=symbols, exchange=exchange, window=window, config=config)
+        return label_chunk(
+            conn,
+            symbols=symbols,
+            exchange=exchange,
+            window=window,
+            config=config,
+            strategy=chosen,
+        )
+
+
+def _strategy(spec: str | None, config: EngineConfig, name: str) -> Strategy:
+    """The strategy called `name` among those `spec` configures."""
+    for candidate in load_strategies(spec, config):
+        if candidate.name == name:
+            return candidate
+    raise ConfigurationError(f"strategy {name!r} is not configured (SIGNALENGINE_STRATEGIES)")
 
 
 def label_history(
@@ -63,30 +92,44 @@ def label_history(
     settings: Settings,
     *,
     distributed: bool = False,
+    strategy: Strategy | None = None,
 ) -> pd.DataFrame:
-    """Label the universe chunk by chunk (on the flow's task runner when `distributed`)."""
+    """Label the universe chunk by chunk (on the flow's task runner when `distributed`),
+    with `strategy`'s candidates (None: the built-in one)."""
+    columns = dataset_columns(strategy)
     window = find_window(settings.exchange, symbols, lookback_days)
     if window is None:
-        return merge_datasets([])
+        return merge_datasets([], columns=columns)
     chunks = chunk_symbols(symbols, settings.backtest_chunk_symbols)
     args: dict[str, Any] = {
         "exchange": settings.exchange,
         "window": window,
         "config": EngineConfig.from_settings(settings),
+        "strategies": settings.strategies,
+        "strategy": None if strategy is None else strategy.name,
     }
     if distributed:
         futures = [label_chunk_task.submit(i, c, **args) for i, c in enumerate(chunks)]
-        return merge_datasets([f.result() for f in futures])
-    return merge_datasets([label_chunk_task(i, c, **args) for i, c in enumerate(chunks)])
+        return merge_datasets([f.result() for f in futures], columns=columns)
+    parts = [label_chunk_task(i, c, **args) for i, c in enumerate(chunks)]
+    return merge_datasets(parts, columns=columns)
 
 
 @task(cache_policy=NO_CACHE)
 def fit(
-    dataset: pd.DataFrame, settings: Settings, params: dict[str, Any] | None
+    dataset: pd.DataFrame,
+    settings: Settings,
+    params: dict[str, Any] | None,
+    columns: tuple[str, ...] | None = None,
 ) -> TrainingResult | str:
     """Purged time split, LightGBM fit and holdout metrics; why not, if data is too thin."""
     try:
-        return train_filter(dataset, config=TrainingConfig.from_settings(settings), params=params)
+        return train_filter(
+            dataset,
+            config=TrainingConfig.from_settings(settings),
+            params=params,
+            columns=columns or model_columns(),
+        )
     except InsufficientDataError as error:  # expected on a fresh install: not a task failure
         return str(error)
 
@@ -104,9 +147,10 @@ def publish(
     importance: dict[str, float],
     settings: Settings,
     run_params: dict[str, Any],
+    strategy: str = DEFAULT_STRATEGY,
 ) -> PublishResult:
-    """Log the run and register the model; move `champion` if it beats no filter and the
-    current champion."""
+    """Log the run and register the strategy's model; move its `champion` if it beats no
+    filter and the current champion."""
     return publish_model(
         result,
         importance,
@@ -115,17 +159,21 @@ def publish(
         min_auc_gain=settings.ai_promotion_min_auc_gain,
         policy=PromotionPolicy.from_settings(settings),
         params=run_params,
-        run_name="retrain",
+        run_name="retrain" if strategy == DEFAULT_STRATEGY else f"retrain-{strategy}",
+        strategy=strategy,
     )
 
 
 @task(cache_policy=NO_CACHE, retries=3, retry_delay_seconds=[2, 5, 15])
-def save_importance(importance: dict[str, float], published: PublishResult) -> int:
-    """Write the version's importances to `feature_importance` and its decision."""
+def save_importance(
+    importance: dict[str, float], published: PublishResult, strategy: str = DEFAULT_STRATEGY
+) -> int:
+    """Write the version's importances to `feature_importance` and its decision (under the
+    strategy's model_type)."""
     with connect() as conn:
         store_decision(
             conn,
-            model_type=MODEL_TYPE,
+            model_type=model_type(strategy),
             model_version=published.version,
             run_id=published.run_id,
             promoted=published.promoted,
@@ -133,7 +181,7 @@ def save_importance(importance: dict[str, float], published: PublishResult) -> i
             has_importance=bool(importance),
         )
         return store_importance(
-            conn, importance, model_type=MODEL_TYPE, model_version=published.version
+            conn, importance, model_type=model_type(strategy), model_version=published.version
         )
 
 
@@ -143,25 +191,58 @@ def retrain(
     symbols: list[str] | None = None,
     params: dict[str, Any] | None = None,
     distributed: bool = False,
+    strategies: list[str] | None = None,
 ) -> dict[str, Any]:
-    """Train on the last `lookback_days` of stored klines (ending at the newest bar).
+    """Train each strategy's filter on the last `lookback_days` of stored klines (ending at
+    the newest bar).
 
-    Labelling runs in symbol chunks, one task run each; `distributed` submits them to the
-    flow's task runner (Dask through `run_retrain_flow`).
+    `strategies`: names among the configured ones (SIGNALENGINE_STRATEGIES) to retrain;
+    default: all of them. Labelling runs in symbol chunks, one task run each; `distributed`
+    submits them to the flow's task runner (Dask through `run_retrain_flow`).
 
-    `params` override LightGBM parameters. Returns `PublishResult.summary`: run_id,
-    version, metrics (NaN as None), promoted, decision, rejection_reason,
-    previous_champion, champion_auc; run_id and
-    version are None (and `skipped` says why) when there is too little labelled data.
+    `params` override LightGBM parameters. Returns the first strategy's
+    `PublishResult.summary` (run_id, version, metrics (NaN as None), promoted, decision,
+    rejection_reason, previous_champion, champion_auc; run_id and version are None and
+    `skipped` says why when there is too little labelled data) with its `strategy`, and
+    `by_strategy`: every retrained strategy's summary by name.
     """
-    logger = get_run_logger()
     settings = get_settings()
     chosen = [normalize_symbol(s) for s in (symbols or settings.symbols)]
-    dataset = label_history(chosen, lookback_days, settings, distributed=distributed)
-    logger.info("%d labelled candidates from %d symbols", len(dataset), len(chosen))
-    result = fit(dataset, settings, params)
+    configured = load_strategies(settings.strategies, EngineConfig.from_settings(settings))
+    names = [s.name for s in configured]
+    unknown = sorted(set(strategies or []) - set(names))
+    if unknown:
+        raise ConfigurationError(f"strategies {unknown} are not configured; configured: {names}")
+    picked = [s for s in configured if strategies is None or s.name in strategies]
+    by_strategy = {
+        s.name: _retrain_one(
+            s, chosen, lookback_days, settings, params=params, distributed=distributed
+        )
+        for s in picked
+    }
+    first = next(iter(by_strategy))
+    return {**by_strategy[first], "strategy": first, "by_strategy": by_strategy}
+
+
+def _retrain_one(
+    strategy: Strategy,
+    symbols: list[str],
+    lookback_days: float,
+    settings: Settings,
+    *,
+    params: dict[str, Any] | None,
+    distributed: bool,
+) -> dict[str, Any]:
+    """Label, fit, publish and record one strategy's filter; its summary."""
+    logger = get_run_logger()
+    name = strategy.name
+    dataset = label_history(
+        symbols, lookback_days, settings, distributed=distributed, strategy=strategy
+    )
+    logger.info("%s: %d labelled candidates from %d symbols", name, len(dataset), len(symbols))
+    result = fit(dataset, settings, params, model_columns(strategy))
     if isinstance(result, str):
-        logger.warning("retrain skipped: %s", result)
+        logger.warning("%s: retrain skipped: %s", name, result)
         return {
             "run_id": None,
             "version": None,
@@ -171,15 +252,17 @@ def retrain(
         }
     importance = rank_features(result)
     run_params = {
-        "symbols": ",".join(chosen),
+        "symbols": ",".join(symbols),
         "lookback_days": lookback_days,
         "candidates": len(dataset),
         "exchange": settings.exchange,
+        "strategy_version": strategy.version,
     }
-    published = publish(result, importance, settings, run_params)
-    save_importance(importance, published)
+    published = publish(result, importance, settings, run_params, name)
+    save_importance(importance, published, name)
     logger.info(
-        "version %s: auc %.4f, %s",
+        "%s: version %s: auc %.4f, %s",
+        name,
         published.version,
         result.metrics["auc"],
         "promoted" if published.promoted else f"rejected: {published.rejection_reason}",

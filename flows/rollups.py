@@ -47,8 +47,9 @@ def refresh() -> dict[str, Any]:
 
 
 @task(cache_policy=NO_CACHE, retries=2, retry_delay_seconds=[5, 15])
-def trigger_retrain() -> str | None:
-    """Start the retrain deployment (without waiting); None when it is not deployed."""
+def trigger_retrain(strategies: list[str] | None = None) -> str | None:
+    """Start the retrain deployment (without waiting) for `strategies` (None: all of them);
+    None when it is not deployed."""
     from prefect.client.schemas.objects import FlowRun
     from prefect.deployments import run_deployment
     from prefect.exceptions import ObjectNotFound
@@ -57,7 +58,12 @@ def trigger_retrain() -> str | None:
         # sync_compatible: called from sync code it returns the FlowRun, not a coroutine
         run = cast(
             FlowRun,
-            run_deployment(RETRAIN_DEPLOYMENT, timeout=0, tags=["triggered-by-rollups"]),
+            run_deployment(
+                RETRAIN_DEPLOYMENT,
+                timeout=0,
+                tags=["triggered-by-rollups"],
+                parameters={} if strategies is None else {"strategies": strategies},
+            ),
         )
     except ObjectNotFound:
         return None
@@ -71,6 +77,10 @@ def rollups() -> dict[str, Any]:
     summary = refresh()
     logger.info("rollups refreshed: %d rows; disabled: %s", summary["rows"], summary["disabled"])
     if summary["retrain_needed"]:
-        summary["retrain_flow_run"] = trigger_retrain()
-        logger.warning("live win rate decayed; retrain run %s", summary["retrain_flow_run"])
+        summary["retrain_flow_run"] = trigger_retrain(summary["retrain_strategies"])
+        logger.warning(
+            "live win rate of %s decayed; retrain run %s",
+            summary["retrain_strategies"],
+            summary["retrain_flow_run"],
+        )
     return summary

@@ -1,4 +1,6 @@
-"""The live AI filter: the `champion` model of `signalengine-filter`, reloaded when it moves.
+"""The live AI filter of one strategy: the `champion` of `signalengine-filter-<strategy>`
+(for `default`, the legacy `signalengine-filter` champion until its own exists: see
+tasks.learning.registry), reloaded when it moves.
 
 `ChampionFilter.current()` returns `(signal_filter, model_version)` for
 `tasks.engine.pipeline.evaluate_latest` / `evaluate_symbol_history`. It asks the registry which
@@ -34,16 +36,19 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, FloatArray
 from signalengine.tasks import metrics
 from signalengine.tasks.engine.records import SignalFilter
 from signalengine.tasks.learning.registry import (
-    MODEL_NAME,
+    champion_of,
     champion_version,
     load_booster,
     mlflow_client,
     store_available,
     tracking_uri,
+)
+from signalengine.tasks.learning.registry import (
+    model_name as registry_model_name,
 )
 from signalengine.tasks.learning.training import predict_proba
 
@@ -93,7 +98,8 @@ def booster_filter(
 
 
 class ChampionFilter:
-    """The current champion as a SignalFilter, re-checked at most every `reload_seconds`."""
+    """A strategy's current champion as a SignalFilter, re-checked at most every
+    `reload_seconds`. `model_name` pins one registered model instead (no legacy fallback)."""
 
     def __init__(
         self,
@@ -101,14 +107,17 @@ class ChampionFilter:
         uri: str,
         min_probability: float,
         reload_seconds: float = 30.0,
-        model_name: str = MODEL_NAME,
+        strategy: str = DEFAULT_STRATEGY,
+        model_name: str | None = None,
         clock: Callable[[], float] = time.monotonic,
         window: int = 20,
     ) -> None:
+        self.strategy = strategy
+        self._pinned = model_name
         self._uri = uri
         self._min_probability = min_probability
         self._reload_seconds = reload_seconds
-        self._model_name = model_name
+        self._model_name = model_name or registry_model_name(strategy)
         self._clock = clock
         self._client: Any = None
         self._next_check = float("-inf")
@@ -117,14 +126,22 @@ class ChampionFilter:
         self._window: deque[bool] = deque(maxlen=window)
 
     @classmethod
-    def from_settings(cls, settings: Settings) -> ChampionFilter:
-        """The filter of the configured MLflow store, threshold and reload interval."""
+    def from_settings(
+        cls, settings: Settings, *, strategy: str = DEFAULT_STRATEGY
+    ) -> ChampionFilter:
+        """A strategy's filter on the configured MLflow store, threshold and reload interval."""
         return cls(
             uri=tracking_uri(settings),
             min_probability=settings.ai_min_probability,
             reload_seconds=settings.ai_reload_seconds,
+            strategy=strategy,
             window=settings.ai_degraded_window_candidates,
         )
+
+    @property
+    def model_name(self) -> str:
+        """The registered model served (or looked for): the strategy's, or the legacy one."""
+        return self._model_name
 
     @property
     def model_version(self) -> str | None:
@@ -142,11 +159,12 @@ class ChampionFilter:
     def refresh(self) -> None:
         """Check the alias now and load the model it points at if it changed."""
         try:
-            version = self._champion()
+            found = self._champion()
         except Exception:  # registry unreachable: keep serving the model we have
             logger.warning("champion check failed; keeping model %s", self._version, exc_info=True)
             return
-        if version == self._version:
+        name, version = found if found is not None else (self._model_name, None)
+        if (name, version) == (self._model_name, self._version):
             return
         if version is None:
             logger.warning("no champion for %s any more; running unfiltered", self._model_name)
@@ -154,12 +172,11 @@ class ChampionFilter:
             self._window.clear()
             return
         try:
-            booster = load_booster(self._client, version, uri=self._uri, name=self._model_name)
+            booster = load_booster(self._client, version, uri=self._uri, name=name)
         except Exception:  # a broken version must not stop the stream
-            logger.exception(
-                "could not load %s v%s; keeping %s", self._model_name, version, self._version
-            )
+            logger.exception("could not load %s v%s; keeping %s", name, version, self._version)
             return
+        self._model_name = name
         self._window.clear()
         self._filter = booster_filter(
             booster, min_probability=self._min_probability, window=self._window
@@ -195,9 +212,13 @@ class ChampionFilter:
         )
         return health
 
-    def _champion(self) -> str | None:
+    def _champion(self) -> tuple[str, str] | None:
+        """(registered model, version) of the champion to serve, None without one."""
         if not store_available(self._uri):
             return None
         if self._client is None:
             self._client = mlflow_client(self._uri)
-        return champion_version(self._client, name=self._model_name)
+        if self._pinned is not None:
+            version = champion_version(self._client, name=self._pinned)
+            return None if version is None else (self._pinned, version)
+        return champion_of(self._client, self.strategy)

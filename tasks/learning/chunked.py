@@ -19,6 +19,7 @@ import pandas as pd
 from signalengine.core.db import DbConn
 from signalengine.tasks.engine.buckets import MINUTE_NS
 from signalengine.tasks.engine.config import EngineConfig
+from signalengine.tasks.engine.strategy import Strategy
 from signalengine.tasks.learning.labels import DATASET_COLUMNS, build_dataset
 from signalengine.tasks.marketdata.columnar import read_bars
 from signalengine.tasks.marketdata.klines import last_stored_ts
@@ -50,8 +51,10 @@ def label_chunk(
     exchange: str,
     window: tuple[pd.Timestamp, pd.Timestamp],
     config: EngineConfig,
+    strategy: Strategy | None = None,
 ) -> pd.DataFrame:
-    """The labelled candidates (DATASET_COLUMNS) of a chunk of symbols over `window`."""
+    """The labelled candidates (DATASET_COLUMNS) of a chunk of symbols over `window`, of
+    `strategy` (default: the built-in one)."""
     columns = read_bars(
         conn,
         exchange=exchange,
@@ -62,13 +65,16 @@ def label_chunk(
     )
     bars = columns.frames(with_bars=False, unit="ns")
     del columns
-    return build_dataset(bars, config=config, exchange=exchange)
+    return build_dataset(bars, config=config, exchange=exchange, strategy=strategy)
 
 
-def merge_datasets(parts: Sequence[pd.DataFrame]) -> pd.DataFrame:
-    """Chunk datasets (in chunk order) as one, ordered like `build_dataset`'s."""
+def merge_datasets(
+    parts: Sequence[pd.DataFrame], *, columns: Sequence[str] = DATASET_COLUMNS
+) -> pd.DataFrame:
+    """Chunk datasets (in chunk order) as one, ordered like `build_dataset`'s (`columns`
+    when there is none)."""
     filled = [p for p in parts if not p.empty]
     if not filled:
-        return pd.DataFrame(columns=list(DATASET_COLUMNS))
+        return pd.DataFrame(columns=list(columns))
     data = pd.concat(filled, ignore_index=True)
     return data.sort_values(["emitted_at", "symbol"], kind="stable").reset_index(drop=True)

@@ -1,6 +1,13 @@
-"""The AI filter in MLflow: runs of experiment `signalengine`, model `signalengine-filter`.
+"""The AI filter in MLflow: runs of experiment `signalengine`, one registered model per
+strategy, `signalengine-filter-<strategy>` (the built-in one: `signalengine-filter-default`),
+each with its own `champion` alias.
 
-Every retrain logs one run (params, holdout metrics, the LightGBM booster in MLflow's
+Migration: before strategies the built-in engine's filter was registered as
+`signalengine-filter`. Until `signalengine-filter-default` has a champion, that legacy
+champion still serves the default strategy (`champion_of`) and is the one a new default
+model must beat; once a new default model is promoted the legacy model is no longer read.
+
+Every retrain logs one run per strategy (params, holdout metrics, the LightGBM booster in MLflow's
 lightgbm flavour with signature and input example, feature importance as CSV, JSON and a
 PNG chart) and registers a new model version. The alias `champion` moves to it only
 when it has earned its place against the unfiltered engine (`tasks.learning.promotion`:
@@ -35,33 +42,53 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.errors import TemporaryError
+from signalengine.core.vocabulary import DEFAULT_STRATEGY
 from signalengine.tasks.learning.importance import importance_frame, plot_importance
-from signalengine.tasks.learning.labels import LABEL_COLUMN, MODEL_COLUMNS
+from signalengine.tasks.learning.labels import LABEL_COLUMN
 from signalengine.tasks.learning.promotion import PromotionPolicy, rejection_reasons
 from signalengine.tasks.learning.training import TrainingResult, predict_proba, roc_auc
 
 logger = logging.getLogger(__name__)
 
 EXPERIMENT_NAME = "signalengine"
-MODEL_NAME = "signalengine-filter"
+LEGACY_MODEL_NAME = "signalengine-filter"  # the default's filter before strategies
 CHAMPION_ALIAS = "champion"
-MODEL_TYPE = "lightgbm"
+MODEL_TYPE = "lightgbm"  # feature_importance / model_decisions key of the default's filter
 HEALTH_TIMEOUT_SECONDS = 2.0
 # Warnings about MLflow itself, not our use of it (raised when mlflow.pyfunc is imported).
 _MLFLOW_NOISE: tuple[tuple[type[Warning], str], ...] = (
     (UserWarning, r".*Any type hint is inferred as AnyType"),
 )
 
+
+def model_name(strategy: str = DEFAULT_STRATEGY) -> str:
+    """The registered model of a strategy's filter: `signalengine-filter-<strategy>`."""
+    return f"{LEGACY_MODEL_NAME}-{strategy}"
+
+
+def model_type(strategy: str = DEFAULT_STRATEGY) -> str:
+    """The strategy's `model_type` in feature_importance and model_decisions (versions are
+    numbered per registered model, so each strategy needs its own key): `lightgbm` for the
+    default (as before strategies), `lightgbm-<strategy>` for the others."""
+    return MODEL_TYPE if strategy == DEFAULT_STRATEGY else f"{MODEL_TYPE}-{strategy}"
+
+
+MODEL_NAME = model_name(DEFAULT_STRATEGY)
+
 __all__ = [
     "CHAMPION_ALIAS",
     "EXPERIMENT_NAME",
+    "LEGACY_MODEL_NAME",
     "MODEL_NAME",
     "MODEL_TYPE",
     "PublishResult",
     "artifact_location",
+    "champion_of",
     "champion_version",
     "load_booster",
     "mlflow_client",
+    "model_name",
+    "model_type",
     "publish_model",
     "quiet_mlflow",
     "should_promote",
@@ -135,6 +162,20 @@ def champion_version(client: Any, *, name: str = MODEL_NAME) -> str | None:
         if e.error_code in ("RESOURCE_DOES_NOT_EXIST", "INVALID_PARAMETER_VALUE"):
             return None
         raise
+
+
+def champion_of(client: Any, strategy: str = DEFAULT_STRATEGY) -> tuple[str, str] | None:
+    """(registered model, version) of a strategy's champion, None without one; for the
+    default strategy the legacy `signalengine-filter` champion until its own exists."""
+    name = model_name(strategy)
+    version = champion_version(client, name=name)
+    if version is not None:
+        return name, version
+    if strategy == DEFAULT_STRATEGY:
+        legacy = champion_version(client, name=LEGACY_MODEL_NAME)
+        if legacy is not None:
+            return LEGACY_MODEL_NAME, legacy
+    return None
 
 
 def load_booster(client: Any, version: str, *, uri: str, name: str = MODEL_NAME) -> lgb.Booster:
@@ -214,10 +255,12 @@ def _ensure_experiment(client: Any, location: str | None) -> str:
         return str(found.experiment_id)
 
 
-def _score_champion(client: Any, version: str, holdout: pd.DataFrame, *, uri: str) -> float:
+def _score_champion(
+    client: Any, version: str, holdout: pd.DataFrame, *, uri: str, name: str
+) -> float:
     """The champion's AUC on the new holdout; NaN when it cannot score these rows."""
     try:
-        booster = load_booster(client, version, uri=uri)
+        booster = load_booster(client, version, uri=uri, name=name)
         prob = predict_proba(booster, holdout)
     except Exception:  # an unreadable or incompatible champion must not stop the retrain
         logger.exception("could not score champion version %s on the new holdout", version)
@@ -235,11 +278,11 @@ def _log_importance(importance: dict[str, float], folder: Path) -> None:
     mlflow.log_artifacts(str(folder), artifact_path="importance")
 
 
-def _log_model(result: TrainingResult) -> Any:
+def _log_model(result: TrainingResult, *, name: str) -> Any:
     import mlflow.lightgbm
     from mlflow.models import infer_signature
 
-    inputs = result.holdout[list(MODEL_COLUMNS)].astype("float64")
+    inputs = result.holdout[list(result.booster.feature_name())].astype("float64")
     example = inputs.dropna().head(5)
     if example.empty:
         example = inputs.head(5).fillna(0.0)
@@ -249,7 +292,7 @@ def _log_model(result: TrainingResult) -> Any:
         name="model",
         signature=signature,
         input_example=example,
-        registered_model_name=MODEL_NAME,
+        registered_model_name=name,
         # Pinned explicitly: inferring requirements imports the model in a subprocess.
         pip_requirements=[
             f"lightgbm=={lgb.__version__}",
@@ -283,6 +326,14 @@ def _decide(
     return reasons
 
 
+def _champion_label(champion: tuple[str, str] | None, name: str) -> str | None:
+    """The previous champion as reported: its version, `<model>/<version>` when it is
+    another registered model's (the legacy one)."""
+    if champion is None:
+        return None
+    return champion[1] if champion[0] == name else f"{champion[0]}/{champion[1]}"
+
+
 def publish_model(
     result: TrainingResult,
     importance: dict[str, float],
@@ -293,13 +344,16 @@ def publish_model(
     policy: PromotionPolicy | None = None,
     params: Mapping[str, Any] | None = None,
     run_name: str | None = None,
+    strategy: str = DEFAULT_STRATEGY,
 ) -> PublishResult:
-    """Log the run, register a version, and move `champion` to it if it earned it (see module).
+    """Log the run, register a version of `strategy`'s model, and move its `champion` to it
+    if it earned it (see module).
 
     `params` are extra run parameters (e.g. symbols, lookback); booster parameters and the
     split are always logged. Undefined (NaN) metrics are left out of the run. `policy`
     defaults to `PromotionPolicy()`.
     """
+    name = model_name(strategy)
     with quiet_mlflow():
         import mlflow
 
@@ -307,9 +361,12 @@ def publish_model(
         mlflow.set_registry_uri(uri)
         client = mlflow_client(uri)
         experiment_id = _ensure_experiment(client, location)
-        previous = champion_version(client)
+        champion = champion_of(client, strategy)
+        previous = _champion_label(champion, name)
         champ_auc = (
-            None if previous is None else _score_champion(client, previous, result.holdout, uri=uri)
+            None
+            if champion is None
+            else _score_champion(client, champion[1], result.holdout, uri=uri, name=champion[0])
         )
         reasons = _decide(
             result,
@@ -331,6 +388,7 @@ def publish_model(
                     **result.params,
                     "num_boost_round": result.num_boost_round,
                     "holdout_start": result.split.holdout_start.isoformat(),
+                    "strategy": strategy,
                     **(params or {}),
                 }
             )
@@ -338,19 +396,20 @@ def publish_model(
             if champ_auc is not None:
                 metrics["champion_auc"] = champ_auc
             mlflow.log_metrics(_finite(metrics))
-            mlflow.set_tags({**decision, "previous_champion": previous or ""})
+            mlflow.set_tags({**decision, "previous_champion": previous or "", "strategy": strategy})
             with tempfile.TemporaryDirectory(prefix="signalengine-importance-") as tmp:
                 _log_importance(importance, Path(tmp))
-            info = _log_model(result)
+            info = _log_model(result, name=name)
         version = str(info.registered_model_version)
-        client.set_model_version_tag(MODEL_NAME, version, "holdout_auc", result.metrics["auc"])
+        client.set_model_version_tag(name, version, "holdout_auc", result.metrics["auc"])
         for key in ("promoted", "decision", "rejection_reason"):
-            client.set_model_version_tag(MODEL_NAME, version, key, decision[key])
+            client.set_model_version_tag(name, version, key, decision[key])
+        client.set_model_version_tag(name, version, "strategy", strategy)
         if promoted:
-            client.set_registered_model_alias(MODEL_NAME, CHAMPION_ALIAS, version)
+            client.set_registered_model_alias(name, CHAMPION_ALIAS, version)
     logger.info(
         "model %s v%s: auc %.4f vs champion %s (%s): %s",
-        MODEL_NAME,
+        name,
         version,
         result.metrics["auc"],
         previous,

@@ -18,7 +18,7 @@ against those the filter lets through ("filtered"). Undefined values are NaN.
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -121,7 +121,7 @@ class TrainingResult:
     params: dict[str, Any]
     num_boost_round: int
     split: Split
-    holdout: pd.DataFrame  # MODEL_COLUMNS + label + return_pct of the holdout rows
+    holdout: pd.DataFrame  # the model columns + label + return_pct of the holdout rows
     metrics: dict[str, float]
 
 
@@ -214,11 +214,15 @@ def predict_proba(model: Any, frame: pd.DataFrame) -> FloatArray:
 
 
 def fit_booster(
-    train: pd.DataFrame, *, params: Mapping[str, Any], num_boost_round: int
+    train: pd.DataFrame,
+    *,
+    params: Mapping[str, Any],
+    num_boost_round: int,
+    columns: Sequence[str] = MODEL_COLUMNS,
 ) -> lgb.Booster:
-    """A binary LightGBM booster on MODEL_COLUMNS of `train` against its `label`."""
+    """A binary LightGBM booster on `columns` of `train` against its `label`."""
     data = lgb.Dataset(
-        train[list(MODEL_COLUMNS)].astype("float64"),
+        train[list(columns)].astype("float64"),
         label=train[LABEL_COLUMN].to_numpy(dtype=np.float64),
         free_raw_data=True,
     )
@@ -230,8 +234,10 @@ def train_filter(
     *,
     config: TrainingConfig,
     params: Mapping[str, Any] | None = None,
+    columns: Sequence[str] = MODEL_COLUMNS,
 ) -> TrainingResult:
-    """Split, fit on the training part and score the holdout.
+    """Split, fit on `columns` (the strategy's `labels.model_columns`) of the training part
+    and score the holdout.
 
     Raises InsufficientDataError when either part is too small or training has one class.
     """
@@ -246,7 +252,9 @@ def train_filter(
     if train[LABEL_COLUMN].nunique() < 2:
         raise InsufficientDataError("training rows hold a single class")
     booster_params = config.booster_params(params)
-    booster = fit_booster(train, params=booster_params, num_boost_round=config.num_boost_round)
+    booster = fit_booster(
+        train, params=booster_params, num_boost_round=config.num_boost_round, columns=columns
+    )
     prob = predict_proba(booster, holdout)
     metrics = evaluate(
         prob,
@@ -263,7 +271,7 @@ def train_filter(
             "train_tp_rate": float(train[LABEL_COLUMN].mean()),
         }
     )
-    kept = [*MODEL_COLUMNS, LABEL_COLUMN, "return_pct"]
+    kept = [*columns, LABEL_COLUMN, "return_pct"]
     return TrainingResult(
         booster=booster,
         params=booster_params,

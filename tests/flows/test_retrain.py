@@ -14,10 +14,10 @@ DAYS = 20
 TIMEFRAMES = ["1m", "5m", "15m", "1h"]
 
 
-def _store_simulator_days(db) -> None:
+def _store_simulator_days(db, symbols: list[str] = SYMBOLS, days: int = DAYS) -> None:
     start = EPOCH_MS + 5 * DAY_MS
-    for symbol in SYMBOLS:
-        bars = market_bars(symbol, start, start + DAYS * DAY_MS)
+    for symbol in symbols:
+        bars = market_bars(symbol, start, start + days * DAY_MS)
         frame = pd.DataFrame(
             {
                 "exchange": "binance",
@@ -130,3 +130,47 @@ def test_retrain_without_klines_is_skipped(db, prefect_harness, mlflow_state: st
     summary = retrain(lookback_days=5, symbols=["BTCUSDT"])
     assert summary["version"] is None and summary["promoted"] is False
     assert "skipped" in summary
+
+
+def test_retrain_registers_one_model_per_strategy(
+    db, prefect_harness, mlflow_state: str, monkeypatch
+) -> None:
+    """Two configured strategies: two registered models, each on its own candidates, each
+    decision under its own model_type; an unknown name in `strategies=` is refused."""
+    from signalengine.flows.retrain import retrain
+    from signalengine.tasks.learning.registry import mlflow_client
+
+    spec = (
+        '[{"name": "default"},'
+        ' {"name": "donchian", "use": "examples.strategies.donchian:Donchian"}]'
+    )
+    monkeypatch.setenv("SIGNALENGINE_STRATEGIES", spec)
+    from signalengine.core.errors import ConfigurationError
+
+    db.execute("DELETE FROM model_decisions")
+    symbols, days = SYMBOLS[:2], 10  # small: enough candidates for both to train
+    _store_simulator_days(db, symbols, days)
+    with pytest.raises(ConfigurationError, match="not configured"):
+        retrain(lookback_days=days, symbols=symbols, strategies=["nope"])
+    summary = retrain(lookback_days=days, symbols=symbols)
+    both = summary["by_strategy"]
+    assert set(both) == {"default", "donchian"} and summary["strategy"] == "default"
+    assert both["default"]["version"] == both["donchian"]["version"] == "1"
+    client = mlflow_client(mlflow_state)
+    names = {m.name for m in client.search_registered_models()}
+    assert names == {"signalengine-filter-default", "signalengine-filter-donchian"}
+    runs = {r: client.get_run(both[r]["run_id"]) for r in both}
+    assert {r: run.data.tags["strategy"] for r, run in runs.items()} == {
+        "default": "default",
+        "donchian": "donchian",
+    }
+    # each filter learnt from its own strategy's candidates
+    assert runs["default"].data.params["candidates"] != runs["donchian"].data.params["candidates"]
+    decisions = db.execute(
+        "SELECT model_type, model_version FROM model_decisions ORDER BY model_type"
+    ).fetchall()
+    assert [(d["model_type"], d["model_version"]) for d in decisions] == [
+        ("lightgbm", "1"),
+        ("lightgbm-donchian", "1"),
+    ]
+    db.execute("DELETE FROM model_decisions")
