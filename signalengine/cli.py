@@ -63,7 +63,9 @@ def db_upgrade() -> None:
 @strategy_app.command("check")
 def strategy_check(
     name: Annotated[str, typer.Argument(help="Name in SIGNALENGINE_STRATEGIES, or a class.")],
-    symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
+    symbols: Annotated[
+        str, typer.Option(help="Comma-separated; default: the first 3 configured.")
+    ] = "",
     start: Annotated[str, typer.Option(help="ISO start (UTC); default end - 7 days.")] = "",
     end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive; default newest bar.")] = "",
     exchange: Annotated[str, typer.Option()] = "",
@@ -79,6 +81,7 @@ def strategy_check(
     from signalengine.core.db import connect
     from signalengine.tasks.engine.config import EngineConfig
     from signalengine.tasks.runs.strategy_gate import (
+        DEFAULT_CHECK_SYMBOLS,
         check_stored,
         check_window,
         format_report,
@@ -92,7 +95,7 @@ def strategy_check(
         strategy = resolve_strategy(
             name, configured=settings.strategies, config=config, params=params or None
         )
-        chosen = _symbols(symbols) if symbols else list(settings.symbols)
+        chosen = _symbols(symbols) if symbols else settings.symbols[:DEFAULT_CHECK_SYMBOLS]
         with connect() as conn:
             window = check_window(conn, exchange=venue, symbols=chosen, start=start, end=end)
             verdict = check_stored(
@@ -413,7 +416,7 @@ def optimize(
     ] = None,
     symbols: Annotated[str, typer.Option(help="Comma-separated; default from settings.")] = "",
     start: Annotated[str, typer.Option(help="ISO start (UTC); default end - 30 days.")] = "",
-    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive; default now.")] = "",
+    end: Annotated[str, typer.Option(help="ISO end (UTC), exclusive; default newest bar.")] = "",
     exchange: Annotated[str, typer.Option()] = "",
     trials: Annotated[int, typer.Option(min=1, help="Trials of the study in total.")] = 20,
     workers: Annotated[

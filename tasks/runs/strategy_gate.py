@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -30,6 +31,7 @@ logger = logging.getLogger(__name__)
 
 __all__ = [
     "DEFAULT_CHECK_DAYS",
+    "DEFAULT_CHECK_SYMBOLS",
     "admit_strategies",
     "check_stored",
     "check_window",
@@ -55,8 +57,17 @@ def resolve_strategy(
         raise ConfigurationError(f"--params is not valid JSON: {e}") from e
     if not isinstance(values, dict):
         raise ConfigurationError("--params must be a JSON object")
-    spec = {"name": name.rpartition(":")[2] or name, "use": name, "params": values}
+    spec = {"name": _instance_name(name), "use": name, "params": values}
     return load_strategies([spec], config)[0]
+
+
+def _instance_name(use: str) -> str:
+    """A strategy name (lowercase, digits, _ and -) for a class path: NextBarPeek ->
+    next_bar_peek."""
+    tail = use.rpartition(":")[2] or use
+    snake = re.sub(r"(?<=[a-z0-9])(?=[A-Z])", "_", tail).lower()
+    cleaned = re.sub(r"[^a-z0-9_-]+", "-", snake).strip("-_")
+    return cleaned[:64] or "strategy"
 
 
 def is_builtin(strategy: Strategy) -> bool:
@@ -65,6 +76,8 @@ def is_builtin(strategy: Strategy) -> bool:
 
 
 DEFAULT_CHECK_DAYS = 7.0
+# Configured symbols `strategy check` takes when none are given (seconds each).
+DEFAULT_CHECK_SYMBOLS = 3
 # Symbols a stream start checks a never-checked strategy version on (seconds each).
 GATE_CHECK_SYMBOLS = 2
 
@@ -284,6 +297,13 @@ def _line(name: str, check: dict[str, Any]) -> list[str]:
 
 def format_report(verdict: dict[str, Any]) -> str:
     """The readable report of a verdict (stderr of `strategy check`)."""
+    lines = _report_lines(verdict)
+    if verdict.get("error"):
+        lines.append(f"  {verdict['error']}")
+    return "\n".join(lines)
+
+
+def _report_lines(verdict: dict[str, Any]) -> list[str]:
     head = (
         f"strategy {verdict['strategy']} (version {verdict.get('strategy_version')}):"
         f" {'PASSED' if verdict['passed'] else 'FAILED'}"
@@ -295,4 +315,4 @@ def format_report(verdict: dict[str, Any]) -> str:
     lines = [head, scope]
     for name, check in verdict["checks"].items():
         lines += _line(name, check)
-    return "\n".join(lines)
+    return lines

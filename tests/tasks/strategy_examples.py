@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
+
 from examples.strategies.donchian import Donchian
+from signalengine.tasks.engine.strategy import Entry, Frame
 
 
 class DonchianWithAtr(Donchian):
@@ -11,3 +15,10 @@ class DonchianWithAtr(Donchian):
     @property
     def filter_columns(self) -> tuple[str, ...]:
         return (*super().filter_columns, "atr_14")
+
+
+class Silent(Donchian):
+    """Never fires: a check on it proves nothing."""
+
+    def fires(self, frame: Frame, entry: Entry) -> NDArray[np.bool_]:
+        return np.zeros(np.shape(entry.direction), dtype=np.bool_)

@@ -23,6 +23,7 @@ from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.strategies import DefaultStrategy
 from signalengine.tasks.marketdata.klines import store_klines
 from signalengine.tasks.marketdata.validation import validate_klines
+from signalengine.tasks.runs.strategy_check import run_checks
 from signalengine.tasks.runs.strategy_gate import (
     admit_strategies,
     check_stored,
@@ -30,6 +31,7 @@ from signalengine.tasks.runs.strategy_gate import (
     resolve_strategy,
     stored_verdict,
 )
+from signalengine.tasks.runs.strategy_subjects import strategy_subject
 from tests.utils.klines import random_klines
 from tests.utils.tables import empty_database
 
@@ -140,6 +142,19 @@ def test_a_recursive_feature_fails_the_warm_up_check(stored: str) -> None:
     assert verdict["passed"] is False
 
 
+def test_a_strategy_without_signals_does_not_pass() -> None:
+    strategy = resolve_strategy(
+        "tests.tasks.strategy_examples:Silent", configured=None, config=EngineConfig()
+    )
+    frame = _frame("SCA/USDT", 30).set_index("ts")[["open", "high", "low", "close", "volume"]]
+    frame.index = pd.DatetimeIndex(frame.index).as_unit("ns")
+    verdict = run_checks(
+        lambda: strategy_subject(strategy, exchange="binance"), {"SCA/USDT": frame}
+    )
+    assert verdict["signals"] == 0 and verdict["passed"] is False
+    assert "no signal" in verdict["error"]
+
+
 def test_bad_input_is_one_line_and_exit_2(stored: str) -> None:
     with psycopg.connect(stored, row_factory=dict_row, autocommit=True) as conn:
         with pytest.raises(ConfigurationError, match="no stored 1m bars"):
@@ -214,7 +229,7 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
         with pytest.raises(ConfigurationError, match=r"failed .*lookahead \(next_close"):
             admit_strategies(conn, [peek], allow_unchecked=False, run_id="live")
         assert admit_strategies(conn, [peek], allow_unchecked=True, run_id="live") == [
-            "NextBarPeek"
+            "next_bar_peek"
         ]
         # a version never checked is checked at start on stored bars, and kept
         wider = resolve_strategy(
@@ -241,6 +256,6 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
             "SELECT strategy, strategy_version, reason FROM strategy_overrides"
         ).fetchall()
         assert [(r["strategy"], r["strategy_version"]) for r in rows] == [
-            ("NextBarPeek", peek.version)
+            ("next_bar_peek", peek.version)
         ]
         assert "lookahead" in rows[0]["reason"]
