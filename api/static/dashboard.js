@@ -112,10 +112,13 @@
     tr.dataset.id = signal.id;
     tr.dataset.direction = signal.direction;
     tr.dataset.symbol = signal.symbol;
+    tr.dataset.strategy = signal.strategy;
     if (fresh) { tr.className = "fresh"; }
+    tr.classList.toggle("other-strategy", !shows(signal.strategy));
     tr.append(
       whenCell(signal.emitted_at),
       cell(signal.symbol),
+      cell(signal.strategy, "opt"),
       cell(signal.direction === "long" ? "LONG" : "SHORT", `dir-${signal.direction}`),
       cell(signal.timeframe, "opt"),
       cell(price(signal.entry_price), "num"),
@@ -151,7 +154,44 @@
     while (body.children.length > MAX_ROWS) { body.removeChild(body.lastChild); }
     $("signals-empty").hidden = true;
     addSymbol(signal.symbol);
+    addStrategy(signal.strategy);
     return true;
+  }
+
+  /* ---- strategy selector: the table, chart markers and performance of one strategy ---- */
+  const strategy = () => $("strategy-select").value;  // "" = all strategies
+  const shows = (name) => !strategy() || name === strategy();
+  function withStrategy(path) {
+    if (!strategy()) { return path; }
+    return `${path}${path.includes("?") ? "&" : "?"}strategy=${encodeURIComponent(strategy())}`;
+  }
+
+  function addStrategy(name) {
+    const select = $("strategy-select");
+    if (!name || [...select.options].some((o) => o.value === name)) { return; }
+    const option = document.createElement("option");
+    option.value = name;
+    option.textContent = name;
+    option.dataset.testid = "strategy-option";
+    select.appendChild(option);
+  }
+
+  function setupStrategies() {
+    $("strategy-select").addEventListener("change", () => {
+      for (const tr of $("signals-body").children) {
+        tr.classList.toggle("other-strategy", !shows(tr.dataset.strategy));
+      }
+      $("signals-table").dataset.strategy = strategy();
+      redrawAll();
+    });
+  }
+
+  async function loadStrategies() {
+    try {
+      for (const s of await api("/performance/by-strategy")) { addStrategy(s.strategy); }
+    } catch (err) {
+      console.warn(err);
+    }
   }
 
   function toast(signal) {
@@ -214,7 +254,7 @@
     try {
       const [series, page] = await Promise.all([
         api(`/klines/${q}?timeframe=${timeframe}&limit=120`),
-        api(`/signals?symbol=${q}&limit=200`),
+        api(withStrategy(`/signals?symbol=${q}&limit=200`)),
       ]);
       const bars = series.klines.map((k) => ({ t: Date.parse(k.ts), open: k.open, high: k.high, low: k.low, close: k.close }));
       const markers = page.signals.map((s) => ({ t: Date.parse(s.ts), price: s.entry_price, direction: s.direction }));
@@ -227,11 +267,14 @@
 
   async function refreshPerformance() {
     try {
+      const shown = strategy();
       const [stats, curve, bySymbol] = await Promise.all([
-        api("/performance/stats"),
-        api("/performance/equity?points=400"),
-        api("/performance/by-symbol"),
+        api(withStrategy("/performance/stats")),
+        api(withStrategy("/performance/equity?points=400")),
+        api(withStrategy("/performance/by-symbol")),
       ]);
+      if (shown !== strategy()) { return; }  // the selection moved on: a newer refresh draws
+      $("performance").dataset.strategy = shown;
       $("perf-count").textContent = stats.count;
       $("perf-winrate").textContent = pct(stats.win_rate);
       $("perf-avg").textContent = ret(stats.avg_return_pct);
@@ -334,10 +377,11 @@
 
   async function start() {
     setupFilters();
+    setupStrategies();
     $("chart-symbol").addEventListener("change", drawCandles);
     $("chart-timeframe").addEventListener("change", drawCandles);
     window.addEventListener("resize", () => debounce("resize", 200, redrawAll));
-    await loadHistory();
+    await Promise.all([loadHistory(), loadStrategies()]);
     connect();
     redrawAll();
     setInterval(refreshPerformance, PERF_REFRESH_MS);

@@ -150,3 +150,56 @@ def test_dashboard_shows_a_filter_that_silences_the_engine(
     finally:
         page.close()
         db.execute("DELETE FROM ai_filter_health")
+
+
+def test_dashboard_strategy_selector_shows_one_strategy(
+    api: ApiServer, browser: Any, db: Conn
+) -> None:
+    now = datetime.now(UTC).replace(second=0, microsecond=0)
+    stored: dict[str, list[str]] = {"default": [], "donchian": []}
+    for i, (name, outcome) in enumerate(
+        [
+            ("default", "tp_hit"),
+            ("donchian", "sl_hit"),
+            ("donchian", "tp_hit"),
+            ("default", "sl_hit"),
+        ]
+        + [("donchian", "tp_hit")]
+    ):
+        signal = create_random_signal(db, ts=now - timedelta(hours=5 - i), strategy=name)
+        create_random_performance(db, signal, outcome=outcome, strategy=name)
+        stored[name].append(str(signal["id"]))
+    page = browser.new_page(viewport={"width": 1280, "height": 900})
+    errors: list[str] = []
+    page.on("pageerror", lambda exc: errors.append(str(exc)))
+    try:
+        page.goto(f"{api.url}/dashboard")
+        page.wait_for_selector("#connection-status[data-state='connected']", timeout=5000)
+        page.wait_for_function("document.getElementById('perf-count').textContent === '5'")
+        options = page.locator("[data-testid=strategy-select] option")
+        assert [options.nth(i).get_attribute("value") for i in range(options.count())] == [
+            "",
+            "default",
+            "donchian",
+        ]
+        page.select_option("[data-testid=strategy-select]", "donchian")
+        page.wait_for_selector("#performance[data-strategy='donchian']", state="attached")
+        assert page.locator("#perf-count").inner_text() == "3"
+        assert page.locator("#perf-winrate").inner_text() == "66.7%"
+        for sid in stored["donchian"]:
+            assert page.locator(f"tr[data-id='{sid}']").is_visible()
+        for sid in stored["default"]:
+            assert not page.locator(f"tr[data-id='{sid}']").is_visible()
+        # a live signal of the other strategy arrives hidden; one of the chosen one shows
+        other = create_random_signal(db, strategy="default")
+        chosen = create_random_signal(db, strategy="donchian")
+        page.wait_for_selector(f"tr[data-id='{chosen['id']}']", timeout=2000)
+        page.locator(f"tr[data-id='{other['id']}']").wait_for(state="attached", timeout=2000)
+        assert not page.locator(f"tr[data-id='{other['id']}']").is_visible()
+        page.select_option("[data-testid=strategy-select]", "")
+        page.wait_for_selector("#performance[data-strategy='']", state="attached")
+        assert page.locator(f"tr[data-id='{other['id']}']").is_visible()
+        assert page.locator("#perf-count").inner_text() == "5"
+        assert errors == []
+    finally:
+        page.close()
