@@ -7,8 +7,9 @@ PostgreSQL database of their own (created on `--server`, dropped at the end unle
 `--keep`) and a fresh state dir; telemetry is off in every child.
 
 Measured over `--duration` real seconds, after a warm-up (the stream's cold start has
-fetched `--history-days` over REST and evaluated a first close, and no closed bar has
-waited a minute of exchange time to be stored):
+fetched `--history-days` over REST and evaluated a first close, no closed bar has
+waited a minute of exchange time to be stored and at most one stored minute awaits
+evaluation, or `--settle` real seconds have passed since that first close):
 
 - latency of every signal message: the simulator's bar close (the signal's trigger bar
   open `ts` + one primary bar, in exchange time) mapped to the wall clock through the
@@ -25,8 +26,9 @@ waited a minute of exchange time to be stored):
   not yet stored, over all symbols: 0 when every closed bar is in; in real seconds too)
   and the stream's own `stream_ingest_lag_seconds` (its definition: exchange clock minus
   the close of the slowest symbol's newest bar, so up to a minute even when current) and
-  `event_queue_depth`; `kept_up` = that lag stayed under one minute of exchange time and
-  every primary close of the window was evaluated;
+  `event_queue_depth` (stored minutes awaiting evaluation); `kept_up` = that lag stayed
+  under one minute of exchange time, every primary close of the window was evaluated and
+  at most one minute awaited evaluation at the end;
 - the NOTIFY path alone (`notify_path`): `--notify-signals` signals stored in one call,
   per-row INSERTs with the old per-row trigger (sql/003) against `insert_signals` with
   the statement trigger (sql/011), to the moment a LISTENing connection had every id;
@@ -673,6 +675,7 @@ async def measure(
     try:
         await asyncio.wait_for(connected.wait(), 30)
         warm_started = time.time()
+        first_close_at: float | None = None
         while True:  # warm: a close evaluated and the newest bars near the exchange clock
             children.check()
             await asyncio.sleep(1.0)
@@ -682,7 +685,13 @@ async def measure(
                 continue
             closes = sum(now.get(f"{STAGE_METRIC}_count", {}).values())
             lag = warm_samples.lag_sim_s[-1] if warm_samples.lag_sim_s else None
-            if closes and lag is not None and lag <= PRIMARY_MS / 1000:
+            if closes and first_close_at is None:
+                first_close_at = time.time()
+            behind = _one(now, "event_queue_depth") or 0.0  # minutes awaiting evaluation
+            if closes and lag is not None and lag <= PRIMARY_MS / 1000 and behind <= 1:
+                break
+            # a stream that never gets that close is measured anyway (kept_up says so)
+            if first_close_at is not None and time.time() - first_close_at > args.settle:
                 break
             if time.time() - warm_started > args.warmup_timeout:
                 return {"config": config, "error": f"not warm after {args.warmup_timeout} s",
@@ -720,7 +729,13 @@ async def measure(
     legs = close_legs(feed, clock, t0, t1, stored_at=stored_at, emitted_at=emitted_at)
     evaluated = split.get("compute", {}).get("closes", 0)
     max_lag = max(samples.lag_sim_s, default=None)
-    kept_up = max_lag is not None and max_lag < 60 and evaluated >= expected_closes - 1
+    backlog_end = samples.queue_depth[-1] if samples.queue_depth else None
+    kept_up = (
+        max_lag is not None
+        and max_lag < 60
+        and evaluated >= expected_closes - 1
+        and (backlog_end or 0.0) <= 1
+    )
     closes_with_signals = {
         m.ts
         for m in feed.signals
@@ -757,6 +772,7 @@ async def measure(
             "samples": len(samples.lag_sim_s),
             "stream_gauge_max_s": round(max(samples.stream_lag_s, default=0.0), 1),
             "event_queue_depth_max": max(samples.queue_depth, default=None),
+            "event_queue_depth_end": backlog_end,
         },
         "kept_up": kept_up,
         "feed_closes": feed.closes,
@@ -818,7 +834,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--speed", type=float, default=10.0, help="simulated s per real s")
     parser.add_argument("--duration", type=float, default=60.0, help="measured real seconds")
     parser.add_argument("--history-days", type=float, default=1.0, help="stream cold start")
-    parser.add_argument("--warmup-timeout", type=float, default=600.0)
+    parser.add_argument("--warmup-timeout", type=float, default=900.0)
+    parser.add_argument(
+        "--settle", type=float, default=180.0, help="real s after the first close at most"
+    )
     parser.add_argument("--notify-signals", type=int, default=500, help="0: skip notify_path")
     parser.add_argument("--inprocess-symbols", type=int, default=500, help="0: skip")
     parser.add_argument("--server", default="postgresql://postgres@127.0.0.1:5432/postgres")
