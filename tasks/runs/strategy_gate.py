@@ -9,6 +9,7 @@ without a stored verdict: a fresh demo database has no history to check them on.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import re
@@ -35,6 +36,7 @@ __all__ = [
     "admit_strategies",
     "check_stored",
     "check_window",
+    "engine_setup",
     "format_report",
     "is_builtin",
     "resolve_strategy",
@@ -148,8 +150,15 @@ def check_stored(
 
     verdict = run_checks(make, bars, cuts=cuts)
     verdict |= {"exchange": exchange, "start": start.isoformat(), "end": end.isoformat()}
+    verdict["engine"] = engine_setup(strategy.config)
     store_verdict(conn, verdict)
     return verdict
+
+
+def engine_setup(config: EngineConfig) -> dict[str, Any]:
+    """The engine settings a verdict holds for beyond the strategy's own code and params
+    (its version): a verdict of another setup does not admit the strategy."""
+    return json.loads(json.dumps(dataclasses.asdict(config)))  # type: ignore[no-any-return]
 
 
 def store_verdict(conn: DbConn, verdict: dict[str, Any]) -> None:
@@ -226,6 +235,8 @@ def admit_strategies(
         if is_builtin(strategy):
             continue
         verdict = stored_verdict(conn, strategy.version)
+        if verdict is not None and verdict.get("engine") != engine_setup(strategy.config):
+            verdict = None  # checked under other engine settings: check again
         why = "no stored bars to check it on"
         if verdict is None and exchange is not None and symbols:
             verdict, why = _check_now(conn, strategy, exchange=exchange, symbols=symbols)

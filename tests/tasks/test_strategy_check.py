@@ -5,6 +5,7 @@ harness's own drivers against the engine's."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import subprocess
@@ -231,6 +232,12 @@ def test_the_stream_gate_refuses_unchecked_and_failing_strategies(stored: str) -
         assert admit_strategies(conn, [peek], allow_unchecked=True, run_id="live") == [
             "next_bar_peek"
         ]
+        # a verdict holds for the engine settings it was made under only
+        other = dataclasses.replace(config, live_window_bars=500)
+        with pytest.raises(ConfigurationError, match="never checked"):
+            admit_strategies(
+                conn, [donchian.with_config(other)], allow_unchecked=False, run_id="live"
+            )
         # a version never checked is checked at start on stored bars, and kept
         wider = resolve_strategy(
             "examples.strategies.donchian:Donchian",
