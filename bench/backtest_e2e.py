@@ -107,12 +107,12 @@ def _loaded(run: Callable[..., dict[str, Any]], *args: Any, **kwargs: Any) -> di
     """`run(...)`'s result plus the machine's 1-minute load average before and after it
     (other engineers share the cores: a figure means little without it)."""
     before = os.getloadavg()[0]
-    result = run(*args, **kwargs)
-    return {
-        **result,
-        "loadavg_before": round(before, 2),
-        "loadavg_after": round(os.getloadavg()[0], 2),
-    }
+    try:
+        result = run(*args, **kwargs)
+    except RuntimeError as exc:  # one failed run (a loaded machine) must not lose the rest
+        result = {"error": str(exc).strip().splitlines()[-1][:300]}
+    after = os.getloadavg()[0]
+    return {**result, "loadavg_before": round(before, 2), "loadavg_after": round(after, 2)}
 
 
 def _run_measured(cmd: list[str], env: dict[str, str]) -> tuple[float, int, str, str]:
@@ -174,6 +174,8 @@ def run_cli_backtest(
     env = {**os.environ, **_QUIET, "SIGNALENGINE_DATABASE_URL": url}
     if api:
         env["PREFECT_API_URL"] = api
+    else:  # Prefect's default 20 s for its temporary server is too short on a loaded machine
+        env.setdefault("PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS", "120")
     names = ",".join(symbol_name(i) for i in range(symbols))
     cmd = [sys.executable, "-m", "signalengine", "backtest", "--symbols", names]
     cmd += ["--start", START, "--end", END, "--run-id", f"e2e-{symbols}-{workers}"]
@@ -407,15 +409,16 @@ def _ratios(rounds: list[dict[str, Any]]) -> dict[str, Any]:
         "freqtrade_over_ours_standalone": [],
     }
     for one in rounds:
-        ours = next((b["wall_seconds"] for b in one["backtest"] if b["symbols"] == 1), None)
-        alone = one["backtest_standalone"][0]["wall_seconds"]
+        ours = next((b.get("wall_seconds") for b in one["backtest"] if b.get("symbols") == 1), None)
+        alone = one["backtest_standalone"][0].get("wall_seconds")
         if ours is None:
             continue
-        if "freqtrade" in one:
+        if "process_seconds" in one.get("freqtrade", {}):
             ft = one["freqtrade"]["process_seconds"]
             out["freqtrade_over_ours"].append(round(ft / ours, 2))
-            out["freqtrade_over_ours_standalone"].append(round(ft / alone, 2))
-        if "vectorbt" in one:
+            if alone:
+                out["freqtrade_over_ours_standalone"].append(round(ft / alone, 2))
+        if "process_seconds_one_run" in one.get("vectorbt", {}):
             out["vectorbt_over_ours"].append(
                 round(one["vectorbt"]["process_seconds_one_run"] / ours, 2)
             )
