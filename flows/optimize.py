@@ -30,6 +30,7 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect, database_url
+from signalengine.core.errors import ConfigurationError
 from signalengine.core.progress import progress_bar
 from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
@@ -46,10 +47,13 @@ from signalengine.tasks.learning.optimize import (
     spec_document,
 )
 from signalengine.tasks.learning.optimize_study import (
+    ERROR_ATTR,
+    Heartbeats,
     budget_trials,
     claim_trial,
     distributions,
     open_study,
+    quiet_optuna,
     request_digest,
     study_lock,
 )
@@ -61,6 +65,7 @@ __all__ = ["build_job", "job_bars", "optimize", "run_optimize_flow"]
 # Per process (this one, or each Dask worker): the folds' bars of the last job seen.
 _BARS: dict[str, FoldBars] = {}
 _SETUP_LOCK = "signalengine-optimize-setup"
+DEFAULT_DAYS = 30
 
 
 def build_job(
@@ -78,14 +83,15 @@ def build_job(
     """Validate the request (strategy, space, window, folds): ConfigurationError if bad."""
     target = resolve_target(name, settings.strategies)
     space = tuple(parse_space(params, target.cls.Params))
-    stop = pd.Timestamp(end, tz="UTC") if end else pd.Timestamp.now(tz="UTC").floor("min")
-    begin = pd.Timestamp(start, tz="UTC") if start else stop - pd.Timedelta(days=30)
+    venue = exchange or settings.exchange
+    chosen = tuple(symbols or settings.symbols)
+    begin, stop = _window(venue, chosen, start, end, settings)
     job = OptimizeJob(
         target=target,
         space=space,
         config=EngineConfig.from_settings(settings),
-        exchange=exchange or settings.exchange,
-        symbols=tuple(symbols or settings.symbols),
+        exchange=venue,
+        symbols=chosen,
         start=begin,
         end=stop,
         folds=folds,
@@ -94,6 +100,39 @@ def build_job(
     job.windows  # noqa: B018  (refuses a window too short for the folds, now)
     build_strategy(target, job.fixed, job.config)  # the fixed params must go together
     return job
+
+
+def _window(
+    exchange: str,
+    symbols: Sequence[str],
+    start: str | None,
+    end: str | None,
+    settings: Settings,
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end): as given, else ending at the close of the newest stored 1m bar (the
+    same in every process, hence the same default study) and DEFAULT_DAYS long."""
+    try:
+        stop = pd.Timestamp(end, tz="UTC") if end else None
+        begin = pd.Timestamp(start, tz="UTC") if start else None
+    except ValueError as e:
+        raise ConfigurationError(f"bad --start/--end: {e}") from e
+    with connect(database_url(settings)) as conn:
+        row = conn.execute(
+            "SELECT min(ts) AS first, max(ts) AS last FROM klines WHERE exchange = %s"
+            " AND symbol = ANY(%s) AND ts >= coalesce(%s, '-infinity'::timestamptz)"
+            " AND ts < coalesce(%s, 'infinity'::timestamptz)",
+            (exchange, list(symbols), begin, stop),
+        ).fetchone()
+    if row is None or row["last"] is None:
+        raise ConfigurationError(
+            f"no stored 1m bars of {', '.join(symbols)} on {exchange} in the window:"
+            " backfill or import first"
+        )
+    if stop is None:
+        stop = pd.Timestamp(row["last"]).tz_convert("UTC") + pd.Timedelta(minutes=1)
+    if begin is None:
+        begin = max(stop - pd.Timedelta(days=DEFAULT_DAYS), pd.Timestamp(row["first"]))
+    return begin, stop
 
 
 def job_bars(job: OptimizeJob) -> FoldBars:
@@ -122,6 +161,22 @@ def evaluate_trial(number: int, params: dict[str, Any], job: OptimizeJob) -> Tri
     return score_strategy(strategy, job_bars(job), exchange=job.exchange, min_trades=job.min_trades)
 
 
+def _tell(study: optuna.Study, trial: Trial, result: TrialScore) -> str:
+    """Fold Sharpes as intermediate values, then the score (or PRUNED); the state told."""
+    for fold in result.folds:
+        if fold.sharpe is not None:
+            trial.report(fold.sharpe, step=fold.index)
+    trial.set_user_attr("folds", result.as_dict()["folds"])
+    if result.score is None:
+        trial.set_user_attr("pruned_reason", result.pruned)
+        with quiet_optuna():
+            study.tell(trial, state=TrialState.PRUNED)
+        return "PRUNED"
+    with quiet_optuna():
+        study.tell(trial, result.score)
+    return "COMPLETE"
+
+
 def _record(
     study: optuna.Study,
     trial: Trial,
@@ -133,20 +188,16 @@ def _record(
     try:
         result = future.result()
     except Exception as error:  # the strategy raised: a failed trial, the search goes on
-        study.tell(trial, state=TrialState.FAIL)
+        trial.set_user_attr(ERROR_ATTR, str(error)[:500])
+        with quiet_optuna():
+            study.tell(trial, state=TrialState.FAIL)
         tracking.trial(trial.number, params, None, state="FAIL", error=str(error))
         return "FAIL"
-    for fold in result.folds:
-        if fold.sharpe is not None:
-            trial.report(fold.sharpe, step=fold.index)
-    trial.set_user_attr("folds", result.as_dict()["folds"])
-    if result.score is None:
-        trial.set_user_attr("pruned_reason", result.pruned)
-        study.tell(trial, state=TrialState.PRUNED)
-        state = "PRUNED"
-    else:
-        study.tell(trial, result.score)
-        state = "COMPLETE"
+    try:
+        state = _tell(study, trial, result)
+    except optuna.exceptions.UpdateFinishedTrialError:
+        # failed as stale by another process (no heartbeat for GRACE_SECONDS): replaced
+        return "STALE"
     tracking.trial(trial.number, params, result, state=state)
     return state
 
@@ -162,10 +213,10 @@ def _run_trials(
 ) -> dict[str, int]:
     """Keep `parallel` trials in flight until the study's budget is claimed; count states."""
     space = distributions(job.space)
-    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0}
+    counts = {"COMPLETE": 0, "PRUNED": 0, "FAIL": 0, "STALE": 0}
     in_flight: dict[Any, tuple[PrefectFuture[TrialScore], Trial, dict[str, Any]]] = {}
     claiming = True
-    with progress_bar() as bar:
+    with progress_bar() as bar, Heartbeats(study) as beats:
         job_bar = bar.add_task("optimize trials", total=budget)
         while True:
             while claiming and len(in_flight) < parallel:
@@ -173,6 +224,7 @@ def _run_trials(
                 if trial is None:
                     claiming = False
                     break
+                beats.add(trial)
                 params = job.trial_params(trial.params)
                 future = evaluate_trial.submit(number=trial.number, params=params, job=job)
                 in_flight[future.task_run_id] = (future, trial, params)
@@ -181,7 +233,13 @@ def _run_trials(
             done = next(iter(as_completed([f for f, _, _ in in_flight.values()])))
             future, trial, params = in_flight.pop(done.task_run_id)
             counts[_record(study, trial, params, future, tracking)] += 1
+            beats.remove(trial)
             bar.update(job_bar, advance=1, description=f"trial {trial.number}")
+
+
+def _study_name(job: OptimizeJob, study: str | None) -> str:
+    """`--study`, else the strategy's name and a hash of the request."""
+    return study or f"{job.target.name}-{request_digest(job.request())}"
 
 
 def _best(study: optuna.Study) -> optuna.trial.FrozenTrial | None:
@@ -217,7 +275,7 @@ def optimize(
     logger = get_run_logger()
     started = time.perf_counter()
     request = job.request()
-    name = study or f"{job.target.name}-{request_digest(request)}"
+    name = _study_name(job, study)
     url = database_url(settings)
     with psycopg.connect(url, autocommit=True) as conn:
         opened = open_study(conn, url, name, request)
@@ -294,6 +352,10 @@ def optimize(
 def run_optimize_flow(*, workers: int | None = None, **params: Any) -> dict[str, Any]:
     """Run the optimize flow here, or with trials on Dask (`workers` > 0 or a scheduler)."""
     settings = get_settings()
+    job: OptimizeJob = params["job"]
+    url = database_url(settings)
+    with psycopg.connect(url, autocommit=True) as conn:  # a refused study: before the flow
+        open_study(conn, url, _study_name(job, params.get("study")), job.request())
     if uses_dask(settings, workers):
         runner = dask_runner(settings, workers)
         parallel = workers or settings.dask_workers or os.cpu_count() or 1

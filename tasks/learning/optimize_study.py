@@ -10,15 +10,24 @@ that use up the budget, ask Optuna for the next parameter set (the sampler sees 
 trials too: TPE's constant liar), and refuse a set some other trial already has
 (recorded PRUNED with user attr `duplicate_of`, not counted, and asked again). So the
 processes together run exactly `--trials` distinct parameter sets, none twice.
+
+A process that dies leaves its trials RUNNING: each process beats a heartbeat for its
+trials in flight (`Heartbeats`, every HEARTBEAT_SECONDS), and every claim first fails the
+trials whose heartbeat is older than GRACE_SECONDS (Optuna's `fail_stale_trials`). Such a
+trial does not use up the budget (only a trial whose objective raised, user attr
+`error`, does), so another process runs a replacement.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
+import threading
+import warnings
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, cast
 
 import optuna
 import psycopg
@@ -28,6 +37,7 @@ from optuna.distributions import (
     FloatDistribution,
     IntDistribution,
 )
+from optuna.exceptions import ExperimentalWarning
 from optuna.trial import FrozenTrial, Trial, TrialState
 from sqlalchemy.engine import URL
 
@@ -40,17 +50,25 @@ _LOCK_CLASS = 0x0F7A
 _SETUP_LOCK = "signalengine-optimize-setup"
 REQUEST_ATTR = "signalengine_request"
 DUPLICATE_ATTR = "duplicate_of"
+ERROR_ATTR = "error"
+HEARTBEAT_SECONDS = 20
+GRACE_SECONDS = 120
 # Consecutive duplicates after which the space counts as exhausted (a small grid).
 MAX_DUPLICATES = 25
 
+logger = logging.getLogger(__name__)
+
 __all__ = [
     "DUPLICATE_ATTR",
+    "ERROR_ATTR",
+    "Heartbeats",
     "SCHEMA",
     "budget_trials",
     "claim_trial",
     "distributions",
     "grid_size",
     "open_study",
+    "quiet_optuna",
     "request_digest",
     "storage_url",
     "study_lock",
@@ -82,6 +100,16 @@ def _str(value: object) -> str | None:
 
 
 @contextmanager
+def quiet_optuna() -> Iterator[None]:
+    """Optuna's warnings about what is used on purpose here: heartbeats (experimental)
+    with ask/tell (it expects `Study.optimize`, which cannot claim under our lock)."""
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ExperimentalWarning)
+        warnings.filterwarnings("ignore", message="Heartbeat of storage is supposed to be used")
+        yield
+
+
+@contextmanager
 def study_lock(conn: psycopg.Connection[Any], name: str) -> Iterator[None]:
     """A session advisory lock on `name`, held by `conn` (autocommit) for the block."""
     conn.execute("SELECT pg_advisory_lock(%s, hashtext(%s))", (_LOCK_CLASS, name))
@@ -110,10 +138,13 @@ def open_study(
     """
     with study_lock(conn, _SETUP_LOCK):
         conn.execute(f"CREATE SCHEMA IF NOT EXISTS {SCHEMA}")
-        storage = optuna.storages.RDBStorage(
-            storage_url(database_url).render_as_string(hide_password=False),
-            engine_kwargs={"pool_pre_ping": True},
-        )
+        with quiet_optuna():
+            storage = optuna.storages.RDBStorage(
+                storage_url(database_url).render_as_string(hide_password=False),
+                engine_kwargs={"pool_pre_ping": True},
+                heartbeat_interval=HEARTBEAT_SECONDS,
+                grace_period=GRACE_SECONDS,
+            )
         study = optuna.create_study(
             study_name=name,
             storage=storage,
@@ -157,8 +188,14 @@ def distributions(space: Sequence[ParamRange]) -> dict[str, BaseDistribution]:
 
 
 def budget_trials(trials: Sequence[FrozenTrial]) -> list[FrozenTrial]:
-    """The trials that use up the budget: every one but the refused duplicates."""
-    return [t for t in trials if DUPLICATE_ATTR not in t.user_attrs]
+    """The trials that use up the budget: all but refused duplicates and stale failures
+    (a FAIL without `error`: its process died, the trial never ran to the end)."""
+    return [
+        t
+        for t in trials
+        if DUPLICATE_ATTR not in t.user_attrs
+        and (t.state != TrialState.FAIL or ERROR_ATTR in t.user_attrs)
+    ]
 
 
 def grid_size(space: Mapping[str, BaseDistribution]) -> int | None:
@@ -190,6 +227,8 @@ def claim_trial(
     """The next trial to run with a parameter set no other trial has; None when the
     study already has `budget` trials (finished or running) or the space is exhausted."""
     with study_lock(conn, study.study_name):
+        with quiet_optuna():
+            optuna.storages.fail_stale_trials(study)
         seen: dict[str, int] = {}
         trials = study.get_trials(deepcopy=False)
         for t in budget_trials(trials):
@@ -200,10 +239,53 @@ def claim_trial(
         if finite is not None and len(seen) >= finite:
             return None  # every set of the grid has been claimed
         for _ in range(MAX_DUPLICATES):
-            trial = study.ask(dict(space))
+            with quiet_optuna():
+                trial = study.ask(dict(space))
             first = seen.get(_key(trial.params))
             if first is None:
                 return trial
             trial.set_user_attr(DUPLICATE_ATTR, first)
-            study.tell(trial, state=TrialState.PRUNED)
+            with quiet_optuna():
+                study.tell(trial, state=TrialState.PRUNED)
     return None
+
+
+class Heartbeats:
+    """Beat the heartbeat of this process's trials in flight from a daemon thread, as
+    `study.optimize` does for its own trials (ask/tell gets no heartbeat otherwise)."""
+
+    def __init__(self, study: optuna.Study) -> None:
+        # Optuna's storage of the study and a trial's storage id: not public attributes,
+        # but what fail_stale_trials itself reads.
+        self._storage = cast(optuna.storages.RDBStorage, study._storage)
+        self._ids: set[int] = set()
+        self._lock = threading.Lock()
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="optuna-heartbeat", daemon=True)
+
+    def add(self, trial: Trial) -> None:
+        self._storage.record_heartbeat(trial._trial_id)
+        with self._lock:
+            self._ids.add(trial._trial_id)
+
+    def remove(self, trial: Trial) -> None:
+        with self._lock:
+            self._ids.discard(trial._trial_id)
+
+    def _run(self) -> None:
+        while not self._stop.wait(HEARTBEAT_SECONDS):
+            with self._lock:
+                ids = sorted(self._ids)
+            for trial_id in ids:
+                try:
+                    self._storage.record_heartbeat(trial_id)
+                except Exception as error:  # a database hiccup: the next beat may do
+                    logger.warning("heartbeat of trial %s failed: %s", trial_id, error)
+
+    def __enter__(self) -> Heartbeats:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()

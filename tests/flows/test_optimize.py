@@ -212,7 +212,7 @@ def _assert_reproduces(out: Path, score: float, database_url: str) -> None:
     assert result.score == score
 
 
-def test_bad_param_is_one_line_and_exit_2(database_url: str, tmp_path: Path) -> None:
+def test_bad_param_is_one_line_and_exit_2(stored, database_url: str, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     """Through the real CLI once; the other refusals through the same validation."""
     from signalengine.core.config import Settings
     from signalengine.core.errors import ConfigurationError
@@ -251,5 +251,7 @@ def test_bad_param_is_one_line_and_exit_2(database_url: str, tmp_path: Path) -> 
         assert "\n" not in str(raised.value)
     with pytest.raises(ConfigurationError, match="too short for 40 folds"):
         build_job("default", [], settings=settings, start=START, end="2025-03-01 12:00", folds=40)
+    with pytest.raises(ConfigurationError, match="no stored 1m bars of NONE/USDT"):
+        build_job("default", [], settings=settings, symbols=["NONE/USDT"], start=START, end=END)
     with pytest.raises(ConfigurationError, match="unknown strategy 'nope'"):
         build_job("nope", [], settings=settings, start=START, end=END)

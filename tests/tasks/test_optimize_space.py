@@ -120,3 +120,29 @@ def test_claims_never_repeat_a_parameter_set_and_stop_when_the_grid_is_exhausted
         # and a budget already spent hands out nothing
         assert claim_trial(conn, study, budget=3, space=space) is None
     assert json.dumps(request)  # the request was JSON-able, as stored
+
+
+def test_a_trial_failed_as_stale_is_replaced_and_its_late_result_refused(
+    database_url: str,
+) -> None:
+    """What fail_stale_trials does to a dead process's trial (FAIL, no `error`): it no
+    longer uses the budget, another claim replaces it, and the late tell is refused."""
+    import optuna
+    from optuna.trial import TrialState
+
+    from signalengine.flows.optimize import _tell
+    from signalengine.tasks.learning.optimize import FoldResult, TrialScore
+
+    space = distributions([parse_param("tp_atr_multiple=1:3", DefaultParams)])
+    with psycopg.connect(database_url, autocommit=True) as conn:
+        study = open_study(conn, database_url, f"stale-{uuid.uuid4().hex[:8]}", {"t": 1})
+        lost = claim_trial(conn, study, budget=1, space=space)
+        assert lost is not None and claim_trial(conn, study, budget=1, space=space) is None
+        study._storage.set_trial_state_values(lost._trial_id, state=TrialState.FAIL)
+        replacement = claim_trial(conn, study, budget=1, space=space)
+        assert replacement is not None and replacement.number == lost.number + 1
+        late = TrialScore((FoldResult(0, 5, 5, 0.1, 0.1, 0.5, 0.6),), 0.1, None)
+        with pytest.raises(optuna.exceptions.UpdateFinishedTrialError):
+            _tell(study, lost, late)
+        assert _tell(study, replacement, late) == "COMPLETE"
+        assert [t.number for t in budget_trials(study.get_trials())] == [replacement.number]
