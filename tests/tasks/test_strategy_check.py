@@ -42,6 +42,7 @@ SYMBOLS = ("SCA/USDT", "SCB/USDT")
 # and the warm-up check compares at least 200 bars after it.
 MINUTES = int(4.5 * 1440)
 START = "2025-02-01"
+BIASED = ("NextBarPeek", "CentredMean", "UnclosedHigherTimeframe")
 
 
 def _frame(symbol: str, seed: int) -> pd.DataFrame:
@@ -60,21 +61,49 @@ def stored(database_url: str) -> Iterator[str]:
         empty_database(conn)
 
 
-def _check(
-    url: str, name: str, *extra: str, symbols: tuple[str, ...] = SYMBOLS
-) -> subprocess.CompletedProcess[str]:
+def _command(url: str, name: str, *extra: str, symbols: tuple[str, ...]) -> dict[str, Any]:
     values = {k: v for k, v in os.environ.items() if not k.startswith("SIGNALENGINE_")}
     values.update(SIGNALENGINE_DATABASE_URL=url)
     args = ["strategy", "check", name, "--symbols", ",".join(symbols), *extra]
-    return subprocess.run(
-        [sys.executable, "-m", "signalengine", *args],
-        cwd=ROOT,  # `python -m` puts the checkout on sys.path: examples.strategies imports
-        env=values,
-        capture_output=True,
-        text=True,
-        timeout=240,
-        check=False,
-    )
+    return {
+        "args": [sys.executable, "-m", "signalengine", *args],
+        "cwd": ROOT,  # `python -m` puts the checkout on sys.path: examples.strategies imports
+        "env": values,
+        "text": True,
+    }
+
+
+def _check(
+    url: str, name: str, *extra: str, symbols: tuple[str, ...] = SYMBOLS
+) -> subprocess.CompletedProcess[str]:
+    command = _command(url, name, *extra, symbols=symbols)
+    return subprocess.run(**command, capture_output=True, timeout=240, check=False)
+
+
+# The examples' CLI runs, started together (they are independent: minutes of CPU in all,
+# mostly interpreter start-up and numpy, so two cores halve the wall time).
+CLI_RUNS: dict[str, tuple[str, tuple[str, ...]]] = {
+    "default": ("default", SYMBOLS),
+    "Donchian": ("examples.strategies.donchian:Donchian", SYMBOLS),
+    **{c: (f"examples.strategies.biased:{c}", SYMBOLS[:1]) for c in BIASED},
+}
+
+
+@pytest.fixture(scope="module")
+def cli_runs(stored: str) -> dict[str, subprocess.CompletedProcess[str]]:
+    started = {
+        key: subprocess.Popen(  # noqa: S603
+            **_command(stored, name, symbols=symbols),
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+        )
+        for key, (name, symbols) in CLI_RUNS.items()
+    }
+    done = {}
+    for key, proc in started.items():
+        out, err = proc.communicate(timeout=300)
+        done[key] = subprocess.CompletedProcess(proc.args, proc.returncode, out, err)
+    return done
 
 
 def _verdict(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
@@ -83,9 +112,11 @@ def _verdict(result: subprocess.CompletedProcess[str]) -> dict[str, Any]:
     return verdict
 
 
-@pytest.mark.parametrize("name", ["default", "examples.strategies.donchian:Donchian"])
-def test_unbiased_strategies_pass(stored: str, name: str) -> None:
-    result = _check(stored, name)
+@pytest.mark.parametrize("name", ["default", "Donchian"])
+def test_unbiased_strategies_pass(
+    cli_runs: dict[str, subprocess.CompletedProcess[str]], name: str
+) -> None:
+    result = cli_runs[name]
     verdict = _verdict(result)
     assert result.returncode == 0, result.stderr
     assert verdict["passed"] is True
@@ -109,9 +140,9 @@ def test_unbiased_strategies_pass(stored: str, name: str) -> None:
     ],
 )
 def test_biased_strategies_fail_naming_the_feature(
-    stored: str, cls: str, moved: str, timeframe: str
+    cli_runs: dict[str, subprocess.CompletedProcess[str]], cls: str, moved: str, timeframe: str
 ) -> None:
-    result = _check(stored, f"examples.strategies.biased:{cls}", symbols=SYMBOLS[:1])
+    result = cli_runs[cls]
     verdict = _verdict(result)
     assert result.returncode == 1, result.stderr
     assert verdict["passed"] is False
