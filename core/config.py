@@ -403,6 +403,13 @@ class Settings(BaseSettings):
         update = {"exchange": venue.id, "exchange_url": venue.url, "symbols": list(venue.symbols)}
         return self.model_copy(update=update)
 
+    def for_job(self, exchange: str | None = None) -> Settings:
+        """Settings for a one-off job (backfill) on `exchange`: a configured venue's own URL
+        and symbols (`for_exchange`); any other id keeps `exchange_url` and `symbols`."""
+        if exchange is None or any(v.id == exchange for v in self.venues()):
+            return self.for_exchange(exchange)
+        return self.model_copy(update={"exchange": exchange})
+
 
 def get_settings() -> Settings:
     """Fresh settings from the environment (tests change the environment between calls)."""

@@ -106,8 +106,8 @@ async def backfill(
     exchange: str | None = None,
 ) -> dict[str, Any]:
     """Backfill 1m klines of `symbols` for [since, until) (default: backfill_days to now)."""
-    settings = get_settings()
-    exchange = exchange or settings.exchange
+    settings = get_settings().for_job(exchange)  # a configured venue: its URL and symbols
+    exchange = settings.exchange
     chosen = symbols or settings.symbols
     end = pd.Timestamp(until, tz="UTC") if until else pd.Timestamp.now(tz="UTC").floor("min")
     start = (

@@ -334,8 +334,8 @@ def backfill(
     from signalengine.flows.backfill import backfill as backfill_flow
     from signalengine.tasks.marketdata.markets import unlisted_symbols
 
-    settings = get_settings()
-    venue = exchange or settings.exchange
+    settings = get_settings().for_job(exchange or None)  # a configured venue: its URL
+    venue = settings.exchange
     # checked before the flow starts, so that a bad argument is one line, not a failed run
     try:
         chosen = _symbols(symbols) if symbols else settings.symbols

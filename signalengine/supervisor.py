@@ -23,7 +23,9 @@ import subprocess
 import sys
 import threading
 import time
+from pathlib import Path
 from types import FrameType
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -66,7 +68,53 @@ def _wait_ready(child: Child, deadline: float) -> None:
     raise ConfigurationError(f"{child.name} not ready after {READY_TIMEOUT_SECONDS:.0f} s")
 
 
-def _children(settings: Settings, env: dict[str, str], *, anchor_ms: int | None) -> list[Child]:
+_READY_PATHS = {"binance": "/api/v3/ping", "bybit": "/v5/market/time"}  # per sim dialect
+
+
+def local_simulators(settings: Settings) -> list[tuple[str, int, list[str]]]:
+    """(exchange id, port, symbols) of each SIGNALENGINE_EXCHANGES venue whose URL is a
+    port on this machine: `up` runs a simulator of that dialect there. Empty when unset."""
+    found = []
+    for venue in settings.exchanges or []:
+        parts = urlsplit(venue.url or "")
+        if parts.hostname in ("127.0.0.1", "localhost") and parts.port is not None:
+            found.append((venue.id, parts.port, list(venue.symbols)))
+    return found
+
+
+def _simulators(
+    settings: Settings, exe: list[str], logs: Path, anchors: dict[str, int | None]
+) -> list[Child]:
+    """The simulator children: one at sim_port, or one per local venue of several."""
+
+    def anchor(exchange: str) -> list[str]:
+        value = anchors.get(exchange)
+        return [] if value is None else ["--anchor-ms", str(value)]
+
+    if settings.exchanges is None:
+        return [
+            Child(
+                "simulator",
+                [*exe, "sim", *anchor(settings.exchange)],
+                logs / "simulator.log",
+                f"http://127.0.0.1:{settings.sim_port}/api/v3/ping",
+            )
+        ]
+    return [
+        Child(
+            f"simulator-{exchange}",
+            [*exe, "sim", "--exchange", exchange, "--port", str(port)]
+            + ["--symbols", ",".join(symbols), *anchor(exchange)],
+            logs / f"simulator-{exchange}.log",
+            f"http://127.0.0.1:{port}{_READY_PATHS[exchange]}",
+        )
+        for exchange, port, symbols in local_simulators(settings)
+    ]
+
+
+def _children(
+    settings: Settings, env: dict[str, str], *, anchors: dict[str, int | None]
+) -> list[Child]:
     state = settings.state_dir.resolve()
     logs = state / "logs"
     exe = [sys.executable, "-m", "signalengine"]
@@ -114,12 +162,7 @@ def _children(settings: Settings, env: dict[str, str], *, anchor_ms: int | None)
             logs / "mlflow.log",
             f"http://127.0.0.1:{settings.mlflow_port}/health",
         ),
-        Child(
-            "simulator",
-            [*exe, "sim", *([] if anchor_ms is None else ["--anchor-ms", str(anchor_ms)])],
-            logs / "simulator.log",
-            f"http://127.0.0.1:{settings.sim_port}/api/v3/ping",
-        ),
+        *_simulators(settings, exe, logs, anchors),
         Child(
             "api", [*exe, "api"], logs / "api.log", f"http://127.0.0.1:{settings.api_port}/health"
         ),
@@ -152,7 +195,7 @@ def _learn(
     stopping: list[bool],
     jobs: list[Child],
     *,
-    anchor_ms: int | None,
+    anchors: dict[str, int | None],
     first_retrain: bool,
 ) -> None:
     """Automations; the seed history, then (on a fresh state) one retrain.
@@ -162,14 +205,21 @@ def _learn(
     """
     logs = settings.state_dir.resolve() / "logs"
     jobs.append(one_shot("automations", ["automations"], env=env, logs=logs))  # not waited
-    sim_now = anchor_ms if anchor_ms is not None else int(time.time() * 1000)
-    until = sim_now // 60_000 * 60_000
-    since = until - int(settings.demo_seed_days * 1440) * 60_000
-    if anchor_ms is None:  # a fresh state: the stream's own catch-up fetches the newest days
-        until = max(since + 60_000, until - int(settings.backfill_days * 1440) * 60_000)
-    seed = ["backfill", "--since", _iso_minute(since), "--until", _iso_minute(until)]
-    jobs.append(one_shot("seed-backfill", seed, env=env, logs=logs))
-    run_to_end(jobs[-1], stopping)
+    for venue in settings.venues():  # each exchange's own history, from its own clock
+        anchor_ms = anchors.get(venue.id)
+        sim_now = anchor_ms if anchor_ms is not None else int(time.time() * 1000)
+        until = sim_now // 60_000 * 60_000
+        since = until - int(settings.demo_seed_days * 1440) * 60_000
+        if anchor_ms is None:  # a fresh state: the stream's catch-up fetches the newest days
+            until = max(since + 60_000, until - int(settings.backfill_days * 1440) * 60_000)
+        seed = ["backfill", "--since", _iso_minute(since), "--until", _iso_minute(until)]
+        if settings.exchanges is not None:
+            seed += ["--exchange", venue.id]
+        name = "seed-backfill" if settings.exchanges is None else f"seed-backfill-{venue.id}"
+        jobs.append(one_shot(name, seed, env=env, logs=logs))
+        run_to_end(jobs[-1], stopping)
+        if stopping:
+            return
     if first_retrain and not stopping:
         args = ["retrain", "--lookback-days", str(settings.demo_seed_days)]
         jobs.append(one_shot("first-retrain", args, env=env, logs=logs))
@@ -200,10 +250,13 @@ def check_ports(settings: Settings) -> None:
     wanted = {
         "Prefect": settings.prefect_port,
         "MLflow": settings.mlflow_port,
-        "simulator": settings.sim_port,
         "API": settings.api_port,
         "stream metrics": settings.stream_metrics_port,
     }
+    if settings.exchanges is None:
+        wanted["simulator"] = settings.sim_port
+    for exchange, port, _ in local_simulators(settings):
+        wanted[f"{exchange} simulator"] = port
     busy = [f"{name} port {port}" for name, port in wanted.items() if not port_free(port)]
     if busy:
         raise ConfigurationError(
@@ -289,8 +342,8 @@ def run_stack(settings: Settings) -> int:
         database_url = embedded.url
     upgrade_with_timeframes(database_url, settings.timeframes)
     env = _stack_env(settings, database_url)
-    anchor_ms = sim_anchor_ms(database_url, exchange=settings.exchange)
-    children = _children(settings, env, anchor_ms=anchor_ms)
+    anchors = {v.id: sim_anchor_ms(database_url, exchange=v.id) for v in settings.venues()}
+    children = _children(settings, env, anchors=anchors)
     stopping: list[bool] = []
     jobs: list[Child] = []
     first_retrain = not has_trained_model(database_url)
@@ -320,7 +373,7 @@ def run_stack(settings: Settings) -> int:
         learner = threading.Thread(
             target=_learn,
             args=(settings, env, stopping, jobs),
-            kwargs={"anchor_ms": anchor_ms, "first_retrain": first_retrain},
+            kwargs={"anchors": anchors, "first_retrain": first_retrain},
             name="learn",
             daemon=True,
         )
@@ -341,6 +394,12 @@ def run_stack(settings: Settings) -> int:
     return 0
 
 
+def _simulator_lines(settings: Settings) -> list[str]:
+    if settings.exchanges is None:
+        return [f"  simulator   http://127.0.0.1:{settings.sim_port}"]
+    return [f"  {v.id:<11} {v.url or 'the real venue'}" for v in settings.venues()]
+
+
 def _banner(settings: Settings, database_url: str, *, first_retrain: bool) -> str:
     logs = settings.state_dir.resolve() / "logs"
     learning = (
@@ -359,7 +418,7 @@ def _banner(settings: Settings, database_url: str, *, first_retrain: bool) -> st
             f"  metrics     http://127.0.0.1:{settings.api_port}/metrics",
             f"  Prefect UI  http://127.0.0.1:{settings.prefect_port}",
             f"  MLflow UI   http://127.0.0.1:{settings.mlflow_port}",
-            f"  simulator   http://127.0.0.1:{settings.sim_port}",
+            *_simulator_lines(settings),
             f"  database    {database_url}",
             learning,
             f"  clock       simulated time runs {settings.sim_speed:g}x real time (the dashboard"
