@@ -97,7 +97,7 @@ INGEST_BACKPRESSURE = Counter(
 SIGNALS_EMITTED = Counter(
     "stream_signals_emitted_total",
     "Signals written by this stream process.",
-    ["symbol", "direction", "timeframe", "mtf_aligned"],
+    ["symbol", "direction", "timeframe", "mtf_aligned", "strategy"],
     registry=REGISTRY,
 )
 AI_INFERENCE = Counter(

@@ -282,6 +282,7 @@ class LiveEngine:
                     signal.direction,
                     signal.timeframe,
                     str(signal.mtf_aligned).lower(),
+                    signal.strategy,
                 ).inc()
             if self.before_store is not None:
                 self.before_store(conn, signals)
