@@ -14,7 +14,7 @@ from signalengine.tasks.engine.features import feature_arrays
 from signalengine.tasks.engine.pipeline import evaluate_latest_series, evaluate_symbol_history
 from signalengine.tasks.engine.records import CooldownState, Signal
 from signalengine.tasks.engine.strategy import Strategy
-from signalengine.tasks.runs.strategy_check import CHECK_RUN, CheckSubject
+from signalengine.tasks.runs.strategy_base import CHECK_RUN, CheckSubject
 
 __all__ = ["strategy_features", "strategy_subject"]
 
