@@ -208,12 +208,7 @@ def retrain(
     """
     settings = get_settings()
     chosen = [normalize_symbol(s) for s in (symbols or settings.symbols)]
-    configured = load_strategies(settings.strategies, EngineConfig.from_settings(settings))
-    names = [s.name for s in configured]
-    unknown = sorted(set(strategies or []) - set(names))
-    if unknown:
-        raise ConfigurationError(f"strategies {unknown} are not configured; configured: {names}")
-    picked = [s for s in configured if strategies is None or s.name in strategies]
+    picked = pick_strategies(settings, strategies)
     by_strategy = {
         s.name: _retrain_one(
             s, chosen, lookback_days, settings, params=params, distributed=distributed
@@ -270,9 +265,22 @@ def _retrain_one(
     return published.summary(result.metrics)
 
 
+def pick_strategies(settings: Settings, names: list[str] | None) -> list[Strategy]:
+    """The configured strategies called `names` (None: all), in configured order;
+    ConfigurationError for a name that is not configured."""
+    configured = load_strategies(settings.strategies, EngineConfig.from_settings(settings))
+    known = [s.name for s in configured]
+    unknown = sorted(set(names or []) - set(known))
+    if unknown:
+        raise ConfigurationError(f"strategies {unknown} are not configured; configured: {known}")
+    return [s for s in configured if names is None or s.name in names]
+
+
 def run_retrain_flow(*, workers: int | None = None, **params: Any) -> dict[str, Any]:
-    """Run retrain here, or label on Dask when `workers` > 0 or a scheduler is set."""
+    """Run retrain here, or label on Dask when `workers` > 0 or a scheduler is set (bad
+    strategy names fail here, before any flow run)."""
     settings = get_settings()
+    pick_strategies(settings, params.get("strategies"))
     if uses_dask(settings, workers):
         dask_flow = retrain.with_options(task_runner=dask_runner(settings, workers))  # type: ignore[arg-type]
         summary: dict[str, Any] = dask_flow(distributed=True, **params)

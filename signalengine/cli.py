@@ -479,15 +479,22 @@ def retrain(
     workers: Annotated[
         int, typer.Option(min=0, help="Dask LocalCluster workers for labelling (0: here).")
     ] = 0,
+    strategies: Annotated[
+        str,
+        typer.Option(help="Comma-separated strategy names to retrain; default: all configured."),
+    ] = "",
 ) -> None:
-    """Train the LightGBM filter, log it to MLflow, promote it when it beats the champion."""
+    """Train each strategy's LightGBM filter, log it to MLflow, promote it when it beats
+    that strategy's champion."""
     from signalengine.flows.retrain import run_retrain_flow
 
+    names = [s.strip() for s in strategies.split(",") if s.strip()]
     _summary(
         run_retrain_flow(
             workers=workers or None,
             lookback_days=lookback_days,
             symbols=_symbols(symbols) if symbols else None,
+            strategies=names or None,
         )
     )
 

@@ -112,3 +112,8 @@ def test_backfill_of_an_unlisted_symbol_is_one_line(env: dict[str, str]) -> None
             env=env,
         )
         _one_line_error(backwards, "must be before --until")
+
+
+def test_retrain_of_a_strategy_that_is_not_configured(env: dict[str, str]) -> None:
+    result = _cli(["retrain", "--strategies", "default,nope"], env=env)
+    _one_line_error(result, "['nope'] are not configured", "['default']")
