@@ -292,3 +292,24 @@ def test_live_stepping_with_several_strategies_equals_their_backtest(bars: pd.Da
     assert len(want) >= 5
     assert {s for s, *_ in want} == {"default", "fast", "breakout"}
     assert got == want
+
+
+def test_config_only_tuning_of_the_default(bars: pd.DataFrame) -> None:
+    """Which events run, their weights and the exit rule change what it emits, as declared."""
+    only_cross = DefaultStrategy(
+        {"events": ["ema_cross"], "weights": {"ema_cross": 2.5}, "exit": "risk_reward",
+         "risk_reward": 3.0, "sl_atr_multiple": 1.5, "expiry_bars": 4},
+        name="cross", config=CFG,
+    )  # fmt: skip
+    found = _history(bars, [only_cross])
+    assert len(found) >= 3
+    assert all([e["type"] for e in events] == ["ema_cross"] for events in found["events"])
+    # one event at weight 2.5: the score is its strength (0.5 .. 1)
+    strengths = [events[0]["strength"] for events in found["events"]]
+    np.testing.assert_allclose(found["score"], strengths)
+    risk = (found["entry_price"] - found["stop_loss"]).abs()
+    reward = (found["take_profit"] - found["entry_price"]).abs()
+    np.testing.assert_allclose(reward, 3.0 * risk)
+    np.testing.assert_allclose(risk, 1.5 * found["features"].map(lambda f: f["atr_14"]))
+    lifetime = found["expires_at"] - found["emitted_at"]
+    assert set(lifetime) == {pd.Timedelta(minutes=5 * 4)}
