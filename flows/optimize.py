@@ -60,7 +60,7 @@ from signalengine.tasks.learning.optimize_study import (
 from signalengine.tasks.learning.optimize_tracking import OptimizeTracking
 from signalengine.tasks.runs.history import load_history_columns
 
-__all__ = ["build_job", "job_bars", "optimize", "run_optimize_flow"]
+__all__ = ["build_job", "evaluate_trial", "job_bars", "optimize", "run_optimize_flow"]
 
 # Per process (this one, or each Dask worker): the folds' bars of the last job seen.
 _BARS: dict[str, FoldBars] = {}

@@ -5,8 +5,9 @@ Optuna study, `flows/optimize.py` runs one task per trial. What is searched:
 
 - a space of `ParamRange`s over a strategy's pydantic `Params`: `--param KEY=LOW:HIGH`
   (`:STEP` for a grid, `:log` for a log scale), `KEY=a,b,c` (choices) or `KEY=VALUE`
-  (fixed); without `--param`, every field the class declares tunable (both `ge` and `le`
-  bounds, or `json_schema_extra={"search": {"low":..., "high":..., "step"|"log":...}}`);
+  (fixed; a JSON list or object is one value: `events=["ema_cross"]`); without
+  `--param`, every field the class declares tunable (both `ge` and `le` bounds, or
+  `json_schema_extra={"search": {"low":..., "high":..., "step"|"log":...}}`);
 - walk-forward folds: [start, end) cut into `folds + 1` equal segments, aligned to the
   primary timeframe; fold k reads segment k-1 as its warm-up (history the indicators
   need, never scored) and is scored on segment k only (its out-of-sample test window);
@@ -52,6 +53,7 @@ __all__ = [
     "SCORE_NAME",
     "FoldBars",
     "FoldResult",
+    "OptimizeJob",
     "OptimizeTarget",
     "ParamRange",
     "TrialScore",
@@ -63,6 +65,7 @@ __all__ = [
     "parse_space",
     "resolve_target",
     "score_strategy",
+    "spec_document",
     "walk_forward",
 ]
 
@@ -191,12 +194,15 @@ def parse_param(text: str, params_cls: type[StrategyParams]) -> ParamRange:
         raise ConfigurationError(
             f"--param {name}: unknown parameter (known: {', '.join(sorted(fields))})"
         )
-    if ":" in spec:
+    if ":" in spec and not spec.startswith(("[", "{")):
         found = _parse_range(name, spec, fields[name])
         for bound in (found.low, found.high):
             _check_value(params_cls, name, int(bound) if found.kind == "int" else bound)  # type: ignore[arg-type]
         return found
-    values = tuple(_choice(v.strip()) for v in spec.split(",") if v.strip())
+    if spec.startswith(("[", "{")):  # one JSON list/object value, fixed (events=[...])
+        values: tuple[Any, ...] = (_choice(spec),)
+    else:
+        values = tuple(_choice(v.strip()) for v in spec.split(",") if v.strip())
     if not values:
         raise ConfigurationError(f"--param {name}: no value given")
     for value in values:

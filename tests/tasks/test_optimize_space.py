@@ -53,6 +53,9 @@ def test_param_flags_become_ranges_choices_and_fixed_values() -> None:
     assert parse_param("mtf_min_aligned=1", DefaultParams) == ParamRange(
         "mtf_min_aligned", "fixed", choices=(1,)
     )
+    assert parse_param('weights={"ema_cross": 2}', DefaultParams).choices == ({"ema_cross": 2},)
+    with pytest.raises(ConfigurationError, match="unknown events"):
+        parse_param('events=["nope"]', DefaultParams)
     with pytest.raises(ConfigurationError, match="given twice"):
         parse_space(["tp_pct=1:2", "tp_pct=2:3"], DefaultParams)
     with pytest.raises(ConfigurationError, match="nothing to search"):
