@@ -149,3 +149,36 @@ def test_a_trial_failed_as_stale_is_replaced_and_its_late_result_refused(
             _tell(study, lost, late)
         assert _tell(study, replacement, late) == "COMPLETE"
         assert [t.number for t in budget_trials(study.get_trials())] == [replacement.number]
+
+
+def test_targets_from_the_setting_and_from_a_class_path() -> None:
+    """A configured instance brings its params as the base; a class path gets a loader name."""
+    from signalengine.tasks.engine.config import EngineConfig
+    from signalengine.tasks.engine.loader import parse_specs
+    from signalengine.tasks.learning.optimize import build_strategy, resolve_target, spec_document
+
+    configured = json.dumps(
+        [{"name": "wide", "use": "default", "params": {"exit": "percent", "tp_pct": 3.0}}]
+    )
+    wide = resolve_target("wide", configured)
+    assert (wide.name, wide.use, dict(wide.base)) == (
+        "wide",
+        "default",
+        {"exit": "percent", "tp_pct": 3.0},
+    )
+    doc = spec_document(wide, {"sl_pct": 0.5})
+    assert doc == {
+        "name": "wide",
+        "use": "default",
+        "params": {"exit": "percent", "tp_pct": 3.0, "sl_pct": 0.5},
+    }
+    (spec,) = parse_specs([doc])  # what the loader reads back
+    assert spec.params == doc["params"]
+    strategy = build_strategy(wide, {"sl_pct": 0.5}, EngineConfig())
+    assert (strategy.params.exit, strategy.params.sl_pct) == ("percent", 0.5)  # type: ignore[attr-defined]
+
+    donchian = resolve_target("examples.strategies.donchian:Donchian", None)
+    assert (donchian.name, donchian.use) == ("donchian", "examples.strategies.donchian:Donchian")
+    assert [p.name for p in declared_space(donchian.cls.Params)] == ["period"]  # ge=2, le=500
+    with pytest.raises(ConfigurationError, match="unknown strategy"):
+        resolve_target("nosuch", configured)
