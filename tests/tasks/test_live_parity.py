@@ -7,7 +7,9 @@ windows by exactly what was stored and evaluates the 5m closes due. At the end t
 backtest driver (`evaluate_symbol_history`) runs over the final stored klines, every
 relation the stream reads (klines and klines_<tf>); the live signals equal its signals,
 bit for bit. The reseeds are exactly the symbols whose windows could not take a
-bar, and no primary close reads a bar from the database.
+bar, no primary close reads a bar from the database, and a stream restarted after a
+crash (closes stored but never evaluated) rebuilds its windows and cooldowns from the
+database and goes on with the same signals.
 """
 
 from __future__ import annotations
@@ -53,6 +55,8 @@ GAP = (SYMBOLS[20:30], range(31, 34))  # ten symbols silent three minutes ...
 GAP_FILLED = 34  # ... filled over REST before the next minute's bars
 CORRECTED = ("P030/USDT", 39)  # a different value for a stored bar: rejected
 CORRECTED_SENT = 40
+CRASHED = range(42, 47)  # stored, never evaluated: the close at 45 is left behind ...
+RESTARTED = 47  # ... until a restarted stream evaluates it from freshly seeded windows
 
 
 def _ms(ts: pd.Timestamp) -> int:
@@ -102,6 +106,34 @@ def _bar(frames: dict[str, pd.DataFrame], symbol: str, offset: int) -> pd.DataFr
     return frame[frame["ts"] == T0 + offset * MINUTE]
 
 
+def _arrivals(
+    offset: int,
+    batch: pd.DataFrame,
+    frames: dict[str, pd.DataFrame],
+    held_back: list[pd.DataFrame],
+) -> tuple[pd.DataFrame, pd.DataFrame]:
+    """(WebSocket bars, REST-filled bars) stored for the minute at `offset`."""
+    ws, rest = batch, batch.iloc[0:0]
+    if offset == REST_FILLED[1]:
+        ws, rest = batch[batch["symbol"] != REST_FILLED[0]], _bar(frames, *REST_FILLED)
+    if offset == LATE_DUPLICATE:
+        ws = pd.concat([ws, _bar(frames, *REST_FILLED)], ignore_index=True)
+    if offset == LATE[1]:
+        ws = batch[batch["symbol"] != LATE[0]]
+    if offset == LATE_STORED:
+        ws = pd.concat([_bar(frames, *LATE), ws], ignore_index=True)
+    if offset in GAP[1]:
+        held_back.append(batch[batch["symbol"].isin(GAP[0])])
+        ws = batch[~batch["symbol"].isin(GAP[0])]
+    if offset == GAP_FILLED:
+        rest = pd.concat(held_back, ignore_index=True)
+    if offset == CORRECTED_SENT:
+        wrong = _bar(frames, *CORRECTED).assign(close=lambda f: f["close"] * 1.01)
+        wrong = wrong.assign(high=lambda f: f[["high", "close"]].max(axis=1))
+        ws = pd.concat([ws, wrong], ignore_index=True)
+    return ws, rest
+
+
 def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, database_url) -> None:  # type: ignore[no-untyped-def]
     days = (T0 - START + LIVE_MINUTES * MINUTE) / pd.Timedelta(days=1)
     frames = {s: market_frame(s, str(START.date()), days) for s in SYMBOLS}
@@ -124,37 +156,32 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
         marks.journal = True
 
         hot_reads: list[str] = []
-        process = engine.process_closes
 
-        def counted(conn: Any, closes: list[int]) -> int:
-            start = len(sent)
-            written = process(conn, closes)
-            hot_reads.extend(q for q in sent[start:] if "klines" in q)
-            return written
+        def count_hot_reads(live: LiveEngine) -> None:
+            process = live.process_closes
 
-        engine.process_closes = counted  # type: ignore[method-assign]
+            def counted(conn: Any, closes: list[int]) -> int:
+                start = len(sent)
+                written = process(conn, closes)
+                hot_reads.extend(q for q in sent[start:] if "klines" in q)
+                return written
+
+            live.process_closes = counted  # type: ignore[method-assign]
+
+        count_hot_reads(engine)
+        first_windows = windows
         held_back: list[pd.DataFrame] = []
         closes_evaluated = 0
         for offset in range(LIVE_MINUTES):
-            batch = by_minute[T0 + offset * MINUTE]
-            ws, rest = batch, batch.iloc[0:0]
-            if offset == REST_FILLED[1]:
-                ws, rest = batch[batch["symbol"] != REST_FILLED[0]], _bar(frames, *REST_FILLED)
-            if offset == LATE_DUPLICATE:
-                ws = pd.concat([ws, _bar(frames, *REST_FILLED)], ignore_index=True)
-            if offset == LATE[1]:
-                ws = batch[batch["symbol"] != LATE[0]]
-            if offset == LATE_STORED:
-                ws = pd.concat([_bar(frames, *LATE), ws], ignore_index=True)
-            if offset in GAP[1]:
-                held_back.append(batch[batch["symbol"].isin(GAP[0])])
-                ws = batch[~batch["symbol"].isin(GAP[0])]
-            if offset == GAP_FILLED:
-                rest = pd.concat(held_back, ignore_index=True)
-            if offset == CORRECTED_SENT:
-                wrong = _bar(frames, *CORRECTED).assign(close=lambda f: f["close"] * 1.01)
-                wrong = wrong.assign(high=lambda f: f[["high", "close"]].max(axis=1))
-                ws = pd.concat([ws, wrong], ignore_index=True)
+            if offset == RESTARTED:  # a new process: everything rebuilt from the database
+                marks = Watermarks.load(conn, exchange="binance", symbols=SYMBOLS)
+                engine = LiveEngine.start(
+                    conn, settings=SETTINGS, symbols=SYMBOLS, run_id="parity", shard=None
+                )
+                windows = engine.hold_windows(conn, now_ms=_ms(T0 + offset * MINUTE))
+                marks.journal = True
+                count_hot_reads(engine)
+            ws, rest = _arrivals(offset, by_minute[T0 + offset * MINUTE], frames, held_back)
             if offset == GAP_FILLED:  # the stream fills gaps before storing the minute
                 _store(conn, rest, marks, "rest")
                 _store(conn, ws, marks, "ws")
@@ -162,6 +189,8 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
                 _store(conn, ws, marks, "ws")
                 _store(conn, rest, marks, "rest")  # the minute's own REST fill comes after
             upto = _ms(T0 + (offset + 1) * MINUTE)
+            if offset in CRASHED:  # stored, but the process dies before evaluating it
+                continue
             before_mark = engine.watermark_ms
             engine.on_minute(
                 conn, upto_ms=upto, stored=marks.take_stored(), newest_ms=dict(marks.by_symbol)
@@ -177,8 +206,8 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
     # reseeded: the late bar's symbol twice (a later bar before it, then the bar itself),
     # the gap's ten symbols once; the REST-filled bar, the duplicate and the corrected
     # bar were placed (or kept) without a reseed
-    assert windows.reseeded == 2 + len(GAP[0])
-    assert not windows.dirty
+    assert first_windows.reseeded == 2 + len(GAP[0])
+    assert not first_windows.dirty and windows.reseeded == 0
     due = backtest[(backtest["ts"] >= T0) & (backtest["ts"] + pd.Timedelta(minutes=5) <= end)]
     key = ["symbol", "ts"]
     theirs = due[list(SIGNAL_COLUMNS)].sort_values(key, kind="stable").to_dict("records")
