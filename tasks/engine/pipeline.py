@@ -269,6 +269,7 @@ def evaluate_latest_batch(
     model_version: str | None = None,
     strategies: Sequence[Strategy] | None = None,
     run_ids: Mapping[str, str] | None = None,
+    filters: Mapping[str, tuple[SignalFilter | None, str | None]] | None = None,
 ) -> list[Signal]:
     """Signals of every symbol's primary bar that closed at `at` (live stream); updates `state`.
 
@@ -293,6 +294,7 @@ def evaluate_latest_batch(
         model_version=model_version,
         strategies=strategies,
         run_ids=run_ids,
+        filters=filters,
     )
 
 
@@ -308,6 +310,7 @@ def evaluate_latest_series(
     model_version: str | None = None,
     strategies: Sequence[Strategy] | None = None,
     run_ids: Mapping[str, str] | None = None,
+    filters: Mapping[str, tuple[SignalFilter | None, str | None]] | None = None,
 ) -> list[Signal]:
     """`evaluate_latest_batch` on series already selected: per symbol and timeframe the
     closed bars by `at`, at most `live_window_bars` of them (`ClosedSeries.from_arrays`:
@@ -315,7 +318,9 @@ def evaluate_latest_series(
 
     `strategies` run together over features computed once (default: the built-in one),
     each with its own cooldown in `state`; `run_ids` maps a strategy name to the run its
-    signals go to (default `run_id`). Signals come per symbol, then strategy order.
+    signals go to (default `run_id`); `filters` maps a strategy name to its own AI filter
+    and model version (default `signal_filter`, `model_version`). Signals come per
+    symbol, then strategy order.
     """
     cfg = config
     at_ns = _ns_of(at)
@@ -335,6 +340,9 @@ def evaluate_latest_series(
             if scored is None:
                 continue
             frames = frames or shared_features(series)  # once per symbol, for all strategies
+            own_filter, own_version = (filters or {}).get(
+                strategy.name, (signal_filter, model_version)
+            )
             cand = select_candidates(
                 frames,
                 cfg,
@@ -342,7 +350,7 @@ def evaluate_latest_series(
                 scored,
                 rows=np.array([scored.side.size - 1], dtype=np.int64),
                 last_emitted=state.for_series(symbol, primary_tf, strategy.name),
-                signal_filter=signal_filter,
+                signal_filter=own_filter,
             )
             records = candidate_records(
                 cand,
@@ -350,7 +358,7 @@ def evaluate_latest_series(
                 symbol=symbol,
                 exchange=exchange,
                 run_id=(run_ids or {}).get(strategy.name, run_id),
-                model_version=model_version,
+                model_version=own_version,
             )
             signals.extend(Signal(**r) for r in records)
     return signals

@@ -28,7 +28,7 @@ import pandas as pd
 
 from signalengine.core.config import Settings
 from signalengine.core.db import DbConn
-from signalengine.core.vocabulary import LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
+from signalengine.core.vocabulary import DEFAULT_STRATEGY, LIVE_RUN, SHADOW_RUN, TIMEFRAME_MINUTES
 from signalengine.tasks import metrics
 from signalengine.tasks.alerts.outbox import enqueue_deliveries
 from signalengine.tasks.engine.config import EngineConfig
@@ -77,7 +77,9 @@ class LiveEngine:
     watermark_name: str
     watermark_ms: int
     cooldown: CooldownState
-    ai_filter: ChampionFilter | None = None
+    ai_filter: ChampionFilter | None = None  # the default strategy's (and /health's)
+    # every other strategy's own filter: the champion of signalengine-filter-<strategy>
+    strategy_filters: dict[str, ChampionFilter] = field(default_factory=dict)
     webhook_urls: list[str] = field(default_factory=list)
     webhook_min_score: float = 1.0
     before_store: BeforeStore | None = None
@@ -111,6 +113,11 @@ class LiveEngine:
             cooldown=_load_cooldowns(conn, run_id=run_id, symbols=symbols, strategies=strategies),
             strategies=strategies,
             ai_filter=ChampionFilter.from_settings(settings),
+            strategy_filters={
+                s.name: ChampionFilter.from_settings(settings, strategy=s.name)
+                for s in strategies
+                if s.name != DEFAULT_STRATEGY
+            },
             webhook_urls=list(settings.webhook_urls) if run_id == LIVE_RUN else [],
             webhook_min_score=settings.webhook_min_score,
         )
@@ -236,6 +243,7 @@ class LiveEngine:
             signal_filter, model_version = (
                 self.ai_filter.current() if self.ai_filter else (None, None)
             )
+            filters = {name: f.current() for name, f in self.strategy_filters.items()}
             controls = load_all_controls(conn, exchange=self.exchange) if self.adaptive else {}
             strategies = self.strategies or default_strategies(self.config)
             # symbols whose strategies share thresholds and runs are evaluated together
@@ -262,6 +270,7 @@ class LiveEngine:
                     "run_ids": {
                         s.name: run_id for s, (_, run_id) in zip(strategies, routes, strict=True)
                     },
+                    "filters": filters,
                 }
                 if windows is not None:
                     chosen = {s: windows[s] for s in names}

@@ -100,3 +100,48 @@ def test_each_strategy_has_its_champion_and_the_legacy_one_serves_default_until_
     assert default.model_name == "signalengine-filter-default"
     tags = client.get_model_version("signalengine-filter-default", "1").tags
     assert tags["strategy"] == "default" and tags["decision"] == "promoted"
+
+
+def test_live_engine_scores_each_strategy_with_its_own_filter() -> None:
+    """`filters` routes each strategy's candidates to its own champion (or none)."""
+    import numpy as np
+    import pandas as pd
+
+    from signalengine.tasks.engine.pipeline import evaluate_latest_batch
+    from signalengine.tasks.engine.records import CooldownState
+    from tests.tasks.test_strategies import CFG, _by_tf, _strategies
+    from tests.utils.bars import make_bars_1m
+
+    def constant(value: float):  # type: ignore[no-untyped-def]
+        return lambda frame: np.full(len(frame), value)
+
+    bars = make_bars_1m(days=3, seed=11)
+    by_tf = _by_tf(bars)
+    closes = pd.date_range(bars.index[0] + pd.Timedelta(hours=48), bars.index[-1], freq="5min")
+    runs: dict[str, list] = {"plain": [], "filtered": []}  # type: ignore[type-arg]
+    for key, filters in (
+        ("plain", None),
+        ("filtered", {"breakout": (constant(0.0), "9"), "fast": (constant(1.0), "7")}),
+    ):
+        state = CooldownState()
+        for at in closes:
+            runs[key].extend(
+                evaluate_latest_batch(
+                    {"BTC/USDT": by_tf},
+                    at=at,
+                    state=state,
+                    exchange="sim",
+                    config=CFG,
+                    strategies=_strategies(),
+                    filters=filters,
+                )
+            )
+    plain = {s.strategy for s in runs["plain"]}
+    assert plain == {"default", "fast", "breakout"}
+    got = runs["filtered"]
+    assert "breakout" not in {s.strategy for s in got}  # its filter rejected everything
+    fast = [s for s in got if s.strategy == "fast"]
+    assert fast and {(s.model_version, s.ai_probability) for s in fast} == {("7", 1.0)}
+    default = [s for s in got if s.strategy == "default"]  # no filter of its own: unfiltered
+    assert [s.id for s in default] == [s.id for s in runs["plain"] if s.strategy == "default"]
+    assert {s.model_version for s in default} == {None}
