@@ -451,6 +451,11 @@ def optimize(
         _fail(error)
     _summary(summary)
     if summary["best_trial"] is None:  # every trial pruned or failed: nothing to write
+        typer.echo(
+            "no trial completed (pruned under --min-trades or failed): widen the window,"
+            " lower --min-trades or change the space",
+            err=True,
+        )
         raise typer.Exit(code=1)
 
 
