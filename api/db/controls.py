@@ -7,12 +7,16 @@ from typing import Any
 from signalengine.api.db import AsyncConn
 
 
-async def symbol_controls(*, conn: AsyncConn, exchange: str) -> list[dict[str, Any]]:
-    """Every controlled symbol of an exchange, disabled ones first."""
+async def symbol_controls(
+    *, conn: AsyncConn, exchange: str, strategy: str | None = None
+) -> list[dict[str, Any]]:
+    """Every controlled strategy x symbol of an exchange (of one strategy when given),
+    disabled ones first."""
     cur = await conn.execute(
-        "SELECT exchange, symbol, enabled, reason, score_threshold, updated_at"
-        " FROM symbol_controls WHERE exchange = %s ORDER BY enabled, symbol",
-        [exchange],
+        "SELECT exchange, strategy, symbol, enabled, reason, score_threshold, updated_at"
+        " FROM symbol_controls WHERE exchange = %s AND (%s::text IS NULL OR strategy = %s)"
+        " ORDER BY enabled, symbol, strategy",
+        [exchange, strategy, strategy],
     )
     return await cur.fetchall()
 

@@ -10,15 +10,17 @@ from fastapi import APIRouter, Query
 from pydantic import BaseModel, Field
 
 from signalengine.api.db.controls import strategy_checks, strategy_overrides, symbol_controls
-from signalengine.api.deps import TEXT_PATTERN, ConnDep, SettingsDep
+from signalengine.api.deps import TEXT_PATTERN, ConnDep, SettingsDep, StrategyQuery
 
 router = APIRouter(prefix="/controls", tags=["controls"])
 
 
 class SymbolControlOut(BaseModel):
-    """A symbol the adaptive control has judged; disabled ones emit shadow signals only."""
+    """A strategy x symbol the adaptive control has judged; a disabled one emits shadow
+    signals only (the strategy's other symbols, and other strategies on it, stay live)."""
 
     exchange: str
+    strategy: str
     symbol: str
     enabled: bool
     reason: str | None = Field(description="Why it is disabled (null when enabled).")
@@ -31,9 +33,12 @@ async def list_controls(
     conn: ConnDep,
     settings: SettingsDep,
     exchange: Annotated[str | None, Query(max_length=40, pattern=TEXT_PATTERN)] = None,
+    strategy: StrategyQuery = None,
 ) -> list[SymbolControlOut]:
-    """Per-symbol controls of an exchange (default: the configured one)."""
-    rows = await symbol_controls(conn=conn, exchange=exchange or settings.exchange)
+    """Per-strategy, per-symbol controls of an exchange (default: the configured one)."""
+    rows = await symbol_controls(
+        conn=conn, exchange=exchange or settings.exchange, strategy=strategy
+    )
     return [SymbolControlOut(**row) for row in rows]
 
 

@@ -151,3 +151,20 @@ def test_metrics_label_strategies(client: httpx.Client, db: Conn) -> None:
     legacy = client.get("/metrics/legacy").json()
     assert legacy["by_strategy"]["donchian"]["ETH/USDT"]["win_rate"] == pytest.approx(0.75)
     assert legacy["by_symbol"]["ETH/USDT"]["win_rate"] == pytest.approx(0.25)  # the default's
+
+
+def test_controls_are_listed_per_strategy(client: httpx.Client, db: Conn) -> None:
+    from signalengine.tasks.outcomes.controls import SymbolControl, save_controls
+
+    save_controls(db, {"BTC/USDT": SymbolControl(False, "poor", 0.7)}, exchange="binance")
+    save_controls(
+        db, {"BTC/USDT": SymbolControl(True, None, None)}, exchange="binance", strategy="donchian"
+    )
+    body = client.get("/controls").json()
+    assert [(c["strategy"], c["symbol"], c["enabled"]) for c in body] == [
+        ("default", "BTC/USDT", False),
+        ("donchian", "BTC/USDT", True),
+    ]
+    only = client.get("/controls", params={"strategy": "donchian"}).json()
+    assert [(c["strategy"], c["enabled"]) for c in only] == [("donchian", True)]
+    assert client.get("/controls", params={"strategy": "Bad"}).status_code == 422
