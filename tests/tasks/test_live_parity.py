@@ -3,13 +3,16 @@
 The stream's evaluation side is driven minute by minute as the stream drives it: each
 minute's bars are stored through `store_frame` (the WebSocket's and the REST fills'
 path, journaled by the watermarks), and `LiveEngine.on_minute` advances the in-memory
-windows by exactly what was stored and evaluates the 5m closes due. At the end the
-backtest driver (`evaluate_symbol_history`) runs over the final stored klines, every
-relation the stream reads (klines and klines_<tf>); the live signals equal its signals,
-bit for bit. The reseeds are exactly the symbols whose windows could not take a
-bar, no primary close reads a bar from the database, and a stream restarted after a
-crash (closes stored but never evaluated) rebuilds its windows and cooldowns from the
-database and goes on with the same signals.
+windows by exactly what was stored and evaluates the 5m closes due. At the end
+`signalengine backtest`'s path (`run_backtest` over the stored 1m klines as
+`load_history_columns` reads them: higher timeframes bucketed in numpy) runs; the live
+signals, read from the relations klines_<tf> the writer keeps in SQL, equal its signals
+bit for bit (the SQL adds volume in numpy's order: tests/tasks/test_bucket_sum_order.py),
+and so do those of the backtest driver over every stored relation the stream reads.
+The reseeds are exactly the symbols whose windows could not take a bar, no primary
+close reads a bar from the database, and a stream restarted after a crash (closes
+stored but never evaluated) rebuilds its windows and cooldowns from the database and
+goes on with the same signals.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, CooldownState
 from signalengine.tasks.marketdata.ingest import Watermarks, store_frame
 from signalengine.tasks.marketdata.klines import load_bars
+from signalengine.tasks.runs.backtest import run_backtest
+from signalengine.tasks.runs.history import load_history_columns
 from signalengine.tasks.runs.live import LiveEngine
 from tests.tasks.test_live_windows import _CountingCursor
 from tests.utils.market import market_frame
@@ -101,6 +106,14 @@ def _backtest(conn: Any, engine: LiveEngine, as_of: pd.Timestamp) -> pd.DataFram
     )
 
 
+def _real_backtest(conn: Any, engine: LiveEngine, end: pd.Timestamp) -> pd.DataFrame:
+    """`signalengine backtest`'s path: the stored 1m bars in [START, end), as the backtest
+    flow reads them, through `run_backtest` (higher timeframes bucketed in numpy)."""
+    bars = load_history_columns(conn, exchange="binance", symbols=SYMBOLS, start=START, end=end)
+    signals, _, _ = run_backtest(bars, config=engine.config, run_id="parity", exchange="binance")
+    return signals
+
+
 def _bar(frames: dict[str, pd.DataFrame], symbol: str, offset: int) -> pd.DataFrame:
     frame = frames[symbol]
     return frame[frame["ts"] == T0 + offset * MINUTE]
@@ -151,7 +164,7 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
         engine.ensure_watermark(conn, _ms(T0))
         # the cooldown the backtest carries into T0 (a restarted stream reads it back from
         # its stored signals; no lookahead, so the stored prefix gives the same signals)
-        engine.cooldown = CooldownState.from_signals(_backtest(conn, engine, T0))
+        engine.cooldown = CooldownState.from_signals(_real_backtest(conn, engine, T0))
         windows = engine.hold_windows(conn, now_ms=_ms(T0))
         marks.journal = True
 
@@ -200,7 +213,8 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
             f"SELECT {', '.join(SIGNAL_COLUMNS)} FROM signals WHERE run_id = 'parity'"
         ).fetchall()
         end = T0 + LIVE_MINUTES * MINUTE
-        backtest = _backtest(conn, engine, end)  # over the final stored klines
+        backtest = _real_backtest(conn, engine, end)  # over the final stored 1m klines
+        relations = _backtest(conn, engine, end)  # over every stored relation
     assert closes_evaluated == LIVE_MINUTES // 5
     assert hot_reads == []  # no primary close read a bar (windows nor any other)
     # reseeded: the late bar's symbol twice (a later bar before it, then the bar itself),
@@ -211,6 +225,10 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
     due = backtest[(backtest["ts"] >= T0) & (backtest["ts"] + pd.Timedelta(minutes=5) <= end)]
     key = ["symbol", "ts"]
     theirs = due[list(SIGNAL_COLUMNS)].sort_values(key, kind="stable").to_dict("records")
+    stored_due = relations[
+        (relations["ts"] >= T0) & (relations["ts"] + pd.Timedelta(minutes=5) <= end)
+    ]
+    from_relations = stored_due[list(SIGNAL_COLUMNS)].sort_values(key, kind="stable")
     ours = (
         pd.DataFrame(live, columns=list(SIGNAL_COLUMNS))
         .sort_values(key, kind="stable")
@@ -219,6 +237,7 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
     assert len(ours) >= 10, "too few signals for the comparison to prove anything"
     assert {s["symbol"] for s in ours} & {LATE[0], *GAP[0]}, "no signal of a reseeded symbol"
     assert _comparable(ours) == _comparable(theirs)
+    assert _comparable(from_relations.to_dict("records")) == _comparable(theirs)
 
 
 KEY = (
