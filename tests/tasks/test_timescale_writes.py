@@ -27,7 +27,7 @@ import psycopg
 import pytest
 from psycopg.rows import dict_row
 
-from signalengine.api.db.klines import closed_klines, latest_klines
+from signalengine.api.db.klines import latest_kline_columns
 from signalengine.core.timescale_refresh import refresh_pending
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES
 from signalengine.tasks.marketdata.klines import load_bars, store_klines
@@ -141,14 +141,9 @@ async def _api_reads(url: str, symbol: str, timeframe: str, limit: int) -> dict[
         url, autocommit=True, row_factory=dict_row
     ) as conn:
         kwargs = {"conn": conn, "exchange": EXCHANGE, "symbol": symbol, "timeframe": timeframe}
-        latest = await latest_klines(**kwargs, limit=limit)
-        closed = await closed_klines(**kwargs, limit=limit)
-    out = {}
-    for name, rows in (("latest", latest), ("closed", closed)):
-        frame = pd.DataFrame(rows)
-        frame["ts"] = pd.to_datetime(frame["ts"], utc=True)
-        out[name] = frame.set_index("ts").astype("float64")
-    return out
+        latest = await latest_kline_columns(**kwargs, limit=limit, closed=False)
+        closed = await latest_kline_columns(**kwargs, limit=limit, closed=True)
+    return {"latest": latest.frame(symbol), "closed": closed.frame(symbol)}
 
 
 def _assert_api_exact(url: str, want_1m: pd.DataFrame, symbol: str) -> None:
@@ -256,8 +251,8 @@ async def _api_snapshot_check(conn: psycopg.AsyncConnection[dict[str, Any]], sym
     bars["ts"] = pd.to_datetime(bars["ts"], utc=True)
     for tf in HIGHER:
         kw = {"exchange": EXCHANGE, "symbol": symbol, "timeframe": tf}
-        got = pd.DataFrame(await latest_klines(conn=conn, **kw, limit=10_000)).set_index("ts")
-        got.index = pd.to_datetime(got.index, utc=True)
+        cols = await latest_kline_columns(conn=conn, **kw, limit=10_000, closed=False)
+        got = cols.frame(symbol)
         assert_buckets_equal(got, pandas_buckets(bars, tf), f"api {symbol} {tf}")
 
 
