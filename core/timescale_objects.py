@@ -5,7 +5,9 @@ Every higher timeframe has two relations there:
 - `klines_<tf>_cagg`, a hierarchical real-time continuous aggregate (5m from `klines`, 15m
   from the 5m one, 1h from the 15m one ...), kept up to date by refreshes;
 - `klines_<tf>`, the contract's name: a view returning the aggregate's buckets, except the
-  buckets overlapping a range in `klines_pending`, which it computes from `klines` itself.
+  buckets overlapping a range in `klines_pending`, which it computes from `klines` itself
+  (volume added in `np.add.reduceat`'s order, core.bucket_sql; the aggregate's own
+  buckets add with TimescaleDB's sum: sql/timescale/README.md).
 
 Why the view: a continuous aggregate serves a materialized bucket as materialized until a
 refresh processes the invalidation a late 1m bar logged, so between the write's commit
@@ -32,6 +34,7 @@ import psycopg
 from psycopg import sql
 from psycopg.rows import tuple_row
 
+from signalengine.core.bucket_sql import reduceat_sum_sql
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, source_timeframe, timeframe_relation
 
 __all__ = [
@@ -89,15 +92,19 @@ UNION ALL
 SELECT b.exchange, b.symbol, b.ts, b.open, b.high, b.low, b.close, b.volume, b.bars
 FROM ({_MERGED}) s
 CROSS JOIN LATERAL (
-    SELECT k.exchange, k.symbol, time_bucket({{width}}::interval, k.ts) AS ts,
-           first(k.open, k.ts) AS open, max(k.high) AS high, min(k.low) AS low,
-           last(k.close, k.ts) AS close, sum(k.volume) AS volume, count(*)::integer AS bars
-    FROM klines k
-    WHERE k.exchange = s.exchange AND k.symbol = s.symbol
-      AND k.ts >= time_bucket({{width}}::interval, s.lo)
-      AND k.ts < time_bucket({{width}}::interval, s.hi - interval '1 microsecond')
-                 + {{width}}::interval
-    GROUP BY k.exchange, k.symbol, time_bucket({{width}}::interval, k.ts)) b
+    SELECT g.exchange, g.symbol, g.ts, g.open, g.high, g.low, g.close,
+           {{volume}} AS volume, g.bars
+    FROM (
+        SELECT k.exchange, k.symbol, time_bucket({{width}}::interval, k.ts) AS ts,
+               first(k.open, k.ts) AS open, max(k.high) AS high, min(k.low) AS low,
+               last(k.close, k.ts) AS close, array_agg(k.volume ORDER BY k.ts) AS v,
+               count(*)::integer AS bars
+        FROM klines k
+        WHERE k.exchange = s.exchange AND k.symbol = s.symbol
+          AND k.ts >= time_bucket({{width}}::interval, s.lo)
+          AND k.ts < time_bucket({{width}}::interval, s.hi - interval '1 microsecond')
+                     + {{width}}::interval
+        GROUP BY k.exchange, k.symbol, time_bucket({{width}}::interval, k.ts)) g) b
 """
 
 
@@ -152,6 +159,8 @@ def ensure_exact_views(conn: Connection) -> list[str]:
                 view=sql.Identifier(timeframe_relation(tf)),
                 cagg=sql.Identifier(aggregate_relation(tf)),
                 width=sql.Literal(f"{TIMEFRAME_MINUTES[tf]} minutes"),
+                # numpy's order (core.bucket_sql), as the plain-PostgreSQL upkeep adds
+                volume=sql.SQL(reduceat_sum_sql("g.v[{}]", "g.bars", TIMEFRAME_MINUTES[tf])),
             )
         )
         created.append(tf)

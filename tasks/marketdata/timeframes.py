@@ -19,6 +19,7 @@ import pandas as pd
 import psycopg
 from psycopg import sql
 
+from signalengine.core.bucket_sql import reduceat_sum_sql
 from signalengine.core.migrate import upgrade
 from signalengine.core.timescale import backend, ensure_timeframe_aggregates
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, source_timeframe, timeframe_relation
@@ -96,54 +97,6 @@ def refresh_buckets(conn: psycopg.Connection[Any], timeframes: list[str], *, tou
             volume=sql.SQL(reduceat_sum_sql("g.a[{}][3]", "g.n", rows)),
         )
         conn.execute(statement)
-
-
-# numpy's pairwise summation (what `np.add.reduceat` adds a segment's values after the
-# first with): fewer than 8 values in a plain running sum; up to 128 in 8 interleaved
-# running sums, combined as a tree, then the leftover (< 8) values one by one.
-_PAIRWISE_LANES = 8
-_PAIRWISE_BLOCK = 128
-_ZERO = "'-0'::float8"  # x + -0.0 == x for every x (+0.0 would turn -0.0 into +0.0)
-
-
-def reduceat_sum_sql(item: str, count: str, rows: int) -> str:
-    """SQL adding `item.format(1) .. item.format(count)` as `np.add.reduceat` adds a segment.
-
-    reduceat: first value + pairwise sum of the others (numpy's order, unrolled up to
-    `rows` values: the most a bucket can hold). Subscripts past `count` read NULL and add
-    as -0.0, which changes no sum. Exact up to `_PAIRWISE_BLOCK` + 1 rows per bucket;
-    beyond that numpy splits the block in halves, which this does not (the last bits of
-    such a bucket may differ: sql/timescale/README.md).
-    """
-
-    def value(index: str) -> str:
-        return f"coalesce({item.format(index)}, {_ZERO})"
-
-    def chain(start: str, terms: list[str]) -> str:
-        out = start
-        for term in terms:
-            out = f"({out} + {term})"
-        return out
-
-    short = chain(value("2"), [value(str(i)) for i in range(3, min(rows, _PAIRWISE_LANES) + 1)])
-    if rows <= _PAIRWISE_LANES:  # every bucket: under 8 values after the first
-        return f"({value('1')} + {short})"
-    rest = min(rows, _PAIRWISE_BLOCK + 1) - 1  # values after the first, at most
-    block = f"({count} - 1 - mod({count} - 1, {_PAIRWISE_LANES}))"  # those the lanes take
-
-    def lane(j: int) -> str:
-        # value i of the rest (0-based) is item i + 2; a lane adds values j, j + 8, ...
-        terms = [
-            f"(CASE WHEN {i} < {block} THEN {value(str(i + 2))} ELSE {_ZERO} END)"
-            for i in range(j + _PAIRWISE_LANES, rest, _PAIRWISE_LANES)
-        ]
-        return chain(value(str(j + 2)), terms)
-
-    r = [lane(j) for j in range(_PAIRWISE_LANES)]
-    tree = f"((({r[0]} + {r[1]}) + ({r[2]} + {r[3]})) + (({r[4]} + {r[5]}) + ({r[6]} + {r[7]})))"
-    # the leftover values, one by one (past `count` they read NULL: -0.0)
-    long = chain(tree, [value(f"{block} + {i + 2}") for i in range(_PAIRWISE_LANES - 1)])
-    return f"({value('1')} + (CASE WHEN {count} <= {_PAIRWISE_LANES} THEN {short} ELSE {long} END))"
 
 
 def aggregate_new_bars(bars: pd.DataFrame, timeframes: list[str]) -> dict[str, pd.DataFrame]:

@@ -16,13 +16,10 @@ import pandas as pd
 import psycopg
 import pytest
 
+from signalengine.core.bucket_sql import reduceat_sum_sql
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, source_timeframe
 from signalengine.tasks.engine.buckets import MINUTE_NS, aggregate_buckets
-from signalengine.tasks.marketdata.timeframes import (
-    ensure_timeframe_tables,
-    reduceat_sum_sql,
-    refresh_buckets,
-)
+from signalengine.tasks.marketdata.timeframes import ensure_timeframe_tables, refresh_buckets
 
 START = pd.Timestamp("2025-01-01", tz="UTC")
 
@@ -109,3 +106,32 @@ def test_refreshed_buckets_equal_numpys_bit_for_bit(db: Any, timeframes: list[st
         volume = np.array([r["volume"] for r in stored])
         assert volume.tobytes() == level["volume"].tobytes(), tf
     db.execute("DROP TABLE IF EXISTS klines_2h")  # not a migrated relation
+
+
+def test_timescale_pending_buckets_add_in_numpys_order(timescale_db: Any) -> None:
+    # a bucket overlapping a pending range is computed by the exact view from klines
+    # (5, 15, 60 rows from 1m): it equals numpy's bucketing of the same 1m bars
+    rng = np.random.default_rng(7)
+    minutes = 6 * 60
+    keep = rng.random(minutes) >= 0.2
+    ts = (START + pd.to_timedelta(np.arange(minutes), unit="min"))[keep]
+    volume = _adversarial(int(keep.sum()), rng)
+    timescale_db.execute(  # no COPY on PGlite; floats travel exactly in binary
+        "INSERT INTO klines (exchange, symbol, ts, open, high, low, close, volume)"
+        " SELECT 'binance', 'X/USDT', t, 1, 1, 1, 1, v FROM unnest(%b, %b) u(t, v)",
+        (list(ts), volume.tolist()),
+    )
+    timescale_db.execute(
+        "INSERT INTO klines_pending (exchange, symbol, lo, hi)"
+        " VALUES ('binance', 'X/USDT', %s, %s)",
+        (ts[0], ts[-1] + pd.Timedelta(minutes=1)),
+    )
+    base = {"ts": ts.as_unit("ns").asi8, "volume": volume}
+    base |= {c: np.ones(len(ts)) for c in ("open", "high", "low", "close")}
+    for tf in ("5m", "15m", "1h"):
+        want = aggregate_buckets(base, TIMEFRAME_MINUTES[tf] * MINUTE_NS)
+        got = timescale_db.execute(
+            f"SELECT ts, volume FROM klines_{tf} ORDER BY ts"  # noqa: S608
+        ).fetchall()
+        assert [pd.Timestamp(r["ts"]).value for r in got] == want["ts"].tolist(), tf
+        assert np.array([r["volume"] for r in got]).tobytes() == want["volume"].tobytes(), tf
