@@ -43,7 +43,6 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 import talib
-from numpy.typing import NDArray
 
 from signalengine.core.vocabulary import FloatArray
 from signalengine.tasks.engine.buckets import OHLCV_COLUMNS
@@ -92,7 +91,6 @@ __all__ = [
     "frame_arrays",
     "rolling_mean_std",
     "vote_feature_arrays",
-    "vote_features_at",
 ]
 
 
@@ -151,25 +149,6 @@ def vote_feature_arrays(close: FloatArray) -> dict[str, FloatArray]:
         slope[1:] = (ema_12[1:] / ema_12[:-1] - 1.0) * 100.0
     rsi = np.asarray(talib.RSI(close, timeperiod=14), dtype=np.float64) if n > 14 else _nan(n)
     return {"ema_12": ema_12, "ema_26": ema_26, "ema_slope": slope, "rsi_14": rsi}
-
-
-def vote_features_at(close: FloatArray, rows: NDArray[np.int64]) -> dict[str, FloatArray]:
-    """`vote_feature_arrays(close)` at `rows` only (each in 0..len - 1), the same values.
-
-    The recursive EMAs and RSI still run over the whole series; the slope is formed only
-    where it is read (the MTF votes of a backtest read a few thousand of a year's rows).
-    """
-    close = np.ascontiguousarray(close, dtype=np.float64)
-    n = close.size
-    ema_12 = _ema(close, 12)
-    ema_26 = _ema(close, 26)
-    rsi = np.asarray(talib.RSI(close, timeperiod=14), dtype=np.float64) if n > 14 else _nan(n)
-    slope = _nan(rows.size)
-    later = rows > 0
-    after = rows[later]
-    with np.errstate(divide="ignore", invalid="ignore"):
-        slope[later] = (ema_12[after] / ema_12[after - 1] - 1.0) * 100.0
-    return {"ema_12": ema_12[rows], "ema_26": ema_26[rows], "ema_slope": slope, "rsi_14": rsi[rows]}
 
 
 def _recursive_arrays(

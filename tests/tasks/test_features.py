@@ -180,15 +180,3 @@ def test_nan_inside_the_series_keeps_the_shape() -> None:
     assert np.isfinite(f["bb_middle"].to_numpy()[60:120]).all()
     assert np.isnan(f["bb_middle"].to_numpy()[120:140]).all()
     assert np.isfinite(f["bb_middle"].to_numpy()[140:]).all()
-
-
-@pytest.mark.parametrize("n", [5, 30, 2000])
-def test_vote_features_at_rows_equal_the_full_arrays(n: int) -> None:
-    from signalengine.tasks.engine.features import vote_feature_arrays, vote_features_at
-
-    close = make_bars_1m(minutes=n, seed=n)["close"].to_numpy()
-    rows = np.unique(np.r_[0, 1, n - 1, np.random.default_rng(n).integers(0, n, 50)])
-    full = vote_feature_arrays(close)
-    at = vote_features_at(close, rows.astype(np.int64))
-    for name, values in full.items():
-        np.testing.assert_array_equal(at[name], values[rows])
