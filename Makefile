@@ -33,7 +33,7 @@ tools/pglite/node_modules: tools/pglite/package-lock.json
 pglite: tools/pglite/node_modules
 
 test: dev pglite
-	$(BIN)/python -m pytest -q -p no:cacheprovider --durations=25
+	$(BIN)/python -m pytest -q -p no:cacheprovider -n 2 --dist loadfile --durations=25
 
 lint: dev
 	$(BIN)/ruff check .

@@ -72,7 +72,7 @@ async def test_receiver_down_and_stream_killed_every_signal_delivered_once(
         ).fetchall()
     }
     got = receiver.keys()
-    assert len(strong) >= 5
+    assert len(strong) >= 3  # the outbox held 3 pending before the kill
     weak = db.execute(
         "SELECT count(*) AS n FROM signals WHERE run_id = 'live' AND score < %s", (MIN_SCORE,)
     ).fetchone()["n"]
