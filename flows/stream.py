@@ -167,11 +167,11 @@ async def _evaluate(
     queue: asyncio.Queue[StoredMinute | None], db: ReconnectingConnection, engine: LiveEngine
 ) -> int:
     """The evaluation side: every queued minute in order, until the closing None."""
-    emitted = 0
+    emitted, depth = 0, metrics.EVENT_QUEUE_DEPTH.labels(engine.exchange)
     while (minute := await queue.get()) is not None:
-        metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+        depth.set(queue.qsize())
         emitted += await evaluate_minute(db, engine, minute=minute)
-    metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+    depth.set(queue.qsize())
     return emitted
 
 
@@ -179,9 +179,11 @@ async def _hand_over(
     queue: asyncio.Queue[StoredMinute | None],
     item: StoredMinute | None,
     evaluation: asyncio.Task[int],
+    *,
+    exchange: str,
 ) -> None:
-    """Queue an item for evaluation, waiting while the queue is full (back-pressure);
-    raises evaluation's error if it has failed."""
+    """Queue an item for evaluation, waiting while the queue is full (back-pressure,
+    counted per exchange); raises evaluation's error if it has failed."""
     if evaluation.done():
         evaluation.result()
         raise RuntimeError("evaluation stopped before the stream")
@@ -193,13 +195,13 @@ async def _hand_over(
         try:
             await asyncio.wait({put, evaluation}, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            metrics.INGEST_BACKPRESSURE.inc(time.monotonic() - started)
+            metrics.INGEST_BACKPRESSURE.labels(exchange).inc(time.monotonic() - started)
             if not put.done():
                 put.cancel()
         if not put.done() or put.cancelled():
             evaluation.result()
             raise RuntimeError("evaluation stopped before the stream")
-    metrics.EVENT_QUEUE_DEPTH.set(queue.qsize())
+    metrics.EVENT_QUEUE_DEPTH.labels(exchange).set(queue.qsize())
 
 
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
@@ -365,15 +367,19 @@ async def stream(
                 minute = StoredMinute(
                     minute_ms + MINUTE_MS, marks.take_stored(), dict(marks.by_symbol)
                 )
-                await _hand_over(queue, minute, evaluation)
-                metrics.observe_stream_health(marks.by_symbol, now_ms=minute_ms + MINUTE_MS)
+                await _hand_over(queue, minute, evaluation, exchange=engine.exchange)
+                metrics.observe_stream_health(
+                    marks.by_symbol, exchange=marks.exchange, now_ms=minute_ms + MINUTE_MS
+                )
                 # stop after the minute in hand, not after a backlog of buffered minutes
                 done = max_minutes is not None and minutes_done >= max_minutes
                 if done or cancel.requested.is_set():
                     break
             if cancel.requested.is_set():
                 logger.info("%s; stopping after %d minutes", cancel.reason, minutes_done)
-            await _hand_over(queue, None, evaluation)  # drain: every stored minute evaluated
+            await _hand_over(
+                queue, None, evaluation, exchange=engine.exchange
+            )  # drain: every stored minute evaluated
             emitted = await evaluation
         finally:
             if evaluation is not None and not evaluation.done():

@@ -72,6 +72,7 @@ EVENTS_DETECTED = Counter(
 EVENT_QUEUE_DEPTH = Gauge(
     "event_queue_depth",
     "Stored minutes waiting for evaluation (the stream's bounded ingest -> evaluation queue).",
+    ["exchange"],
     registry=REGISTRY,
 )
 EVENT_PROCESSING = Histogram(
@@ -92,6 +93,7 @@ LIVE_STAGE_DURATION = Histogram(
 INGEST_BACKPRESSURE = Counter(
     "stream_ingest_backpressure_seconds_total",
     "Seconds ingest waited because the evaluation queue was full (0 while evaluation keeps up).",
+    ["exchange"],
     registry=REGISTRY,
 )
 SIGNALS_EMITTED = Counter(
@@ -129,12 +131,14 @@ AI_FILTER_WINDOW_PASS_RATIO = Gauge(
 )
 LAST_BAR_TS = Gauge(
     "stream_last_bar_timestamp_seconds",
-    "Open time of the newest stored 1m bar (Unix s).",
+    "Open time of the newest stored 1m bar of the slowest symbol (Unix s).",
+    ["exchange"],
     registry=REGISTRY,
 )
 INGEST_LAG = Gauge(
     "stream_ingest_lag_seconds",
-    "Exchange time minus the close time of the newest stored bar.",
+    "Exchange time minus the close time of the slowest symbol's newest stored bar.",
+    ["exchange"],
     registry=REGISTRY,
 )
 
@@ -159,14 +163,15 @@ def start_metrics_server(port: int, host: str = "127.0.0.1") -> bool:
     return True
 
 
-def observe_stream_health(marks: dict[str, int | None], *, now_ms: int) -> None:
-    """Last stored bar time and lag behind the exchange clock, from the slowest symbol."""
+def observe_stream_health(marks: dict[str, int | None], *, exchange: str, now_ms: int) -> None:
+    """Last stored bar time and lag behind the exchange clock, from the slowest symbol
+    (labelled by exchange: one process may stream several)."""
     known = [v for v in marks.values() if v is not None]
     if not known:
         return
     oldest = min(known)
-    LAST_BAR_TS.set(oldest / 1000)
-    INGEST_LAG.set(max(0.0, (now_ms - (oldest + 60_000)) / 1000))
+    LAST_BAR_TS.labels(exchange).set(oldest / 1000)
+    INGEST_LAG.labels(exchange).set(max(0.0, (now_ms - (oldest + 60_000)) / 1000))
 
 
 HEARTBEAT_TS = Gauge(

@@ -37,14 +37,14 @@ def ingest_lag_seconds(marks: dict[str, int | None], *, exchange_ms: int) -> flo
 
 
 def record_staleness(
-    url: str, *, name: str, exchange_ms: int, marks: dict[str, int | None]
+    url: str, *, name: str, exchange: str, exchange_ms: int, marks: dict[str, int | None]
 ) -> float | None:
     """Set the lag gauge and upsert the shard's `stream_health` row; the lag (s)."""
     lag = ingest_lag_seconds(marks, exchange_ms=exchange_ms)
     known = [v for v in marks.values() if v is not None]
     newest = None if not known else pd.Timestamp((min(known) + MINUTE_MS) * 1_000_000, tz="UTC")
     if lag is not None:
-        metrics.INGEST_LAG.set(max(0.0, lag))
+        metrics.INGEST_LAG.labels(exchange).set(max(0.0, lag))
     with psycopg.connect(url, autocommit=True) as conn:  # its own: the stream's is busy
         conn.execute(
             "INSERT INTO stream_health (name, exchange_time, newest_close, lag_seconds,"
@@ -73,7 +73,12 @@ async def watch_staleness(
         try:
             now_ms = await exchange_time_ms(client, policy=policy)
             await asyncio.to_thread(
-                record_staleness, url, name=name, exchange_ms=now_ms, marks=dict(marks.by_symbol)
+                record_staleness,
+                url,
+                name=name,
+                exchange=marks.exchange,
+                exchange_ms=now_ms,
+                marks=dict(marks.by_symbol),
             )
         except asyncio.CancelledError:
             raise

@@ -11,6 +11,8 @@ import pytest
 from signalengine.flows.stream import StoredMinute, _hand_over
 from signalengine.tasks import metrics
 
+EXCHANGE = "binance"  # the gauges are per exchange: one process may stream several
+
 
 def _minute(i: int) -> StoredMinute:
     return StoredMinute(i, pd.DataFrame(), {})
@@ -28,19 +30,19 @@ async def test_a_full_queue_waits_and_drops_nothing() -> None:
         return len(seen)
 
     evaluation = asyncio.create_task(slow_evaluation())
-    waited_before = metrics.INGEST_BACKPRESSURE._value.get()
-    await _hand_over(queue, _minute(1), evaluation)
-    await _hand_over(queue, _minute(2), evaluation)
-    assert metrics.EVENT_QUEUE_DEPTH._value.get() == 2
-    third = asyncio.create_task(_hand_over(queue, _minute(3), evaluation))
+    waited_before = metrics.INGEST_BACKPRESSURE.labels(EXCHANGE)._value.get()
+    await _hand_over(queue, _minute(1), evaluation, exchange=EXCHANGE)
+    await _hand_over(queue, _minute(2), evaluation, exchange=EXCHANGE)
+    assert metrics.EVENT_QUEUE_DEPTH.labels(EXCHANGE)._value.get() == 2
+    third = asyncio.create_task(_hand_over(queue, _minute(3), evaluation, exchange=EXCHANGE))
     await asyncio.sleep(0.05)
     assert not third.done()  # ingest waits on the full queue ...
     release.set()
     await third  # ... until evaluation takes a minute
-    await _hand_over(queue, None, evaluation)
+    await _hand_over(queue, None, evaluation, exchange=EXCHANGE)
     assert await evaluation == 3
     assert seen == [1, 2, 3]  # in order, none dropped
-    assert metrics.INGEST_BACKPRESSURE._value.get() > waited_before
+    assert metrics.INGEST_BACKPRESSURE.labels(EXCHANGE)._value.get() > waited_before
 
 
 async def test_a_failed_evaluation_stops_ingest_with_its_error() -> None:
@@ -52,12 +54,12 @@ async def test_a_failed_evaluation_stops_ingest_with_its_error() -> None:
         raise RuntimeError("database gone for good")
 
     evaluation = asyncio.create_task(failing_evaluation())
-    await _hand_over(queue, _minute(1), evaluation)
-    waiting = asyncio.create_task(_hand_over(queue, _minute(2), evaluation))
+    await _hand_over(queue, _minute(1), evaluation, exchange=EXCHANGE)
+    waiting = asyncio.create_task(_hand_over(queue, _minute(2), evaluation, exchange=EXCHANGE))
     await asyncio.sleep(0.05)
     assert not waiting.done()  # the queue is full: ingest waits
     fail.set()
     with pytest.raises(RuntimeError, match="database gone"):
         await waiting  # the wait ends with evaluation's error, not a hang
     with pytest.raises(RuntimeError, match="database gone"):
-        await _hand_over(queue, _minute(3), evaluation)
+        await _hand_over(queue, _minute(3), evaluation, exchange=EXCHANGE)
