@@ -20,6 +20,10 @@ DATA_TABLES = (
     "symbol_controls",
     "strategy_checks",
     "strategy_overrides",
+    # what /health reads: a stopped stream's row turns stale and makes the next test's
+    # API `degraded`, whatever order (or xdist process) the files run in
+    "stream_health",
+    "ai_filter_health",
 )
 
 
