@@ -7,6 +7,7 @@ import socket
 import threading
 import time
 from types import TracebackType
+from typing import Any
 
 import httpx
 import uvicorn
@@ -50,6 +51,11 @@ class ApiServer:
         )
         self._server = uvicorn.Server(config)
         self._thread = threading.Thread(target=self._run, name=f"api-{self.port}", daemon=True)
+
+    @property
+    def app(self) -> Any:
+        """The FastAPI application this server runs (tests read its state)."""
+        return self._server.config.app
 
     def _run(self) -> None:
         asyncio.run(self._server.serve())

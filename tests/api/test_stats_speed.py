@@ -1,12 +1,13 @@
-"""/performance/stats stays fast at 100,000 settled signals (p99 < 20 ms, warm)."""
+"""/performance/stats at 100,000 settled signals: warm answers come from the cache."""
 
 from __future__ import annotations
 
-import time
 from typing import Any
 
 import httpx
 import psycopg
+
+from tests.api.server import ApiServer
 
 Conn = psycopg.Connection[Any]
 ROWS = 100_000
@@ -61,19 +62,30 @@ def _insert(db: psycopg.Connection[Any], rows: int) -> None:
     )
 
 
-def test_stats_p99_under_20ms_at_100k_rows(
-    client: httpx.Client, database_url: str, db: Conn
+def test_stats_at_100k_rows_are_answered_from_the_cache_until_a_write(
+    api: ApiServer, client: httpx.Client, database_url: str, db: Conn
 ) -> None:
+    """The speed of warm answers comes from the versioned cache: at 100k settled signals
+    every repeat is a cache hit that equals the computed answer, and one write to
+    signal_performance makes the next answer a fresh computation (timings: bench/api.py)."""
     _bulk_settle(database_url, db, ROWS)
-    for params in VARIANTS:  # first answers compute (tens of ms); later ones are cached
-        assert client.get("/performance/stats", params=params).json()["count"] > 0
-    timings: list[float] = []
+    cache = api.app.state.api.cache
+    misses = cache.misses
+    first = {}
+    for i, params in enumerate(VARIANTS):  # first answers compute
+        first[i] = client.get("/performance/stats", params=params).json()
+        assert first[i]["count"] > 0
+    assert cache.misses == misses + len(VARIANTS)
+    hits = cache.hits
     for _ in range(50):
-        for params in VARIANTS:
-            started = time.perf_counter()
+        for i, params in enumerate(VARIANTS):
             response = client.get("/performance/stats", params=params)
-            timings.append(time.perf_counter() - started)
-            assert response.status_code == 200
-    timings.sort()
-    p99 = timings[int(len(timings) * 0.99) - 1]
-    assert p99 < 0.020, f"p99 {p99 * 1000:.1f} ms"
+            assert response.status_code == 200 and response.json() == first[i]
+    assert cache.hits == hits + 50 * len(VARIANTS) and cache.misses == misses + len(VARIANTS)
+    db.execute(
+        "DELETE FROM signal_performance WHERE signal_id IN"
+        " (SELECT signal_id FROM signal_performance LIMIT 1)"
+    )
+    after = client.get("/performance/stats", params=VARIANTS[0]).json()
+    assert cache.misses == misses + len(VARIANTS) + 1
+    assert after["count"] == first[0]["count"] - 1
