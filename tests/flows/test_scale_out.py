@@ -75,6 +75,13 @@ async def _collect(url: str, seconds: float, into: list[dict]) -> None:  # type:
                 into.append(message["data"])
 
 
+def _collected(metrics_texts: list[str], symbol: str) -> list[str]:
+    """The shards' metrics pages that count WebSocket messages of `symbol`."""
+    return [
+        m for m in metrics_texts if f'symbol="{symbol}"' in m and "collector_messages_total{" in m
+    ]
+
+
 async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     anchor_ms = int(ANCHOR.value // 1_000_000)
     with running_simulator(symbols=SYMBOLS, speed=300, anchor_ms=anchor_ms) as sim_url:
@@ -102,7 +109,16 @@ async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_pa
                 await asyncio.gather(
                     *[_collect(u, 40, r) for u, r in zip(urls, received, strict=True)]
                 )
-                messages = [httpx.get(f"http://127.0.0.1:{mp}/metrics").text for mp in metric_ports]
+                # a shard still catching up on a loaded machine has no WebSocket bar yet:
+                # wait (bounded) until every symbol was collected somewhere, then compare
+                deadline = time.monotonic() + 90
+                while True:
+                    messages = [
+                        httpx.get(f"http://127.0.0.1:{mp}/metrics").text for mp in metric_ports
+                    ]
+                    if all(_collected(messages, s) for s in SYMBOLS) or time.monotonic() > deadline:
+                        break
+                    await asyncio.sleep(1)
                 for proc in shards:
                     stop(proc, sig=signal.SIGTERM)
     live = {
@@ -116,10 +132,7 @@ async def test_two_shards_two_replicas(db, database_url, prefect_harness, tmp_pa
         assert set(ids) <= live and len(set(ids)) >= len(live) - 4  # all but the in-flight
     # every symbol was collected by exactly one shard
     for symbol in SYMBOLS:
-        owners = [
-            m for m in messages if f'symbol="{symbol}"' in m and "collector_messages_total{" in m
-        ]
-        assert len(owners) == 1, symbol
+        assert len(_collected(messages, symbol)) == 1, symbol
     _assert_bars_match_truth(db)
 
 
