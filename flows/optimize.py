@@ -30,7 +30,6 @@ from prefect.task_runners import TaskRunner, ThreadPoolTaskRunner
 
 from signalengine.core.config import Settings, get_settings
 from signalengine.core.db import connect, database_url
-from signalengine.core.errors import ConfigurationError
 from signalengine.core.progress import progress_bar
 from signalengine.flows.chunk_runner import dask_runner, uses_dask
 from signalengine.tasks.engine.config import EngineConfig
@@ -58,6 +57,7 @@ from signalengine.tasks.learning.optimize_study import (
     study_lock,
 )
 from signalengine.tasks.learning.optimize_tracking import OptimizeTracking
+from signalengine.tasks.marketdata.ingest import stored_window
 from signalengine.tasks.runs.history import load_history_columns
 
 __all__ = ["build_job", "evaluate_trial", "job_bars", "optimize", "run_optimize_flow"]
@@ -111,28 +111,15 @@ def _window(
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end): as given, else ending at the close of the newest stored 1m bar (the
     same in every process, hence the same default study) and DEFAULT_DAYS long."""
-    try:
-        stop = pd.Timestamp(end, tz="UTC") if end else None
-        begin = pd.Timestamp(start, tz="UTC") if start else None
-    except ValueError as e:
-        raise ConfigurationError(f"bad --start/--end: {e}") from e
     with connect(database_url(settings)) as conn:
-        row = conn.execute(
-            "SELECT min(ts) AS first, max(ts) AS last FROM klines WHERE exchange = %s"
-            " AND symbol = ANY(%s) AND ts >= coalesce(%s, '-infinity'::timestamptz)"
-            " AND ts < coalesce(%s, 'infinity'::timestamptz)",
-            (exchange, list(symbols), begin, stop),
-        ).fetchone()
-    if row is None or row["last"] is None:
-        raise ConfigurationError(
-            f"no stored 1m bars of {', '.join(symbols)} on {exchange} in the window:"
-            " backfill or import first"
+        return stored_window(
+            conn,
+            exchange=exchange,
+            symbols=symbols,
+            start=start,
+            end=end,
+            default_days=DEFAULT_DAYS,
         )
-    if stop is None:
-        stop = pd.Timestamp(row["last"]).tz_convert("UTC") + pd.Timedelta(minutes=1)
-    if begin is None:
-        begin = max(stop - pd.Timedelta(days=DEFAULT_DAYS), pd.Timestamp(row["first"]))
-    return begin, stop
 
 
 def job_bars(job: OptimizeJob) -> FoldBars:

@@ -10,11 +10,13 @@ kline lands in `klines_rejected` and the rest of its batch is still stored.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import pandas as pd
 
 from signalengine.core.db import DbConn
+from signalengine.core.errors import ConfigurationError
 from signalengine.tasks import metrics
 from signalengine.tasks.engine.buckets import OHLCV_COLUMNS
 from signalengine.tasks.marketdata.batching import (
@@ -141,3 +143,43 @@ def stored_span(
         int(pd.Timestamp(row["lo"]).value // 1_000_000),
         int(pd.Timestamp(row["hi"]).value // 1_000_000),
     )
+
+
+def stored_window(
+    conn: DbConn,
+    *,
+    exchange: str,
+    symbols: Sequence[str],
+    start: str | None,
+    end: str | None,
+    default_days: float,
+) -> tuple[pd.Timestamp, pd.Timestamp]:
+    """[start, end) of a job over stored bars: the given ISO times, else ending at the close
+    of the newest stored 1m bar (the same in every process) and `default_days` long, from
+    the first stored bar if that is later. ConfigurationError (one line) when bad or empty."""
+    try:
+        stop = pd.Timestamp(end, tz="UTC") if end else None
+        begin = pd.Timestamp(start, tz="UTC") if start else None
+    except ValueError as e:
+        raise ConfigurationError(f"bad --start/--end: {e}") from e
+    try:
+        first_ms, last_ms = stored_span(
+            conn,
+            exchange=exchange,
+            symbols=list(symbols),
+            start=None if begin is None else begin.isoformat(),
+            end=None if stop is None else stop.isoformat(),
+        )
+    except ValueError:
+        raise ConfigurationError(
+            f"no stored 1m bars of {', '.join(symbols)} on {exchange} in the window:"
+            " backfill or import first"
+        ) from None
+    first, last = (pd.Timestamp(ms, unit="ms", tz="UTC") for ms in (first_ms, last_ms))
+    stop = last + pd.Timedelta(minutes=1) if stop is None else stop
+    begin = max(stop - pd.Timedelta(days=default_days), first) if begin is None else begin
+    if begin >= stop:
+        raise ConfigurationError(
+            f"--start {begin.isoformat()} must be before --end {stop.isoformat()}"
+        )
+    return begin, stop

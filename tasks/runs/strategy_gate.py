@@ -24,6 +24,7 @@ from signalengine.core.errors import ConfigurationError
 from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.loader import load_strategies
 from signalengine.tasks.engine.strategy import Strategy
+from signalengine.tasks.marketdata.ingest import stored_window
 from signalengine.tasks.runs.history import load_history_columns
 from signalengine.tasks.runs.strategy_check import run_checks
 from signalengine.tasks.runs.strategy_subjects import strategy_subject
@@ -94,31 +95,14 @@ def check_window(
 ) -> tuple[pd.Timestamp, pd.Timestamp]:
     """[start, end) of a check: given ISO times, else the DEFAULT_CHECK_DAYS up to the
     close of the newest stored 1m bar of the symbols (from their first bar if later)."""
-    try:
-        stop = pd.Timestamp(end, tz="UTC") if end else None
-        begin = pd.Timestamp(start, tz="UTC") if start else None
-    except ValueError as e:
-        raise ConfigurationError(f"bad --start/--end: {e}") from e
-    if stop is None or begin is None:
-        row = conn.execute(
-            "SELECT min(ts) AS first, max(ts) AS last FROM klines"
-            " WHERE exchange = %s AND symbol = ANY(%s)",
-            (exchange, list(symbols)),
-        ).fetchone()
-        first, last = (row["first"], row["last"]) if isinstance(row, dict) else (row or (None,) * 2)
-        if first is None or last is None:
-            raise ConfigurationError(
-                f"no stored 1m bars of {', '.join(symbols)} on {exchange}: backfill or import first"
-            )
-        if stop is None:
-            stop = pd.Timestamp(last).tz_convert("UTC") + pd.Timedelta(minutes=1)
-        if begin is None:
-            begin = max(stop - pd.Timedelta(days=DEFAULT_CHECK_DAYS), pd.Timestamp(first))
-    if begin >= stop:
-        raise ConfigurationError(
-            f"--start {begin.isoformat()} must be before --end {stop.isoformat()}"
-        )
-    return begin, stop
+    return stored_window(
+        conn,
+        exchange=exchange,
+        symbols=symbols,
+        start=start,
+        end=end,
+        default_days=DEFAULT_CHECK_DAYS,
+    )
 
 
 def check_stored(
