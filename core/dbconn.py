@@ -12,8 +12,9 @@ import asyncio
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 import psycopg
 from psycopg.rows import dict_row
@@ -27,6 +28,7 @@ RECONNECT_DELAYS = (0.5, 1.0, 2.0, 5.0, 10.0)
 WAIT_BASE_SECONDS = 0.5
 WAIT_CAP_SECONDS = 15.0  # longest pause between two connection attempts while waiting
 CONNECT_TIMEOUT_SECONDS = 5
+T = TypeVar("T")
 
 
 @dataclass
@@ -42,6 +44,11 @@ class DatabaseState:
         if self.waiting_since is None:
             return 0.0
         return max(0.0, (time.time() if now is None else now) - self.waiting_since)
+
+
+def _first_line(error: Exception) -> str:
+    text = str(error).strip()
+    return text.splitlines()[0] if text else type(error).__name__
 
 
 class ReconnectingConnection:
@@ -137,10 +144,40 @@ class ReconnectingConnection:
                 logger.warning(
                     "database unreachable for %.0f s (%s); next try in %.1f s",
                     self.state.outage_seconds(),
-                    str(error).strip().splitlines()[0] if str(error).strip() else error,
+                    _first_line(error),
                     delay,
                 )
                 attempt += 1
+                await asyncio.sleep(delay)
+
+    async def run(self, work: Callable[[DbConn], Awaitable[T]]) -> T:
+        """`work` on a live connection, run again on a fresh one each time the database
+        drops the connection mid-way, for as long as that takes (like `ready()`).
+
+        A stream task's work is safe to repeat (each step is keyed and idempotent), so a
+        connection cut every second still converges; a task-level retry count would give up
+        after a few cuts. Errors on a connection that is still alive are raised as they are.
+        """
+        drops = 0
+        while True:
+            conn = await self.ready()
+            try:
+                return await work(conn)
+            except psycopg.OperationalError as error:
+                if not (conn.broken or conn.closed):
+                    raise
+                drops += 1
+                self.close()
+                self.state.outages += 1
+                delay = backoff_seconds(
+                    min(drops, 3), base=WAIT_BASE_SECONDS, cap=WAIT_BASE_SECONDS * 8
+                )
+                logger.warning(
+                    "database connection lost mid-work (%s; %d in a row); again in %.1f s",
+                    _first_line(error),
+                    drops,
+                    delay,
+                )
                 await asyncio.sleep(delay)
 
     def close(self) -> None:

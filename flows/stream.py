@@ -31,7 +31,7 @@ from prefect.runtime import flow_run
 from prefect.states import Cancelled
 
 from signalengine.core.config import get_settings
-from signalengine.core.db import database_url
+from signalengine.core.db import DbConn, database_url
 from signalengine.core.dbconn import ReconnectingConnection
 from signalengine.core.vocabulary import LIVE_RUN, TIMEFRAME_MINUTES
 from signalengine.flows.backfill import ensure_rate_limit
@@ -74,15 +74,17 @@ async def catch_up(
 ) -> int:
     """Backfill every missing minute before `upto_ms` over REST, page by page (each page
     stored as it arrives, so a retry resumes rather than starts over)."""
-    return await fill_gaps(
-        await db.ready(),
-        client,
-        marks=marks,
-        upto_ms=upto_ms,
-        default_start_ms=default_start_ms,
-        timeframes=timeframes,
-        acquire=acquire,
-        tally=tally,
+    return await db.run(
+        lambda conn: fill_gaps(
+            conn,
+            client,
+            marks=marks,
+            upto_ms=upto_ms,
+            default_start_ms=default_start_ms,
+            timeframes=timeframes,
+            acquire=acquire,
+            tally=tally,
+        )
     )
 
 
@@ -100,27 +102,30 @@ async def ingest_minute(
     """Fill any gap before this minute, store the minute's closed bars, then fetch the
     minute over REST for any symbol whose WebSocket bar has not arrived: the engine must
     never evaluate a primary close on an incomplete bucket."""
-    conn = await db.ready()
-    before = await fill_gaps(
-        conn,
-        client,
-        marks=marks,
-        upto_ms=minute_ms,
-        default_start_ms=minute_ms,
-        timeframes=timeframes,
-        acquire=acquire,
-    )
-    summary = store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
-    summary["inserted"] += before + await fill_gaps(
-        conn,
-        client,
-        marks=marks,
-        upto_ms=minute_ms + MINUTE_MS,
-        default_start_ms=minute_ms,
-        timeframes=timeframes,
-        acquire=acquire,
-    )
-    return summary
+
+    async def work(conn: DbConn) -> dict[str, int]:
+        before = await fill_gaps(
+            conn,
+            client,
+            marks=marks,
+            upto_ms=minute_ms,
+            default_start_ms=minute_ms,
+            timeframes=timeframes,
+            acquire=acquire,
+        )
+        summary = store_live_minute(conn, bars, marks=marks, timeframes=timeframes).as_dict()
+        summary["inserted"] += before + await fill_gaps(
+            conn,
+            client,
+            marks=marks,
+            upto_ms=minute_ms + MINUTE_MS,
+            default_start_ms=minute_ms,
+            timeframes=timeframes,
+            acquire=acquire,
+        )
+        return summary
+
+    return await db.run(work)
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
@@ -129,7 +134,7 @@ async def emit_signals(
 ) -> int:
     """Run the engine at each primary close and write the signals (one transaction per
     close; a retry yields exactly what a first attempt would)."""
-    return engine.process_closes(await db.ready(), closes_ms)
+    return await db.run(lambda conn: asyncio.to_thread(engine.process_closes, conn, closes_ms))
 
 
 EVAL_QUEUE_MINUTES = 120  # stored minutes ingest may run ahead of evaluation, then it waits
@@ -153,13 +158,14 @@ async def evaluate_minute(
     """Advance the windows by one stored minute and evaluate the primary closes due, in a
     worker thread on evaluation's own connection (the event loop keeps ingesting); a
     retry yields exactly what a first attempt would (`LiveEngine.on_minute`)."""
-    conn = await db.ready()
-    return await asyncio.to_thread(
-        engine.on_minute,
-        conn,
-        upto_ms=minute.upto_ms,
-        stored=minute.stored,
-        newest_ms=minute.newest_ms,
+    return await db.run(
+        lambda conn: asyncio.to_thread(
+            engine.on_minute,
+            conn,
+            upto_ms=minute.upto_ms,
+            stored=minute.stored,
+            newest_ms=minute.newest_ms,
+        )
     )
 
 

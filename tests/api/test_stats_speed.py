@@ -73,7 +73,9 @@ def test_stats_at_100k_rows_are_answered_from_the_cache_until_a_write(
     misses = cache.misses
     first = {}
     for i, params in enumerate(VARIANTS):  # first answers compute
-        first[i] = client.get("/performance/stats", params=params).json()
+        response = client.get("/performance/stats", params=params)
+        assert response.status_code == 200, (params, response.status_code, response.text)
+        first[i] = response.json()
         assert first[i]["count"] > 0
     assert cache.misses == misses + len(VARIANTS)
     hits = cache.hits
