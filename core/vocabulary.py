@@ -8,6 +8,7 @@ replay. Nothing here touches the database or the settings.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Final, Literal
 
 import numpy as np
@@ -60,6 +61,7 @@ __all__ = [
     "IntArray",
     "Outcome",
     "SignalStatus",
+    "engine_bucket_order",
     "source_timeframe",
     "timeframe_relation",
 ]
@@ -84,3 +86,20 @@ def source_timeframe(timeframe: str, available: list[str] | tuple[str, ...]) -> 
         if TIMEFRAME_MINUTES[tf] < minutes and minutes % TIMEFRAME_MINUTES[tf] == 0
     ]
     return max(divisors, key=TIMEFRAME_MINUTES.__getitem__, default="1m")
+
+
+def engine_bucket_order(timeframes: Iterable[str], primary: str) -> list[tuple[str, str]]:
+    """(timeframe, the timeframe it is bucketed from) for every timeframe above 1m, in the
+    order the engine builds them: the primary from 1m first (its volume is summed over 1m
+    bars), then the others ascending, each from the largest one built before it that
+    divides it (1h from 15m), as the relations are. The backtest and the live windows
+    follow it, so both make the same buckets bit for bit."""
+    ordered = sorted(set(timeframes) - {"1m"}, key=TIMEFRAME_MINUTES.__getitem__)
+    if primary in ordered:
+        ordered.remove(primary)
+        ordered.insert(0, primary)
+    plan: list[tuple[str, str]] = []
+    for tf in ordered:
+        built = ["1m", *(t for t, _ in plan)] if tf != primary else ["1m"]
+        plan.append((tf, source_timeframe(tf, built)))
+    return plan

@@ -148,6 +148,7 @@ class LiveEngine:
             symbols=list(self.symbols),
             timeframes=self.config.timeframes,
             window=self.config.live_window_bars,
+            primary=self.config.primary_timeframe,
         )
         pending = self.watermark_ms + step if self.watermark_ms >= 0 else now_ms
         windows.seed(conn, at_ms=now_ms, from_ms=pending)
@@ -161,9 +162,11 @@ class LiveEngine:
         upto_ms: int,
         stored: pd.DataFrame | None = None,
         newest_ms: dict[str, int | None] | None = None,
+        bars_stored: Callable[[], None] | None = None,
     ) -> None:
         """Bring the windows to `upto_ms` from the 1m bars just stored (`stored`) and the
-        stream's watermarks (`newest_ms`); a no-op without windows."""
+        stream's watermarks (`newest_ms`); a no-op without windows. `bars_stored`: see
+        `on_minute`."""
         if self.windows is None:
             return
         started = time.perf_counter()
@@ -171,7 +174,9 @@ class LiveEngine:
             self.windows.take_1m(stored)
         step = TIMEFRAME_MINUTES[self.config.primary_timeframe] * 60_000
         pending = self.watermark_ms + step if self.watermark_ms >= 0 else None
-        self.windows.advance(conn, upto_ms=upto_ms, newest_ms=newest_ms, from_ms=pending)
+        self.windows.advance(
+            conn, upto_ms=upto_ms, newest_ms=newest_ms, from_ms=pending, before_reads=bars_stored
+        )
         metrics.LIVE_STAGE_DURATION.labels("state_update").observe(time.perf_counter() - started)
 
     def on_minute(
@@ -181,14 +186,23 @@ class LiveEngine:
         upto_ms: int,
         stored: pd.DataFrame | None = None,
         newest_ms: dict[str, int | None] | None = None,
+        bars_stored: Callable[[], None] | None = None,
     ) -> int:
-        """The evaluation side of one stored minute (bars up to `upto_ms`): advance the
-        windows from what was stored, then evaluate every primary close due by `upto_ms`.
-        Safe to retry: a bar already held is not taken twice, and closes at or before
-        the watermark are skipped. Returns the signals written."""
-        self.advance(conn, upto_ms=upto_ms, stored=stored, newest_ms=newest_ms)
+        """The evaluation side of one minute (bars up to `upto_ms`): advance the windows
+        from its bars, then evaluate every primary close due by `upto_ms`.
+
+        `bars_stored`, when given, returns once the minute's bars are committed: the
+        stream hands a complete minute over while it is still storing it, so this waits
+        before anything reads bars from the database (a reseed) and before the signals
+        are written; a signal is never stored ahead of its bars. Safe to retry: a bar
+        already held is not taken twice, and closes at or before the watermark are
+        skipped. Returns the signals written."""
+        self.advance(
+            conn, upto_ms=upto_ms, stored=stored, newest_ms=newest_ms, bars_stored=bars_stored
+        )
         minutes = TIMEFRAME_MINUTES[self.config.primary_timeframe]
-        return self.process_closes(conn, primary_closes(self.watermark_ms, upto_ms, minutes))
+        closes = primary_closes(self.watermark_ms, upto_ms, minutes)
+        return self.process_closes(conn, closes, bars_stored=bars_stored)
 
     def _bars(self, conn: DbConn, at: pd.Timestamp) -> dict[str, dict[str, pd.DataFrame]]:
         """symbol -> timeframe -> closed bars of the trailing window."""
@@ -230,8 +244,15 @@ class LiveEngine:
     def close(self) -> None:
         """Nothing to stop: webhook deliveries live in the outbox table, not in this object."""
 
-    def process_closes(self, conn: DbConn, closes_ms: list[int]) -> int:
-        """Evaluate every primary close after the watermark; returns signals written."""
+    def process_closes(
+        self,
+        conn: DbConn,
+        closes_ms: list[int],
+        *,
+        bars_stored: Callable[[], None] | None = None,
+    ) -> int:
+        """Evaluate every primary close after the watermark; returns signals written.
+        `bars_stored`: called before the first write (see `on_minute`)."""
         written = 0
         for close_ms in closes_ms:
             if close_ms <= self.watermark_ms:
@@ -293,6 +314,12 @@ class LiveEngine:
                     str(signal.mtf_aligned).lower(),
                     signal.strategy,
                 ).inc()
+            if bars_stored is not None:
+                waited = time.perf_counter()
+                bars_stored()
+                metrics.LIVE_STAGE_DURATION.labels("bars_wait").observe(
+                    time.perf_counter() - waited
+                )
             if self.before_store is not None:
                 self.before_store(conn, signals)
             stored_at = time.perf_counter()

@@ -11,17 +11,19 @@ The database stays the source of truth:
 - `seed` reads the windows through the columnar COPY path (tasks.marketdata.columnar), at
   start and for any symbol marked dirty;
 - `advance` appends the 1m bars the stream has just stored and, for each higher timeframe
-  whose buckets closed, reads those closed buckets (one row per symbol and bucket, one
-  query per timeframe) from `klines_<tf>`, so a bucket is never re-derived differently
-  from the relation the backtest reads;
+  whose buckets closed, buckets them from the held bars below it in the engine's order
+  (`engine_bucket_order`, through `aggregate_buckets`: what the backtest does with the
+  same stored 1m bars, so live == backtest by construction), with no query: a close
+  need not wait for the relations' upkeep of its minute;
 - a bar the windows cannot place (a late bar behind the newest, a gap, a symbol whose
   newest stored bar disagrees with the newest held) marks its symbol dirty, and the next
-  `advance` reseeds that symbol from the database.
+  `advance` reseeds that symbol from the database (after `before_reads`, which a stream
+  that evaluates a minute while it is still being stored uses to wait for its commit).
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -29,11 +31,9 @@ import numpy as np
 import pandas as pd
 import psycopg
 from numpy.typing import NDArray
-from psycopg import sql
-from psycopg.rows import tuple_row
 
-from signalengine.core.vocabulary import TIMEFRAME_MINUTES, FloatArray, timeframe_relation
-from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, ClosedSeries
+from signalengine.core.vocabulary import TIMEFRAME_MINUTES, FloatArray, engine_bucket_order
+from signalengine.tasks.engine.buckets import OHLCV_COLUMNS, ClosedSeries, aggregate_buckets
 from signalengine.tasks.marketdata.columnar import read_bars
 
 __all__ = ["LiveWindows"]
@@ -114,6 +114,21 @@ class _Track:
         self.ts = np.pad(self.ts, ((0, 0), (0, grow)), constant_values=_EMPTY_TS)
         self.cols = {c: np.pad(v, ((0, 0), (0, grow))) for c, v in self.cols.items()}
 
+    def rows_between(
+        self, rows: NDArray[np.int64], lo_ns: int, hi_ns: int
+    ) -> tuple[NDArray[np.int64], NDArray[np.int64], NDArray[np.int64]]:
+        """The held bars of `rows` with open time in [lo, hi), flattened in (row, time)
+        order: (row of each bar, its column in the track, its open time)."""
+        ts = self.ts[rows]
+        first = np.sum(ts < lo_ns, axis=1)
+        count = np.sum(ts < hi_ns, axis=1) - first
+        width = int(count.max()) if count.size else 0
+        cols = first[:, None] + np.arange(width)
+        keep = np.arange(width) < count[:, None]
+        owner = np.broadcast_to(rows[:, None], cols.shape)[keep]
+        cols = cols[keep]
+        return owner, cols, self.ts[owner, cols]
+
     def selection(self, at_ns: int, window: int) -> tuple[NDArray[np.int64], NDArray[np.int64]]:
         """Per symbol, rows [lo, hi) = bars with open time in [at - (window+1) tf, at - tf],
         the last `window` of them (what the database path selected)."""
@@ -155,11 +170,16 @@ class LiveWindows:
     symbols: list[str]
     timeframes: tuple[str, ...]
     window: int
+    # the engine's primary timeframe (bucketed from 1m bars, as the backtest does); None:
+    # every timeframe from the largest one below it, as the relations are
+    primary: str | None = None
     synced_ms: int = -1  # every held bucket closed by this time is held (epoch ms)
     dirty: set[str] = field(default_factory=set)
     tracks: dict[str, _Track] = field(default_factory=dict)
     reseeded: int = 0  # symbols reseeded from the database after start (gap, late bar)
     _row: dict[str, int] = field(default_factory=dict)
+    _plan: list[tuple[str, str]] = field(default_factory=list)
+    _depth: dict[str, int] = field(default_factory=dict)  # bars a source track must hold
 
     def __post_init__(self) -> None:
         self._row = {s: i for i, s in enumerate(self.symbols)}
@@ -167,6 +187,15 @@ class LiveWindows:
             track = _Track(len(self.symbols), tf, 2 * (self.window + 2))
             track.keep = self.window + 2
             self.tracks[tf] = track
+        if "1m" not in self.tracks:
+            raise ValueError("live windows are advanced from 1m bars: timeframes need 1m")
+        # a higher timeframe is bucketed from held bars, so the window below it must hold
+        # a whole bucket of it (seeded and kept that deep at least)
+        self._plan = engine_bucket_order(self.timeframes, self.primary or "1m")
+        for tf, source in self._plan:
+            need = TIMEFRAME_MINUTES[tf] // TIMEFRAME_MINUTES[source] + 1
+            self._depth[source] = max(self._depth.get(source, 0), need)
+            self.tracks[source].keep = max(self.tracks[source].keep, need + 1)
 
     def seed(
         self,
@@ -188,12 +217,13 @@ class LiveWindows:
         first = pd.Timestamp(min(at_ms, from_ms if from_ms is not None else at_ms) * MS, tz="UTC")
         for tf, track in self.tracks.items():
             width = pd.Timedelta(track.width_ns, unit="ns")
+            depth = max(self.window + 1, self._depth.get(tf, 0))
             cols = read_bars(
                 conn,
                 exchange=self.exchange,
                 symbols=names,
                 timeframe=tf,
-                start=first - width * (self.window + 1),
+                start=first - width * depth,
                 closed_by=at,
             )
             for name in names:
@@ -249,13 +279,15 @@ class LiveWindows:
         upto_ms: int,
         newest_ms: Mapping[str, int | None] | None = None,
         from_ms: int | None = None,
+        before_reads: Callable[[], None] | None = None,
     ) -> None:
-        """Bring every window to `upto_ms` after the 1m bars up to it were stored and taken.
+        """Bring every window to `upto_ms` after the 1m bars up to it were taken.
 
-        Higher-timeframe buckets that closed in (synced, upto] are read from their
-        relation; `newest_ms` (newest stored 1m open time per symbol, the stream's
+        Higher-timeframe buckets that closed in (synced, upto] are bucketed from the held
+        bars; `newest_ms` (newest stored 1m open time per symbol, the stream's
         watermarks) exposes gap fills the 1m windows did not see; dirty symbols are
-        reseeded (holding the windows of closes from `from_ms` on, as `seed`).
+        reseeded (holding the windows of closes from `from_ms` on, as `seed`), once
+        `before_reads` has returned: the database holds every bar up to `upto_ms` then.
         """
         if upto_ms <= self.synced_ms:
             return
@@ -265,50 +297,46 @@ class LiveWindows:
                 row = self._row.get(symbol)
                 if row is not None and mark is not None and mark * MS != int(last[row]):
                     self.dirty.add(symbol)
-        clean = [s for s in self.symbols if s not in self.dirty]
-        for tf, track in self.tracks.items():
-            if tf != "1m" and clean:
-                self._read_closed(conn, track, clean, after_ms=self.synced_ms, upto_ms=upto_ms)
+        clean = np.array(
+            [self._row[s] for s in self.symbols if s not in self.dirty], dtype=np.int64
+        )
+        if clean.size:
+            for tf, source in self._plan:
+                self._bucket_closed(tf, source, clean, after_ms=self.synced_ms, upto_ms=upto_ms)
         if self.dirty:
+            if before_reads is not None:
+                before_reads()
             stale = sorted(self.dirty)
             self.reseeded += len(stale)
             self.seed(conn, at_ms=upto_ms, from_ms=from_ms, symbols=stale)
         self.synced_ms = upto_ms
 
-    def _read_closed(
-        self,
-        conn: psycopg.Connection[Any],
-        track: _Track,
-        symbols: list[str],
-        *,
-        after_ms: int,
-        upto_ms: int,
+    def _bucket_closed(
+        self, timeframe: str, source: str, rows: NDArray[np.int64], *, after_ms: int, upto_ms: int
     ) -> None:
-        """Append the buckets of `track` closing in (after, upto] (close = open + tf)."""
-        width_ms = track.width_ns // MS
-        lo, hi = after_ms - width_ms, upto_ms - width_ms  # open times in (lo, hi]
-        if hi // width_ms * width_ms <= lo:
+        """Append `timeframe`'s buckets closing in (after, upto] (close = open + width) of
+        `rows`, bucketed from the held bars of `source` (already advanced to `upto`)."""
+        track = self.tracks[timeframe]
+        width = track.width_ns
+        first_open = ((after_ms * MS - width) // width + 1) * width
+        last_open = (upto_ms * MS - width) // width * width
+        if last_open < first_open:
             return  # no bucket of this timeframe closed
-        query = sql.SQL(
-            "SELECT symbol, ts, open, high, low, close, volume FROM {} WHERE exchange = %s"
-            " AND symbol = ANY(%s) AND ts > %s AND ts <= %s ORDER BY ts"
-        ).format(sql.Identifier(timeframe_relation(track.timeframe)))
-        bounds = [pd.Timestamp(v * MS, tz="UTC") for v in (lo, hi)]
-        with conn.cursor(row_factory=tuple_row) as cur:
-            got = cur.execute(query, (self.exchange, symbols, *bounds)).fetchall()
-        if not got:
+        below = self.tracks[source]
+        owner, cols, ts = below.rows_between(rows, first_open, last_open + width)
+        if not ts.size:
             return
-        names, stamps, *prices = zip(*got, strict=True)
-        rows = np.array([self._row[n] for n in names], dtype=np.int64)
-        ts = pd.DatetimeIndex(pd.to_datetime(list(stamps), utc=True)).as_unit("ns").asi8
-        values = {
-            c: np.asarray(v, dtype=np.float64) for c, v in zip(OHLCV_COLUMNS, prices, strict=True)
-        }
-        for bucket in np.unique(ts).tolist():  # ascending: one bar per symbol per bucket
-            pick = ts == bucket
-            r = rows[pick]
-            newer = ts[pick] > track.last_ts()[r]
-            track.append(r[newer], ts[pick][newer], {c: v[pick][newer] for c, v in values.items()})
+        level: dict[str, NDArray[np.generic]] = {"code": owner, "ts": ts}
+        level |= {c: below.cols[c][owner, cols] for c in OHLCV_COLUMNS}
+        out = aggregate_buckets(level, width)
+        bucket_ts = np.asarray(out["ts"], dtype=np.int64)
+        code = np.asarray(out["code"], dtype=np.int64)
+        for bucket in np.unique(bucket_ts).tolist():  # ascending: one bar per row and bucket
+            pick = bucket_ts == bucket
+            r = code[pick]
+            newer = bucket > track.last_ts()[r]
+            values = {c: np.asarray(out[c], dtype=np.float64)[pick][newer] for c in OHLCV_COLUMNS}
+            track.append(r[newer], bucket_ts[pick][newer], values)
 
     def series(self, at_ms: int) -> dict[str, Mapping[str, ClosedSeries]]:
         """symbol -> timeframe -> closed bars by `at_ms` (at most `window`), as views.

@@ -173,9 +173,9 @@ def test_live_equals_backtest_at_200_symbols_through_late_bars_and_a_gap(db, dat
         def count_hot_reads(live: LiveEngine) -> None:
             process = live.process_closes
 
-            def counted(conn: Any, closes: list[int]) -> int:
+            def counted(conn: Any, closes: list[int], **options: Any) -> int:
                 start = len(sent)
-                written = process(conn, closes)
+                written = process(conn, closes, **options)
                 hot_reads.extend(q for q in sent[start:] if "klines" in q)
                 return written
 
