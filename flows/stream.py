@@ -49,6 +49,7 @@ from signalengine.tasks.marketdata.exchange import (
     create_exchange,
     exchange_time_ms,
 )
+from signalengine.tasks.marketdata.handover import MinuteCommit, complete_minute
 from signalengine.tasks.marketdata.ingest import (
     Watermarks,
     primary_closes,
@@ -143,12 +144,20 @@ EVAL_QUEUE_MINUTES = 120  # stored minutes ingest may run ahead of evaluation, t
 class StoredMinute:
     """One minute handed from ingest to evaluation: every 1m bar stored for it (gap fills
     included) and the newest stored bar per symbol then (a plain class: Prefect does not
-    walk it as task input)."""
+    walk it as task input). `commit`: a complete minute handed over before it is stored
+    (tasks.marketdata.handover) resolves it once its bars are committed."""
 
-    __slots__ = ("newest_ms", "stored", "upto_ms")
+    __slots__ = ("commit", "newest_ms", "stored", "upto_ms")
 
-    def __init__(self, upto_ms: int, stored: pd.DataFrame, newest_ms: dict[str, int | None]):
+    def __init__(
+        self,
+        upto_ms: int,
+        stored: pd.DataFrame,
+        newest_ms: dict[str, int | None],
+        commit: MinuteCommit | None = None,
+    ):
         self.upto_ms, self.stored, self.newest_ms = upto_ms, stored, newest_ms
+        self.commit = commit
 
 
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
@@ -165,6 +174,7 @@ async def evaluate_minute(
             upto_ms=minute.upto_ms,
             stored=minute.stored,
             newest_ms=minute.newest_ms,
+            bars_stored=None if minute.commit is None else minute.commit.wait,
         )
     )
 
@@ -208,6 +218,51 @@ async def _hand_over(
             evaluation.result()
             raise RuntimeError("evaluation stopped before the stream")
     metrics.EVENT_QUEUE_DEPTH.labels(exchange).set(queue.qsize())
+
+
+async def _take_minute(
+    db: ReconnectingConnection,
+    client: Any,
+    marks: Watermarks,
+    *,
+    minute_ms: int,
+    bars: MinuteBars,
+    timeframes: list[str],
+    acquire: Acquire | None,
+    handover: tuple[asyncio.Queue[StoredMinute | None], asyncio.Task[int]],
+) -> int:
+    """Store one collected minute and hand it to evaluation: a complete one before it is
+    stored (evaluated meanwhile, its signals written after the commit), any other once
+    stored, with its gap fills. Returns the 1m bars inserted."""
+    queue, evaluation = handover
+    upto_ms = minute_ms + MINUTE_MS
+    complete = complete_minute(bars, marks, minute_ms)
+    commit = MinuteCommit() if complete is not None else None
+    if complete is not None:
+        newest = dict(marks.by_symbol) | dict.fromkeys(marks.by_symbol, minute_ms)
+        early = StoredMinute(upto_ms, complete, newest, commit)
+        await _hand_over(queue, early, evaluation, exchange=marks.exchange)
+    try:
+        summary = await ingest_minute(
+            db,
+            client,
+            marks,
+            minute_ms=minute_ms,
+            bars=bars,
+            timeframes=timeframes,
+            acquire=acquire,
+        )
+    except BaseException as error:
+        if commit is not None:
+            commit.fail(error)
+        raise
+    written = marks.take_stored()
+    if commit is not None:
+        commit.done()  # it stored exactly what was handed over
+    else:
+        minute = StoredMinute(upto_ms, written, dict(marks.by_symbol))
+        await _hand_over(queue, minute, evaluation, exchange=marks.exchange)
+    return int(summary["inserted"])
 
 
 REPLAY_CHUNK_CLOSES = 288  # primary closes per task run in a replay (a day of 5m bars)
@@ -359,7 +414,7 @@ async def stream(
             evaluation = asyncio.create_task(_evaluate(queue, eval_db, engine))
             collection = LiveCollection(client, chosen, exchange=settings.exchange, logger=logger)
             async for minute_ms, bars in collection.minutes(race=cancel.race):
-                summary = await ingest_minute(
+                stored += await _take_minute(
                     db,
                     client,
                     marks,
@@ -367,13 +422,9 @@ async def stream(
                     bars=bars,
                     timeframes=settings.timeframes,
                     acquire=acquire,
+                    handover=(queue, evaluation),
                 )
-                stored += summary["inserted"]
                 minutes_done += 1
-                minute = StoredMinute(
-                    minute_ms + MINUTE_MS, marks.take_stored(), dict(marks.by_symbol)
-                )
-                await _hand_over(queue, minute, evaluation, exchange=engine.exchange)
                 metrics.observe_stream_health(
                     marks.by_symbol, exchange=marks.exchange, now_ms=minute_ms + MINUTE_MS
                 )
