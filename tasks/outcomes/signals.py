@@ -26,6 +26,13 @@ def _row(record: Mapping[Hashable, Any] | Mapping[str, Any]) -> tuple[Any, ...]:
     return tuple(Jsonb(v) if c in _JSON_COLUMNS else v for c, v in values.items())
 
 
+def _signal_row(signal: Signal) -> tuple[Any, ...]:
+    return tuple(
+        Jsonb(getattr(signal, c)) if c in _JSON_COLUMNS else getattr(signal, c)
+        for c in SIGNAL_COLUMNS
+    )
+
+
 def insert_signals(
     conn: DbConn,
     signals: Iterable[Signal] | pd.DataFrame,
@@ -34,12 +41,12 @@ def insert_signals(
 
     Each statement's new rows fire one `signals` NOTIFY listing their ids (sql/011).
     """
-    records: list[dict[Hashable, Any]] | list[dict[str, Any]]
+    rows: list[tuple[Any, ...]]
     if isinstance(signals, pd.DataFrame):
-        records = signals.to_dict("records")
-    else:
-        records = [s.as_record() for s in signals]
-    if not records:
+        rows = [_row(record) for record in signals.to_dict("records")]
+    else:  # the fields as they are: `as_record` deep-copies every nested dict
+        rows = [_signal_row(signal) for signal in signals]
+    if not rows:
         return 0
     types = _column_types(conn)
     columns = ", ".join(SIGNAL_COLUMNS)
@@ -55,9 +62,9 @@ def insert_signals(
     )
     inserted = 0
     with conn.transaction(), conn.cursor() as cur:
-        for start in range(0, len(records), INSERT_CHUNK):
-            rows = [_row(record) for record in records[start : start + INSERT_CHUNK]]
-            cur.execute(query, [list(column) for column in zip(*rows, strict=True)])
+        for start in range(0, len(rows), INSERT_CHUNK):
+            chunk = rows[start : start + INSERT_CHUNK]
+            cur.execute(query, [list(column) for column in zip(*chunk, strict=True)])
             inserted += cur.rowcount
     return inserted
 
