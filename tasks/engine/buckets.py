@@ -173,33 +173,46 @@ def _aggregate_regular(
 def _regular_body(
     level: Mapping[str, NDArray[np.generic]], body: slice, k: int, ts: NDArray[np.int64]
 ) -> dict[str, NDArray[np.generic]]:
-    """Full buckets of k rows each over `body` (aligned: its first row opens a bucket)."""
+    """Full buckets of k rows each over `body` (aligned: its first row opens a bucket).
+
+    Each column is a (buckets, k) view, reduced one column at a time (its k strided
+    passes in a row stay in cache) into arrays made once.
+    """
     lo, hi = int(body.start), int(body.stop)
+    width = k * int(ts[1] - ts[0])  # gapless rows: a bucket opens every `width` from ts[lo]
 
-    def rows(name: str, j: int) -> FloatArray:
-        return np.asarray(level[name][lo + j : hi : k], dtype=np.float64)
+    def rows(name: str) -> FloatArray:
+        return np.asarray(level[name][lo:hi], dtype=np.float64).reshape(-1, k)
 
-    high, low = rows("high", 0).copy(), rows("low", 0).copy()
-    rest = rows("volume", 1).copy()  # reduceat: first value + running sum of the others
-    for j in range(1, k):
-        np.maximum(high, rows("high", j), out=high)
-        np.minimum(low, rows("low", j), out=low)
-        if j > 1:
-            rest += rows("volume", j)
+    high = _fold(rows("high"), np.maximum, first=0)
+    low = _fold(rows("low"), np.minimum, first=0)
+    volume = rows("volume")
+    # reduceat's order: the first value + the running sum of the others
+    total = np.add(volume[:, 0], _fold(volume, np.add, first=1))
     bars = level.get("bars")
     if bars is None:
         counts = np.full(high.size, k, dtype=np.int64)
     else:
         counts = np.asarray(bars[lo:hi], dtype=np.int64).reshape(-1, k).sum(axis=1)
     return {
-        "ts": ts[lo:hi:k].copy(),
-        "open": rows("open", 0).copy(),
+        "ts": ts[lo] + width * np.arange(high.size, dtype=np.int64),
+        "open": rows("open")[:, 0].copy(),
         "high": high,
         "low": low,
-        "close": rows("close", k - 1).copy(),
-        "volume": rows("volume", 0) + rest,
+        "close": rows("close")[:, k - 1].copy(),
+        "volume": total,
         "bars": counts,
     }
+
+
+def _fold(rows: FloatArray, op: np.ufunc, *, first: int) -> FloatArray:
+    """op over columns first, first + 1, ... of a (buckets, k) view, left to right."""
+    if rows.shape[1] - first < 2:
+        return rows[:, first].copy()
+    out: FloatArray = op(rows[:, first], rows[:, first + 1])
+    for j in range(first + 2, rows.shape[1]):
+        op(out, rows[:, j], out=out)
+    return out
 
 
 def closed_bars(bars: pd.DataFrame, timeframe: str, as_of: pd.Timestamp) -> pd.DataFrame:
@@ -221,6 +234,10 @@ def resample_closed(bars_1m: pd.DataFrame, timeframe: str, as_of: pd.Timestamp) 
 
 
 _NO_BARS = pd.DataFrame()  # placeholder frame of series built from arrays (never read)
+# Frames from this many rows on (a backtest's history) are read column by column: one
+# block copy of every column (fewer pandas calls, what short live windows want) would
+# copy, and for a frame of several blocks interleave, the whole history first.
+_COLUMNWISE_MIN_ROWS = 10_000
 
 
 class ClosedSeries:
@@ -283,14 +300,20 @@ class ClosedSeries:
         if self._cols is None:
             if self._ts is None:  # selects the rows
                 self._ts = self._select()
-            rows, bars = self._rows, self._bars
+            self._cols = {
+                c: np.ascontiguousarray(a)
+                for c, a in zip(OHLCV_COLUMNS, self._picked(), strict=True)
+            }
+        return self._cols
+
+    def _picked(self) -> list[FloatArray]:
+        """The selected rows of each OHLCV column (float64, maybe strided views)."""
+        rows, bars = self._rows, self._bars
+        if len(bars) < _COLUMNWISE_MIN_ROWS:
             try:  # one block copy when every column is numeric (the common case)
                 where = [bars.columns.get_loc(c) for c in OHLCV_COLUMNS]
                 values = bars.to_numpy(dtype=np.float64)
-                picked = [values[rows, j] for j in where]
+                return [values[rows, j] for j in where]
             except (TypeError, ValueError):
-                picked = [bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]
-            self._cols = {
-                c: np.ascontiguousarray(a) for c, a in zip(OHLCV_COLUMNS, picked, strict=True)
-            }
-        return self._cols
+                pass
+        return [bars[c].to_numpy(dtype=np.float64)[rows] for c in OHLCV_COLUMNS]

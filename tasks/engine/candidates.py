@@ -22,7 +22,7 @@ from signalengine.tasks.engine.events import EventSeries
 from signalengine.tasks.engine.mtf import mtf_agreement
 from signalengine.tasks.engine.records import Candidates, SignalFilter
 from signalengine.tasks.engine.scoring import cooldown_mask
-from signalengine.tasks.engine.shared import SeriesFeatures
+from signalengine.tasks.engine.shared import Columns, SeriesFeatures, column_at, rows_of
 from signalengine.tasks.engine.strategy import Strategy
 
 __all__ = ["Scored", "candidate_votes", "select_candidates"]
@@ -62,7 +62,7 @@ def candidate_votes(
         return out
     for j, tf in enumerate(strategy.timeframes):
         if tf == strategy.primary_timeframe:
-            out[:, j] = strategy.vote({name: v[rows] for name, v in primary.items()})
+            out[:, j] = strategy.vote(rows_of(primary, rows))
             continue
         f = frames[tf]
         last = np.searchsorted(f.series.ts, at_ns - timeframe_ns(tf), side="right") - 1
@@ -87,12 +87,13 @@ def select_candidates(
     feats, side, score = scored.feats, scored.side, scored.score
     ts_ns = p.ts[scored.offset + rows]
     tail = {n: p.cols[n][scored.offset :] for n in OHLCV_COLUMNS}
-    votes = candidate_votes(frames, {**tail, **feats}, strategy, rows, ts_ns + tf_ns)
+    primary = Columns(feats, tail)
+    votes = candidate_votes(frames, primary, strategy, rows, ts_ns + tf_ns)
     aligned, mtf_score = mtf_agreement(side[rows], votes, min_aligned=strategy.mtf_min_aligned)
     keep = aligned if strategy.mtf_alignment_required else np.ones(rows.size, dtype=np.bool_)
     probability: FloatArray | None = None
     if signal_filter is not None and keep.any():
-        frame = pd.DataFrame({c: feats[c][rows] for c in strategy.filter_columns})
+        frame = pd.DataFrame({c: column_at(feats, c, rows) for c in strategy.filter_columns})
         frame["direction"], frame["score"], frame["mtf_score"] = side[rows], score[rows], mtf_score
         probability = np.asarray(signal_filter(frame[keep]), dtype=np.float64)
         full = np.full(rows.size, np.nan)
@@ -108,9 +109,8 @@ def select_candidates(
     )
     sel = kept[survive]
     entry = p.cols["close"][scored.offset + rows[sel]]
-    at_rows = {name: v[rows[sel]] for name, v in {**tail, **feats}.items()}
     take_profit, stop_loss = strategy.exits(
-        entry.astype(np.float64), side[rows[sel]].astype(np.int64), at_rows
+        entry.astype(np.float64), side[rows[sel]].astype(np.int64), rows_of(primary, rows[sel])
     )
     return Candidates(
         rows=rows[sel],

@@ -69,6 +69,11 @@ class EventSeries:
     strength: FloatArray
 
 
+# Where a detector fired: `np.nonzero` of its direction, one index array per axis (the last
+# one indexes bars). Convictions are computed at these elements only: few bars fire.
+Fired = tuple[NDArray[np.intp], ...]
+
+
 def _col(frame: Frame, name: str) -> FloatArray:
     return np.asarray(frame[name], dtype=np.float64)
 
@@ -82,18 +87,32 @@ def _prev(x: FloatArray) -> FloatArray:
     return out
 
 
+def _back(x: FloatArray, at: Fired, lag: int) -> FloatArray:
+    """x `lag` bars before each fired element (NaN before the first bar): `_prev` at `at`."""
+    *lead, bars = at
+    earlier = bars - lag
+    out: FloatArray = x[(*lead, np.maximum(earlier, 0))]
+    out[earlier < 0] = np.nan
+    return out
+
+
 def _ratio(num: FloatArray, den: FloatArray) -> FloatArray:
     """num/den where den > 0, else 0 (no NaN/inf escapes into strengths)."""
     ok = den > 0
     return np.where(ok, num / np.where(ok, den, 1.0), 0.0)
 
 
-def _series(up: NDArray[np.bool_], down: NDArray[np.bool_], conviction: FloatArray) -> EventSeries:
-    """Direction from the two masks; strength = 0.5 + 0.5 * clip(conviction, 0, 1) where fired."""
+def _series(
+    up: NDArray[np.bool_], down: NDArray[np.bool_], conviction: Callable[[Fired], FloatArray]
+) -> EventSeries:
+    """Direction from the two masks; strength = 0.5 + 0.5 * clip(conviction, 0, 1) where
+    fired, else 0. `conviction(at)` is the conviction at the fired elements `at`."""
     direction = up.astype(np.int8) - down.astype(np.int8)
-    conv = np.clip(conviction, 0.0, 1.0)
+    at = np.nonzero(direction)
+    conv = np.clip(conviction(at), 0.0, 1.0)
     conv[np.isnan(conv)] = 0.0
-    strength = np.where(direction != 0, 0.5 + 0.5 * conv, 0.0)
+    strength = np.zeros(direction.shape)
+    strength[at] = 0.5 + 0.5 * conv
     return EventSeries(direction=direction, strength=strength)
 
 
@@ -101,7 +120,7 @@ def _crossing(line: FloatArray, atr: FloatArray, full_atr: float) -> EventSeries
     prev = _prev(line)
     up = (prev <= 0) & (line > 0)
     down = (prev >= 0) & (line < 0)
-    return _series(up, down, _ratio(np.abs(line - prev), full_atr * atr))
+    return _series(up, down, lambda at: _ratio(np.abs(line[at] - prev[at]), full_atr * atr[at]))
 
 
 def ema_cross(frame: Frame) -> EventSeries:
@@ -121,26 +140,33 @@ def rsi_reversal(frame: Frame) -> EventSeries:
     prev = _prev(rsi)
     up = (prev < RSI_OVERSOLD) & (rsi >= RSI_OVERSOLD)
     down = (prev > RSI_OVERBOUGHT) & (rsi <= RSI_OVERBOUGHT)
-    # Extremes of the RSI_DIP_BARS bars before this one (NaN-free: NaN rows never fire).
-    lows, highs = prev.copy(), prev.copy()
-    for lag in range(1, RSI_DIP_BARS):
-        shifted = np.full_like(prev, np.nan)
-        if lag < prev.shape[-1]:
-            shifted[..., lag:] = prev[..., :-lag]
-        lows = np.fmin(lows, shifted)
-        highs = np.fmax(highs, shifted)
-    depth = np.where(up, RSI_OVERSOLD - lows, highs - RSI_OVERBOUGHT)
-    return _series(up, down, depth / RSI_FULL_DEPTH)
+
+    def depth(at: Fired) -> FloatArray:
+        # Extremes of the RSI_DIP_BARS bars before this one (fmin/fmax skip the NaN of
+        # bars before the first).
+        lows, highs = prev[at], prev[at]
+        for lag in range(1, RSI_DIP_BARS):
+            shifted = _back(rsi, at, lag + 1)
+            lows, highs = np.fmin(lows, shifted), np.fmax(highs, shifted)
+        dip = np.where(up[at], RSI_OVERSOLD - lows, highs - RSI_OVERBOUGHT)
+        return dip / RSI_FULL_DEPTH
+
+    return _series(up, down, depth)
 
 
 def bb_breakout(frame: Frame) -> EventSeries:
     """Close crossing out of the Bollinger band (momentum breakout)."""
     close, upper, lower = _col(frame, "close"), _col(frame, "bb_upper"), _col(frame, "bb_lower")
+    atr = _col(frame, "atr_14")
     prev_close = _prev(close)
     up = (close > upper) & (prev_close <= _prev(upper))
     down = (close < lower) & (prev_close >= _prev(lower))
-    excess = np.where(up, close - upper, lower - close)
-    return _series(up, down, _ratio(excess, BREAKOUT_FULL_ATR * _col(frame, "atr_14")))
+
+    def excess(at: Fired) -> FloatArray:
+        beyond = np.where(up[at], close[at] - upper[at], lower[at] - close[at])
+        return _ratio(beyond, BREAKOUT_FULL_ATR * atr[at])
+
+    return _series(up, down, excess)
 
 
 def volume_spike(frame: Frame) -> EventSeries:
@@ -148,19 +174,26 @@ def volume_spike(frame: Frame) -> EventSeries:
     z = _col(frame, "volume_z")
     body = _col(frame, "close") - _col(frame, "open")
     spike = z >= VOLUME_SPIKE_Z
-    conviction = (z - VOLUME_SPIKE_Z) / (VOLUME_FULL_Z - VOLUME_SPIKE_Z)
-    return _series(spike & (body > 0), spike & (body < 0), conviction)
+    return _series(
+        spike & (body > 0),
+        spike & (body < 0),
+        lambda at: (z[at] - VOLUME_SPIKE_Z) / (VOLUME_FULL_Z - VOLUME_SPIKE_Z),
+    )
 
 
 def trend_pullback(frame: Frame) -> EventSeries:
     """In a trend, the close reclaims ema_12 after the previous close sat at or beyond it."""
     ema_12, ema_26 = _col(frame, "ema_12"), _col(frame, "ema_26")
     slope, close = _col(frame, "ema_slope"), _col(frame, "close")
+    atr = _col(frame, "atr_14")
     prev_close, prev_ema = _prev(close), _prev(ema_12)
     up = (ema_12 > ema_26) & (slope > 0) & (prev_close <= prev_ema) & (close > ema_12)
     down = (ema_12 < ema_26) & (slope < 0) & (prev_close >= prev_ema) & (close < ema_12)
-    spread = np.abs(ema_12 - ema_26)
-    return _series(up, down, _ratio(spread, PULLBACK_FULL_ATR * _col(frame, "atr_14")))
+    return _series(
+        up,
+        down,
+        lambda at: _ratio(np.abs(ema_12[at] - ema_26[at]), PULLBACK_FULL_ATR * atr[at]),
+    )
 
 
 DETECTORS: dict[str, Callable[[Frame], EventSeries]] = {

@@ -55,7 +55,7 @@ from signalengine.tasks.engine.records import (
     signal_id,
     signals_to_frame,
 )
-from signalengine.tasks.engine.shared import SeriesFeatures, shared_features
+from signalengine.tasks.engine.shared import Columns, SeriesFeatures, shared_features
 from signalengine.tasks.engine.strategies.default import DefaultStrategy
 from signalengine.tasks.engine.strategy import DEFAULT_STRATEGY, Entry, Frame, Strategy
 
@@ -123,14 +123,14 @@ def _history_scored(primary: ClosedSeries, strategies: Sequence[Strategy]) -> li
     """Every strategy scored over the whole primary series, on one feature pass."""
     c = primary.cols
     feats = feature_arrays(c["high"], c["low"], c["close"], c["volume"])
-    frame = {**c, **feats}
+    frame = Columns(c, feats)  # lazily: the columns no rule reads are formed where read
     out = []
     for strategy in strategies:
         entry, fires = _run_entry(strategy, frame)
         out.append(
             Scored(
                 offset=0,
-                feats={**feats, **entry.features},
+                feats=Columns(entry.features, feats),
                 events=entry.events,
                 side=entry.direction,
                 score=entry.score,

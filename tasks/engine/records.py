@@ -19,6 +19,7 @@ from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.events import EventSeries
 from signalengine.tasks.engine.features import FEATURE_COLUMNS  # noqa: F401  (re-exported)
 from signalengine.tasks.engine.mtf import mtf_details
+from signalengine.tasks.engine.shared import column_at
 
 # Row-wise model: candidate features (the strategy's filter_columns, FEATURE_COLUMNS for the
 # default; + direction (+1/-1), score, mtf_score)
@@ -213,20 +214,19 @@ def _iso_utc(ts_ns: NDArray[np.int64]) -> list[str]:
 
 def _event_lists(cand: Candidates) -> list[list[dict[str, Any]]]:
     """Per candidate: its events (the strategy's order; the default's is EVENT_TYPES) as
-    {"type", "direction", "strength"}."""
+    {"type", "direction", "strength"}; only the (candidate, event) pairs that fired are
+    visited (row-major: each candidate's in event order)."""
     rows, names = cand.rows, list(cand.events)
+    out: list[list[dict[str, Any]]] = [[] for _ in range(rows.size)]
     if not names:
-        return [[] for _ in range(rows.size)]
-    sides = np.column_stack([cand.events[n].direction[rows] for n in names]).tolist()
-    strengths = np.column_stack([cand.events[n].strength[rows] for n in names]).tolist()
-    return [
-        [
-            {"type": name, "direction": _SIDE[d], "strength": float(s)}
-            for name, d, s in zip(names, side_row, strength_row, strict=True)
-            if d != 0
-        ]
-        for side_row, strength_row in zip(sides, strengths, strict=True)
-    ]
+        return out
+    sides = np.column_stack([cand.events[n].direction[rows] for n in names])
+    strengths = np.column_stack([cand.events[n].strength[rows] for n in names])
+    at, event = np.nonzero(sides)
+    fired = (at.tolist(), event.tolist(), sides[at, event].tolist(), strengths[at, event].tolist())
+    for i, j, side, strength in zip(*fired, strict=True):
+        out[i].append({"type": names[j], "direction": _SIDE[side], "strength": float(strength)})
+    return out
 
 
 def _mtf_detail_dicts(votes: NDArray[np.int8], timeframes: list[str]) -> list[dict[str, str]]:
@@ -271,7 +271,8 @@ def candidate_columns(
         for d, iso in zip(direction, _iso_utc(ts_ns), strict=True)
     ]
     columns = cand.feature_columns
-    features = np.column_stack([cand.features[c][cand.rows] for c in columns] or [entry[:0]])
+    at = [column_at(cand.features, c, cand.rows) for c in columns]
+    features = np.column_stack(at or [entry[:0]])
     if cand.probability is None:
         prob: list[float | None] = [None] * n
     else:
@@ -319,10 +320,8 @@ def candidate_frame(
     )
     if not len(columns["id"]):
         return signals_to_frame([])
-    frame = pd.DataFrame({c: columns[c] for c in SIGNAL_COLUMNS})
-    for col in ("ts", "emitted_at", "expires_at"):
-        frame[col] = pd.to_datetime(frame[col], utc=True).dt.as_unit("ns")
-    return frame
+    # the time columns are already datetime64[ns, UTC] (`candidate_columns`)
+    return pd.DataFrame({c: columns[c] for c in SIGNAL_COLUMNS})
 
 
 def _list_or_array(values: Any) -> Any:

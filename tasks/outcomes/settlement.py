@@ -57,7 +57,9 @@ __all__ = [
     "PERFORMANCE_COLUMNS",
     "Settlement",
     "SettlementArrays",
+    "performance_frame",
     "settle_arrays",
+    "settle_frame",
     "settle_signal",
     "settle_signals",
 ]
@@ -170,14 +172,15 @@ def settle_arrays(
     Signal arrays are aligned (one element per signal); `side` is +1 long / -1 short.
     """
     ts = np.asarray(bars["ts"], dtype=np.int64)
-    closes_at = ts + MINUTE_NS
+    # A bar closes at ts + 1m: "closed by t" is searched as ts <= t - 1m (exact in int64),
+    # so no array of every bar's close time is built.
     o, h, lo, c = (np.asarray(bars[k], dtype=np.float64) for k in ("open", "high", "low", "close"))
     n = side.size
     outcome = np.zeros(n, dtype=np.int8)
     exit_price = np.full(n, np.nan)
     exit_ns = np.zeros(n, dtype=np.int64)
     start = np.searchsorted(ts, emitted_ns, side="left")
-    stop = np.searchsorted(closes_at, np.minimum(expires_ns, as_of_ns), side="right")
+    stop = np.searchsorted(ts, np.minimum(expires_ns, as_of_ns) - MINUTE_NS, side="right")
     length = np.maximum(stop - start, 0)
     width = int(length.max()) if n else 0
     rows = max(1, _CHUNK_CELLS // max(width, 1))
@@ -195,14 +198,14 @@ def settle_arrays(
         )
         outcome[part] = code
         exit_price[part] = np.where(code > 0, price, np.nan)
-        exit_ns[part] = np.where(code > 0, closes_at[bar], 0)
+        exit_ns[part] = np.where(code > 0, ts[bar] + MINUTE_NS, 0)
     # Expiry for the rest: last 1m bar closed by expires_at inside the window, else entry.
     expire = (outcome == 0) & (expires_ns <= as_of_ns)
-    last = np.searchsorted(closes_at, expires_ns, side="right") - 1
+    last = np.searchsorted(ts, expires_ns - MINUTE_NS, side="right") - 1
     in_window = expire & (last >= start)
     outcome[expire] = _EXPIRED
     exit_price[in_window] = c[last[in_window]]
-    exit_ns[in_window] = closes_at[last[in_window]]
+    exit_ns[in_window] = ts[last[in_window]] + MINUTE_NS
     bare = expire & ~in_window
     exit_price[bare] = entry[bare]
     exit_ns[bare] = emitted_ns[bare]
@@ -260,54 +263,90 @@ def settle_signals(
     direction, timeframe, entry_price, take_profit, stop_loss, emitted_at, expires_at,
     score); `bars_1m` is that symbol's 1m frame. `as_of` defaults to the last bar's close.
     """
+    settled = settle_frame(
+        signals, bars_1m, fee_bps=fee_bps, slippage_bps=slippage_bps, as_of=as_of
+    )
+    return performance_frame(signals, settled)
+
+
+def settle_frame(
+    signals: pd.DataFrame,
+    bars_1m: pd.DataFrame,
+    *,
+    fee_bps: float = 0.0,
+    slippage_bps: float = 0.0,
+    as_of: pd.Timestamp | None = None,
+) -> SettlementArrays:
+    """`settle_arrays` of the signals of one symbol (the columns `settle_signals` reads), one
+    element per row of `signals`, in order; `performance_frame` turns them into rows."""
     ts = index_ns(bars_1m)
     as_of_ns = _ns(as_of) if as_of is not None else int(ts[-1]) + MINUTE_NS if ts.size else 0
     bars: dict[str, FloatArray | IntArray] = {"ts": ts}
     for col in ("open", "high", "low", "close"):
         bars[col] = np.asarray(bars_1m[col], dtype=np.float64)
     side = np.where(signals["direction"].to_numpy() == "long", 1, -1).astype(np.int8)
-    entry = signals["entry_price"].to_numpy(dtype=np.float64)
-    emitted = _times_ns(signals["emitted_at"])
-    res = settle_arrays(
+    return settle_arrays(
         bars,
         side=side,
-        entry=entry,
+        entry=signals["entry_price"].to_numpy(dtype=np.float64),
         take_profit=signals["take_profit"].to_numpy(dtype=np.float64),
         stop_loss=signals["stop_loss"].to_numpy(dtype=np.float64),
-        emitted_ns=emitted,
+        emitted_ns=_times_ns(signals["emitted_at"]),
         expires_ns=_times_ns(signals["expires_at"]),
         as_of_ns=as_of_ns,
         cost_pct=(fee_bps + slippage_bps) / 100.0,
     )
-    done = res.outcome > 0
-    sig = signals.loc[done]
+
+
+def performance_frame(
+    signals: pd.DataFrame, settled: SettlementArrays, rows: IntArray | None = None
+) -> pd.DataFrame:
+    """PERFORMANCE_COLUMNS of settled signals: `settled` is aligned with the rows of
+    `signals` (`settle_frame`); `rows` picks and orders the (settled) rows to report,
+    by default every settled one in order."""
+    if rows is None:
+        rows = np.flatnonzero(settled.outcome > 0)
+    emitted = _times_ns(signals["emitted_at"])[rows]
+    exit_ns = settled.exit_ns[rows]
     return pd.DataFrame(
         {
-            "signal_id": sig["id"].to_numpy(),
-            "run_id": sig["run_id"].to_numpy(),
-            "exchange": sig["exchange"].to_numpy(),
-            "symbol": sig["symbol"].to_numpy(),
-            "direction": sig["direction"].to_numpy(),
-            "timeframe": sig["timeframe"].to_numpy(),
-            "entry_price": entry[done],
-            "exit_price": res.exit_price[done],
-            "entry_time": pd.to_datetime(emitted[done], unit="ns", utc=True),
-            "exit_time": pd.to_datetime(res.exit_ns[done], unit="ns", utc=True),
-            "outcome": np.asarray(OUTCOMES, dtype=object)[res.outcome[done]],
-            "return_pct": res.return_pct[done],
-            "duration_sec": (res.exit_ns[done] - emitted[done]) / 1e9,
-            "score": sig["score"].to_numpy(dtype=np.float64),
-            "strategy": _strategies(sig),
+            "signal_id": _text(signals["id"], rows),
+            "run_id": _text(signals["run_id"], rows),
+            "exchange": _text(signals["exchange"], rows),
+            "symbol": _text(signals["symbol"], rows),
+            "direction": _text(signals["direction"], rows),
+            "timeframe": _text(signals["timeframe"], rows),
+            "entry_price": signals["entry_price"].to_numpy(dtype=np.float64)[rows],
+            "exit_price": settled.exit_price[rows],
+            "entry_time": pd.to_datetime(emitted, unit="ns", utc=True),
+            "exit_time": pd.to_datetime(exit_ns, unit="ns", utc=True),
+            "outcome": np.asarray(OUTCOMES, dtype=object)[settled.outcome[rows]],
+            "return_pct": settled.return_pct[rows],
+            "duration_sec": (exit_ns - emitted) / 1e9,
+            "score": signals["score"].to_numpy(dtype=np.float64)[rows],
+            "strategy": _strategies(signals, rows),
         },
         columns=list(PERFORMANCE_COLUMNS),
     )
 
 
-def _strategies(signals: pd.DataFrame) -> NDArray[np.object_]:
+# The dtype pandas gives a column of Python strings: a column already of it is taken as is.
+_INFERRED_TEXT = pd.Series(["text"]).dtype
+
+
+def _text(column: pd.Series, rows: IntArray, dtype: type | None = None) -> Any:
+    """`column`'s values at `rows`, as the frame infers them from Python objects (a column
+    of no rows stays object: pandas infers nothing from it)."""
+    if rows.size and column.dtype == _INFERRED_TEXT:
+        return column.array.take(rows)
+    return column.to_numpy(dtype=dtype)[rows]
+
+
+def _strategies(signals: pd.DataFrame, rows: IntArray) -> Any:
     """Each signal's strategy; frames from before strategies existed are the default's."""
     if "strategy" in signals.columns:
-        return signals["strategy"].to_numpy(dtype=object)
-    return np.full(len(signals), DEFAULT_STRATEGY, dtype=object)
+        return _text(signals["strategy"], rows, dtype=object)
+    return np.full(rows.size, DEFAULT_STRATEGY, dtype=object)
 
 
 def _times_ns(values: pd.Series) -> IntArray:

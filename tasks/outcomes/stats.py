@@ -16,12 +16,13 @@ a test holds the two equal.
 
 from __future__ import annotations
 
+import itertools
 from typing import TypedDict
 
 import numpy as np
 import pandas as pd
 
-from signalengine.core.vocabulary import FloatArray
+from signalengine.core.vocabulary import FloatArray, IntArray
 
 MIN_FACTOR = 1e-12
 
@@ -48,8 +49,38 @@ class TradeStats(TypedDict):
 
 def exit_order(trades: pd.DataFrame) -> pd.DataFrame:
     """Trades sorted by exit time, ties by signal id (stable where there is no id)."""
+    rows = _exit_rows(trades)
+    if rows is not None:
+        return trades.take(rows)
     keys = ["exit_time", "signal_id"] if "signal_id" in trades else ["exit_time"]
     return trades.sort_values(keys, kind="stable")
+
+
+def _exit_rows(trades: pd.DataFrame) -> IntArray | None:
+    """`exit_order`'s row positions without pandas' sort by strings: a stable argsort of the
+    exit times, then each run of equal times in signal id order (few trades share an exit
+    minute). None, for pandas to sort, unless the times are datetimes without NaT and the
+    tied ids are strings."""
+    times = trades["exit_time"]
+    if not pd.api.types.is_datetime64_any_dtype(times) or bool(times.isna().any()):
+        return None
+    ns = pd.DatetimeIndex(times).asi8
+    rows = np.argsort(ns, kind="stable")
+    if "signal_id" not in trades:
+        return rows
+    ordered = ns[rows]
+    bounds = np.flatnonzero(np.r_[True, ordered[1:] != ordered[:-1], True]).tolist()
+    runs = [(a, b) for a, b in itertools.pairwise(bounds) if b - a > 1]
+    if not runs:
+        return rows
+    tied = np.concatenate([rows[a:b] for a, b in runs])
+    ids = trades["signal_id"].take(tied).tolist()
+    if not all(isinstance(i, str) for i in ids):
+        return None
+    id_of = dict(zip(tied.tolist(), ids, strict=True))
+    for a, b in runs:  # sorted() is stable: equal ids keep their order, as sort_values does
+        rows[a:b] = sorted(rows[a:b].tolist(), key=id_of.__getitem__)
+    return rows
 
 
 def max_drawdown_pct(returns_pct: FloatArray) -> float:

@@ -28,7 +28,12 @@ from signalengine.tasks.engine.config import EngineConfig
 from signalengine.tasks.engine.pipeline import evaluate_symbol_history
 from signalengine.tasks.engine.records import SIGNAL_COLUMNS, SignalFilter
 from signalengine.tasks.engine.strategy import Strategy
-from signalengine.tasks.outcomes.settlement import PERFORMANCE_COLUMNS, settle_signals
+from signalengine.tasks.outcomes.settlement import (
+    OUTCOMES,
+    PERFORMANCE_COLUMNS,
+    performance_frame,
+    settle_frame,
+)
 from signalengine.tasks.outcomes.stats import trade_statistics
 
 __all__ = ["run_backtest", "summarize_performance"]
@@ -57,8 +62,8 @@ def run_backtest(
     """
     started = time.perf_counter()
     cfg = config
-    signal_frames: list[pd.DataFrame] = []
-    perf_frames: list[pd.DataFrame] = []
+    signal_frames: list[tuple[str, pd.DataFrame]] = []
+    perf_frames: list[tuple[str, pd.DataFrame]] = []
     bars_processed = 0
     for symbol, bars_1m in bars_1m_by_symbol.items():
         bars_processed += len(bars_1m)
@@ -80,11 +85,12 @@ def run_backtest(
         )
         if signals.empty:
             continue
-        perf = settle_signals(signals, bars_1m, fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps)
-        outcome = pd.Series(perf["outcome"].to_numpy(), index=perf["signal_id"].to_numpy())
-        signals["status"] = signals["id"].map(outcome).fillna("open").astype(object)
-        signal_frames.append(signals)
-        perf_frames.append(perf)
+        settled = settle_frame(signals, bars_1m, fee_bps=cfg.fee_bps, slippage_bps=cfg.slippage_bps)
+        # status = outcome once settled; code 0 (not settleable yet) is OUTCOMES[0], "open"
+        status = np.asarray(OUTCOMES, dtype=object)[settled.outcome]
+        signals["status"] = pd.Series(status, index=signals.index, dtype=object)
+        signal_frames.append((symbol, signals))
+        perf_frames.append((symbol, performance_frame(signals, settled)))
     signals_all = _concat(signal_frames, SIGNAL_COLUMNS, "emitted_at")
     perf_all = _concat(perf_frames, PERFORMANCE_COLUMNS, "exit_time")
     summary = summarize_performance(perf_all, signals=len(signals_all))
@@ -121,15 +127,27 @@ def _higher_timeframes(bars_1m: pd.DataFrame, cfg: EngineConfig) -> dict[str, pd
         levels[minutes] = level
         index = pd.DatetimeIndex(np.asarray(level["ts"]).view("datetime64[ns]"), name="ts")
         columns = {c: level[c] for c in (*OHLCV_COLUMNS, "bars")}
-        out[tf] = pd.DataFrame(columns, index=index.tz_localize("UTC"))
+        # the arrays are the frame's own (copy=False): nothing else holds them
+        out[tf] = pd.DataFrame(columns, index=index.tz_localize("UTC"), copy=False)
     return out
 
 
-def _concat(frames: list[pd.DataFrame], columns: tuple[str, ...], order: str) -> pd.DataFrame:
+def _concat(
+    frames: list[tuple[str, pd.DataFrame]], columns: tuple[str, ...], order: str
+) -> pd.DataFrame:
+    """(symbol, frame of that symbol's rows) pairs as one frame, stably sorted by the time
+    column `order`, then symbol: `sort_values([order, "symbol"], kind="stable")`'s rows,
+    ordered by numpy on int64 times and symbol ranks instead of by strings."""
     if not frames:
         return pd.DataFrame(columns=list(columns))
-    out = pd.concat(frames, ignore_index=True)
-    return out.sort_values([order, "symbol"], kind="stable").reset_index(drop=True)
+    out = pd.concat([frame for _, frame in frames], ignore_index=True)
+    rank = {symbol: i for i, symbol in enumerate(sorted({symbol for symbol, _ in frames}))}
+    symbols = np.repeat([rank[s] for s, _ in frames], [len(f) for _, f in frames])
+    times = pd.DatetimeIndex(out[order]).as_unit("ns").asi8
+    rows = np.lexsort((symbols, times))
+    if bool(np.all(rows == np.arange(rows.size))):
+        return out  # already in order (one symbol's signals): no copy
+    return out.take(rows).reset_index(drop=True)
 
 
 def summarize_performance(performance: pd.DataFrame, *, signals: int) -> dict[str, Any]:
