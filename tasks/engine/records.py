@@ -241,6 +241,9 @@ def _mtf_detail_dicts(votes: NDArray[np.int8], timeframes: list[str]) -> list[di
     return out
 
 
+_TIME_COLUMNS = ("ts", "emitted_at", "expires_at")
+
+
 def candidate_columns(
     cand: Candidates,
     cfg: EngineConfig,
@@ -255,7 +258,9 @@ def candidate_columns(
     Numeric columns are computed as whole arrays with the same float operations, in the
     same order, as a per-signal loop would do, so every value is bit-identical; only the
     JSON columns (events, mtf_details, features) remain Python objects per signal.
-    Times are UTC DatetimeIndex (ns).
+    Times (`_TIME_COLUMNS`) are int64 ns since the epoch, UTC: the frame path makes one
+    DatetimeIndex of each, the records path Timestamps (pandas on a few rows per symbol
+    would cost more than the rest of a live close).
     """
     tf = cfg.primary_timeframe
     tf_ns = timeframe_ns(tf)
@@ -263,7 +268,6 @@ def candidate_columns(
     side = cand.side.astype(np.int64)
     direction = [_SIDE[s] for s in side.tolist()]
     ts_ns = cand.ts_ns.astype(np.int64)
-    ts = pd.DatetimeIndex(pd.to_datetime(ts_ns, unit="ns", utc=True)).as_unit("ns")
     entry = cand.entry.astype(np.float64)
     suffix = "" if cand.strategy == DEFAULT_STRATEGY else f"|{cand.strategy}"
     keys = [
@@ -284,12 +288,12 @@ def candidate_columns(
         "symbol": [symbol] * n,
         "timeframe": [tf] * n,
         "direction": direction,
-        "ts": ts,
-        "emitted_at": ts + pd.Timedelta(tf_ns, unit="ns"),
+        "ts": ts_ns,
+        "emitted_at": ts_ns + tf_ns,
         "entry_price": entry,
         "take_profit": cand.take_profit.astype(np.float64),
         "stop_loss": cand.stop_loss.astype(np.float64),
-        "expires_at": ts + pd.Timedelta((1 + cand.expiry_bars) * tf_ns, unit="ns"),
+        "expires_at": ts_ns + (1 + cand.expiry_bars) * tf_ns,
         "score": cand.score.astype(np.float64),
         "events": _event_lists(cand),
         "mtf_aligned": cand.aligned.astype(np.bool_),
@@ -320,7 +324,8 @@ def candidate_frame(
     )
     if not len(columns["id"]):
         return signals_to_frame([])
-    # the time columns are already datetime64[ns, UTC] (`candidate_columns`)
+    for c in _TIME_COLUMNS:
+        columns[c] = pd.DatetimeIndex(columns[c].view("datetime64[ns]")).tz_localize("UTC")
     return pd.DataFrame({c: columns[c] for c in SIGNAL_COLUMNS})
 
 
@@ -344,10 +349,9 @@ def candidate_records(
     columns = candidate_columns(
         cand, cfg, symbol=symbol, exchange=exchange, run_id=run_id, model_version=model_version
     )
-    values = [
-        list(columns[c]) if isinstance(columns[c], pd.DatetimeIndex) else _list_or_array(columns[c])
-        for c in SIGNAL_COLUMNS
-    ]
+    for c in _TIME_COLUMNS:
+        columns[c] = [pd.Timestamp(ns, tz="UTC") for ns in columns[c].tolist()]
+    values = [_list_or_array(columns[c]) for c in SIGNAL_COLUMNS]
     return [dict(zip(SIGNAL_COLUMNS, row, strict=True)) for row in zip(*values, strict=True)]
 
 
