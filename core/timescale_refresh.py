@@ -55,6 +55,7 @@ __all__ = [
     "REFRESH_PATIENCE",
     "SWEEP_AFTER",
     "mark_pending",
+    "mark_pending_ranges",
     "refresh_aggregates",
     "refresh_pending",
     "sweep_pending",
@@ -97,6 +98,25 @@ def mark_pending(conn: Connection, ranges: Sequence[Range]) -> list[int]:
             " %s::timestamptz[]) AS r(exchange, symbol, lo, hi)"
             " WHERE r.lo < clock_timestamp() - %s::interval RETURNING id",
             [list(c) for c in columns] + [PENDING_AFTER],
+        ).fetchall()
+    return [int(r[0]) for r in rows]
+
+
+def mark_pending_ranges(conn: Connection, *, ranges: sql.Composable) -> list[int]:
+    """`mark_pending` for spans computed in the database, not sent as parameters.
+
+    `ranges` is a query yielding (exchange, symbol, first, last): the first and last 1m
+    bar open time (UTC) of each span, whose range is [first, last + 1 minute).
+    """
+    with conn.cursor(row_factory=tuple_row) as cur:
+        rows = cur.execute(
+            sql.SQL(
+                "INSERT INTO klines_pending (exchange, symbol, lo, hi)"
+                " SELECT r.exchange, r.symbol, r.lo, r.hi + interval '1 minute'"
+                " FROM ({}) AS r(exchange, symbol, lo, hi)"
+                " WHERE r.lo < clock_timestamp() - %s::interval RETURNING id"
+            ).format(ranges),
+            [PENDING_AFTER],
         ).fetchall()
     return [int(r[0]) for r in rows]
 

@@ -4,51 +4,79 @@ Bars are 1-minute, keyed by (exchange, symbol, ts) with ts the UTC bar open time
 A re-sent identical bar is a duplicate (counted, harmless); a re-sent bar whose values
 differ from the stored one is rejected and logged, never silently overwritten.
 
-Two ways in, same result. Appending (the usual case: live minutes, imports, backfills of
-empty ranges): when nothing is stored yet between a symbol's first and last new bar, the
-bars are copied straight into `klines`, and the timeframe buckets lying wholly inside
-that span are computed from them (tasks.marketdata.timeframes.aggregate_new_bars) and copied too;
-only the bucket at each end is recomputed in SQL. Merging (anything overlapping stored
-bars): staging table, conflicts to `klines_rejected`, INSERT .. ON CONFLICT DO NOTHING,
-then every bucket of the touched ranges is recomputed. A server without COPY (PGlite in
-the tests) gets the same rows through batched INSERTs.
+Every write first copies its bars into a session temp table (the stage), once; the span
+of each (exchange, symbol), the checks and the writes into `klines` are then SQL over the
+stage, so no per-symbol value travels as a query parameter. Two ways on, same result.
+Appending (the usual case: live minutes, imports, backfills of empty ranges): when
+nothing is stored yet between a symbol's first and last new bar, the stage goes straight
+into `klines`, and the timeframe buckets lying wholly inside that span are computed from
+the bars (tasks.marketdata.timeframes.aggregate_new_bars, while the stage is copied in;
+skipped when no span is long enough to hold one) and copied too; only the bucket at each
+end is recomputed in SQL. Merging (anything overlapping stored bars): conflicts to
+`klines_rejected`, INSERT .. ON CONFLICT DO NOTHING, then every bucket of the touched
+ranges is recomputed. A server without COPY (PGlite in the tests) gets the same stage
+through batched INSERTs.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from dataclasses import dataclass
-from datetime import timedelta
-from typing import Any, TypeVar, cast
+from functools import partial
+from typing import Any, TypeVar
 
 import numpy as np
 import pandas as pd
 import psycopg
 from psycopg import sql
-from psycopg.copy import QueuedLibpqWriter
+from psycopg.copy import LibpqWriter, QueuedLibpqWriter
 from psycopg.rows import tuple_row
 
 from signalengine.core.timescale import backend
-from signalengine.core.timescale_refresh import Range, mark_pending, refresh_pending
+from signalengine.core.timescale_refresh import mark_pending_ranges, refresh_pending
 from signalengine.core.vocabulary import TIMEFRAME_MINUTES, timeframe_relation
 from signalengine.tasks.marketdata.columnar import read_bars
-from signalengine.tasks.marketdata.timeframes import aggregate_new_bars, refresh_buckets
+from signalengine.tasks.marketdata.copy_rows import (
+    COPY_HEADER,
+    COPY_TRAILER,
+    binary_blocks,
+    binary_copy_payload,
+    epoch_us,
+)
+from signalengine.tasks.marketdata.timeframes import (
+    BUCKET_ORIGIN,
+    aggregate_new_bars,
+    refresh_buckets,
+)
 from signalengine.tasks.marketdata.validation import ValidatedBatch
+
+__all__ = [
+    "COPY_BLOCK_ROWS",
+    "INSERT_BATCH_ROWS",
+    "PRICE_COLUMNS",
+    "StoreResult",
+    "binary_copy_payload",
+    "insert_rejected",
+    "last_stored_ts",
+    "load_bars",
+    "store_klines",
+]
 
 logger = logging.getLogger(__name__)
 _T = TypeVar("_T")
 
 _STAGE = "_klines_stage"
 _TOUCHED = "_klines_touched"
+_SPANS = "_klines_spans"  # first and last staged bar per (exchange, symbol)
+_MINUTE_US = 60_000_000
+# The spans of a stage holding one bar per (exchange, symbol): the bar itself.
+_SINGLE_SPANS = sql.SQL("SELECT exchange, symbol, ts, ts FROM {}").format(sql.Identifier(_STAGE))
 PRICE_COLUMNS = ["open", "high", "low", "close", "volume"]
 # Rows per binary COPY block: the next block is built while the server takes one in.
 COPY_BLOCK_ROWS = 20_000
 # Rows per INSERT when the server has no COPY (one array parameter per column).
 INSERT_BATCH_ROWS = 5_000
-_PG_EPOCH_US = 946_684_800_000_000  # 2000-01-01 in Unix microseconds (binary timestamptz)
-_COPY_HEADER = b"PGCOPY\n\xff\r\n\x00" + b"\x00" * 8
-_COPY_TRAILER = b"\xff\xff"
 
 
 @dataclass(frozen=True)
@@ -70,13 +98,15 @@ class StoreResult:
 
 
 def _prepare_session(conn: psycopg.Connection[Any]) -> None:
+    """The temp tables of this session, empty (one round trip: no parameters)."""
+    ranges = "(exchange text, symbol text, lo timestamptz, hi timestamptz) ON COMMIT DELETE ROWS"
     conn.execute(
         f"CREATE TEMP TABLE IF NOT EXISTS {_STAGE} (LIKE klines INCLUDING DEFAULTS)"
-        " ON COMMIT DELETE ROWS"
-    )
-    conn.execute(
-        f"CREATE TEMP TABLE IF NOT EXISTS {_TOUCHED}"
-        " (exchange text, symbol text, lo timestamptz, hi timestamptz) ON COMMIT DELETE ROWS"
+        " ON COMMIT DELETE ROWS;"
+        f" CREATE TEMP TABLE IF NOT EXISTS {_TOUCHED} {ranges};"
+        f" CREATE TEMP TABLE IF NOT EXISTS {_SPANS} {ranges};"
+        # inside a caller's transaction an earlier write's rows are still there
+        f" DELETE FROM {_STAGE}; DELETE FROM {_TOUCHED}; DELETE FROM {_SPANS}"
     )
 
 
@@ -100,55 +130,6 @@ def insert_rejected(
         )
 
 
-def _epoch_us(ts: pd.Series) -> np.ndarray:
-    """UTC microseconds since the Unix epoch."""
-    return pd.DatetimeIndex(ts).as_unit("us").asi8
-
-
-def _binary_blocks(
-    frame: pd.DataFrame, *, floats: list[str], ints: tuple[str, ...], block_rows: int
-) -> Iterator[bytes]:
-    """Binary COPY rows (no header, no trailer), at most `block_rows` rows per block.
-
-    One fixed-size numpy record layout per (exchange, symbol): every field is a 4-byte
-    length then the value, big-endian; ts is microseconds since 2000-01-01 UTC.
-    """
-    ts_all = _epoch_us(frame["ts"]) - _PG_EPOCH_US
-    values = {c: frame[c].to_numpy(dtype="float64") for c in floats}
-    values |= {c: frame[c].to_numpy(dtype="int64") for c in ints}
-    for key, rows in frame.groupby(["exchange", "symbol"], sort=False).indices.items():
-        exchange, symbol = cast(tuple[str, str], key)
-        ex, sym = str(exchange).encode(), str(symbol).encode()
-        layout = [("n", ">i2"), ("le", ">i4"), ("ex", f"S{len(ex)}"), ("ls", ">i4")]
-        layout += [("sym", f"S{len(sym)}"), ("lt", ">i4"), ("ts", ">i8")]
-        layout += [x for c in floats for x in ((f"l_{c}", ">i4"), (c, ">f8"))]
-        layout += [x for c in ints for x in ((f"l_{c}", ">i4"), (c, ">i4"))]
-        for lo in range(0, len(rows), block_rows):
-            part = rows[lo : lo + block_rows]
-            out = np.empty(len(part), dtype=np.dtype(layout))
-            out["n"] = 3 + len(floats) + len(ints)
-            out["le"], out["ex"], out["ls"], out["sym"], out["lt"] = len(ex), ex, len(sym), sym, 8
-            out["ts"] = ts_all[part]
-            for column in floats:
-                out[f"l_{column}"] = 8
-                out[column] = values[column][part]
-            for column in ints:
-                out[f"l_{column}"] = 4
-                out[column] = values[column][part]
-            yield out.tobytes()
-
-
-def binary_copy_payload(
-    frame: pd.DataFrame, *, floats: list[str], ints: tuple[str, ...] = ()
-) -> bytes:
-    """`frame` as PostgreSQL binary COPY data: exchange, symbol, ts, *floats, *ints.
-
-    `ts` is tz-aware UTC (sent to microseconds), floats float8, ints int4.
-    """
-    blocks = _binary_blocks(frame, floats=floats, ints=ints, block_rows=len(frame) or 1)
-    return b"".join([_COPY_HEADER, *blocks, _COPY_TRAILER])
-
-
 def _write_rows(
     conn: psycopg.Connection[Any],
     table: str,
@@ -168,13 +149,17 @@ def _write_rows(
     )
     if backend(conn).copy:
         statement = sql.SQL("COPY {} FROM STDIN (FORMAT BINARY)").format(target)
-        blocks = _binary_blocks(frame, floats=PRICE_COLUMNS, ints=ints, block_rows=COPY_BLOCK_ROWS)
-        with conn.cursor() as cur, cur.copy(statement, writer=QueuedLibpqWriter(cur)) as copy:
-            copy.write(_COPY_HEADER)
-            for block in blocks:  # the next block is built while the server takes this one
-                copy.write(block)
-            copy.write(_COPY_TRAILER)
-            return meanwhile() if meanwhile else None
+        blocks = binary_blocks(frame, floats=PRICE_COLUMNS, ints=ints, block_rows=COPY_BLOCK_ROWS)
+        with conn.cursor() as cur:
+            # a writer thread pays off from the second block on (a live minute is one)
+            many = len(frame) > COPY_BLOCK_ROWS
+            writer = QueuedLibpqWriter(cur) if many else LibpqWriter(cur)
+            with cur.copy(statement, writer=writer) as copy:
+                copy.write(COPY_HEADER)
+                for block in blocks:  # the next block is built while the server takes one
+                    copy.write(block)
+                copy.write(COPY_TRAILER)
+                return meanwhile() if meanwhile else None
     _insert_rows(conn, target, frame, ints=ints)
     return meanwhile() if meanwhile else None
 
@@ -196,7 +181,7 @@ def _insert_rows(
     statement = sql.SQL("INSERT INTO {} SELECT {} FROM unnest({}) AS r({})").format(
         target, sql.SQL(", ").join(values), arrays, names
     )
-    us = _epoch_us(frame["ts"])
+    us = epoch_us(frame["ts"])
     with conn.cursor() as cur:
         for lo in range(0, len(frame), INSERT_BATCH_ROWS):
             part = frame.iloc[lo : lo + INSERT_BATCH_ROWS]
@@ -210,91 +195,142 @@ def _insert_rows(
             cur.execute(statement, params)
 
 
-def _spans(frame: pd.DataFrame) -> pd.DataFrame:
-    """First and last bar open time per (exchange, symbol): columns exchange, symbol, lo, hi."""
-    spans = frame.groupby(["exchange", "symbol"], sort=False)["ts"].agg(["min", "max"])
-    return spans.reset_index().rename(columns={"min": "lo", "max": "hi"})
+def _unique_bars(frame: pd.DataFrame) -> tuple[pd.DataFrame, bool]:
+    """`frame` without repeated (exchange, symbol, ts) keys, the first of each kept; and
+    whether that leaves one bar per (exchange, symbol), as in a live minute."""
+    ex_code, _ = pd.factorize(frame["exchange"], use_na_sentinel=False)
+    sym_code, symbols = pd.factorize(frame["symbol"], use_na_sentinel=False)
+    pairs = np.unique(ex_code.astype(np.int64) * len(symbols) + sym_code).size
+    if pairs == len(frame):
+        return frame, True  # nothing can repeat
+    unique = frame.drop_duplicates(subset=["exchange", "symbol", "ts"], keep="first")
+    return unique, pairs == len(unique)
 
 
-def _span_params(spans: pd.DataFrame, lo: str, hi: str) -> list[list[Any]]:
-    return [
-        spans["exchange"].astype(str).tolist(),
-        spans["symbol"].astype(str).tolist(),
-        [t.to_pydatetime() for t in spans[lo]],
-        [t.to_pydatetime() for t in spans[hi]],
-    ]
+def _may_hold_bucket(frame: pd.DataFrame, timeframes: list[str]) -> bool:
+    """Whether some span could hold a whole bucket of the smallest of `timeframes`.
+
+    Cheap and conservative: no (exchange, symbol) spans more than the whole batch does.
+    """
+    us = epoch_us(frame["ts"])
+    smallest = min(TIMEFRAME_MINUTES[tf] for tf in timeframes)
+    return int(us.max() - us.min()) >= (smallest - 1) * _MINUTE_US
 
 
-def _pending_ranges(spans: pd.DataFrame) -> list[Range]:
-    """[first bar, last bar + 1 minute) per (exchange, symbol), for `klines_pending`."""
-    minute = timedelta(minutes=1)
-    return [
-        (str(ex), str(sym), lo.to_pydatetime(), hi.to_pydatetime() + minute)
-        for ex, sym, lo, hi in spans[["exchange", "symbol", "lo", "hi"]].itertuples(index=False)
-    ]
-
-
-def _spans_occupied(conn: psycopg.Connection[Any], spans: pd.DataFrame) -> bool:
-    """Whether any stored bar lies inside a span (then the write must merge)."""
+def _stage_spans(conn: psycopg.Connection[Any], timeframes: list[str]) -> tuple[bool, bool]:
+    """Fill `_SPANS` from the stage; (a stored bar lies inside some span, so the write must
+    merge; some span reaches past the bucket of the widest of `timeframes` it starts in)."""
+    crosses = _crosses_widest(timeframes)
     with conn.cursor(row_factory=tuple_row) as cur:
         row = cur.execute(
-            "SELECT EXISTS (SELECT 1 FROM unnest(%s::text[], %s::text[], %s::timestamptz[],"
-            " %s::timestamptz[]) AS r(exchange, symbol, lo, hi)"
-            " JOIN LATERAL (SELECT 1 FROM klines k WHERE k.exchange = r.exchange"
-            "  AND k.symbol = r.symbol AND k.ts BETWEEN r.lo AND r.hi LIMIT 1) k ON true)",
-            _span_params(spans, "lo", "hi"),
+            sql.SQL(
+                """
+                WITH spans AS (
+                    INSERT INTO {spans}
+                    SELECT exchange, symbol, min(ts), max(ts) FROM {stage} GROUP BY 1, 2
+                    RETURNING exchange, symbol, lo, hi)
+                SELECT EXISTS (
+                    SELECT 1 FROM spans r JOIN LATERAL (
+                        SELECT 1 FROM klines k WHERE k.exchange = r.exchange
+                        AND k.symbol = r.symbol AND k.ts BETWEEN r.lo AND r.hi LIMIT 1) k ON true),
+                    coalesce((SELECT bool_or({crosses}) FROM spans), false)
+                """
+            ).format(spans=sql.Identifier(_SPANS), stage=sql.Identifier(_STAGE), crosses=crosses)
         ).fetchone()
-    return bool(row and row[0])
+    assert row is not None
+    return bool(row[0]), bool(row[1])
+
+
+def _crosses_widest(timeframes: list[str]) -> sql.Composed:
+    """SQL: the span (lo, hi) ends in a later bucket of the widest timeframe than it starts in."""
+    widest = f"{max((TIMEFRAME_MINUTES[tf] for tf in timeframes), default=1)} minutes"
+    return sql.SQL(
+        "date_bin({w}::interval, lo, {o}::timestamptz)"
+        " <> date_bin({w}::interval, hi, {o}::timestamptz)"
+    ).format(w=sql.Literal(widest), o=sql.Literal(BUCKET_ORIGIN))
 
 
 def _refresh_span_ends(
-    conn: psycopg.Connection[Any],
-    spans: pd.DataFrame,
-    timeframes: list[str],
+    conn: psycopg.Connection[Any], timeframes: list[str], *, crossing: bool
 ) -> None:
     """Recompute the buckets holding each span's first and last bar (they may hold others).
 
-    One range per (exchange, symbol) and call: a span inside one bucket of the largest
-    timeframe is one range; otherwise its two ends go in two calls, never reading the
-    bars in between.
+    One range per (exchange, symbol) and call, from `_SPANS`: a span inside one bucket of
+    the largest timeframe is one range; otherwise (`crossing`, some span) its two ends go
+    in two calls, never reading the bars in between.
     """
-    widest = pd.Timedelta(minutes=max(TIMEFRAME_MINUTES[tf] for tf in timeframes))
-    same = spans["lo"].dt.floor(widest) == spans["hi"].dt.floor(widest)
-    firsts = spans.assign(hi=spans["hi"].where(same, spans["lo"]))
-    rest = spans[~same]
-    for part in (firsts, rest.assign(lo=rest["hi"])):
-        if part.empty:
-            continue
-        conn.execute(f"DELETE FROM {_TOUCHED}")
+    crosses = _crosses_widest(timeframes)
+    parts = [
+        sql.SQL("SELECT exchange, symbol, lo, CASE WHEN {} THEN lo ELSE hi END FROM {}").format(
+            crosses, sql.Identifier(_SPANS)
+        )
+    ]
+    if crossing:
+        parts.append(
+            sql.SQL("SELECT exchange, symbol, hi, hi FROM {} WHERE {}").format(
+                sql.Identifier(_SPANS), crosses
+            )
+        )
+    for select in parts:
         conn.execute(
-            f"INSERT INTO {_TOUCHED} SELECT * FROM unnest(%s::text[], %s::text[],"
-            " %s::timestamptz[], %s::timestamptz[])",
-            _span_params(part, "lo", "hi"),
+            sql.SQL("DELETE FROM {touched}; INSERT INTO {touched} {select}").format(
+                touched=sql.Identifier(_TOUCHED), select=select
+            )
         )
         refresh_buckets(conn, timeframes, touched=_TOUCHED)
 
 
+def _append_single(conn: psycopg.Connection[Any], rows: int, higher: list[str]) -> bool:
+    """`_append` for a stage of one bar per (exchange, symbol), in fewer round trips.
+
+    Such a span is occupied exactly when its bar's key is stored, so the insert's own
+    key check is the occupancy check: fewer rows inserted than staged (stored bars, or
+    ones a concurrent writer is adding) roll the insert back and the write merges, as
+    `_append` does on a UniqueViolation. No span holds a whole bucket above 1m.
+    """
+    stage = sql.Identifier(_STAGE)
+    touched: sql.Composable = sql.SQL("")
+    if higher:  # each bar is its own touched range
+        touched = sql.SQL(", t AS (INSERT INTO {} SELECT exchange, symbol, ts, ts FROM {})")
+        touched = touched.format(sql.Identifier(_TOUCHED), stage)
+    with conn.transaction() as savepoint, conn.cursor(row_factory=tuple_row) as cur:
+        row = cur.execute(
+            sql.SQL(
+                "WITH ins AS (INSERT INTO klines SELECT * FROM {}"
+                " ON CONFLICT (exchange, symbol, ts) DO NOTHING RETURNING 1){}"
+                " SELECT count(*) FROM ins"
+            ).format(stage, touched)
+        ).fetchone()
+        if row is None or int(row[0]) < rows:
+            logger.debug("some bars are stored already; merging instead")
+            raise psycopg.Rollback(savepoint)
+        if higher:
+            refresh_buckets(conn, higher, touched=_TOUCHED)
+        return True
+    return False
+
+
 def _append(
     conn: psycopg.Connection[Any],
-    unique: pd.DataFrame,
-    spans: pd.DataFrame,
-    timeframes: list[str],
+    higher: list[str],
+    new_buckets: dict[str, pd.DataFrame],
+    *,
+    crossing: bool,
 ) -> bool:
-    """Store bars whose spans hold nothing yet; False, having written nothing, otherwise."""
-    if _spans_occupied(conn, spans):
-        return False
+    """Move the stage, whose spans hold nothing yet, into `klines`; with `higher` (the
+    timeframes upkept here) also `new_buckets` and the buckets at the spans' ends. False,
+    having written nothing, when bars arrived concurrently in a span."""
     try:
         with conn.transaction():
-            higher = [tf for tf in timeframes if tf != "1m"]
-            if not higher or backend(conn).timescale:
-                _write_rows(conn, "klines", unique)
-                return True
-            by_timeframe = _write_rows(
-                conn, "klines", unique, meanwhile=lambda: aggregate_new_bars(unique, higher)
+            conn.execute(
+                sql.SQL("INSERT INTO klines SELECT * FROM {}").format(sql.Identifier(_STAGE))
             )
-            for tf, buckets in (by_timeframe or {}).items():
-                _write_rows(conn, timeframe_relation(tf), buckets, ints=("bars",))
-            _refresh_span_ends(conn, spans, higher)
+            if not higher:
+                return True
+            for tf, buckets in new_buckets.items():
+                if not buckets.empty:
+                    _write_rows(conn, timeframe_relation(tf), buckets, ints=("bars",))
+            _refresh_span_ends(conn, higher, crossing=crossing)
     except psycopg.errors.UniqueViolation:
         logger.info("bars arrived concurrently in the same span; merging instead")
         return False
@@ -303,13 +339,11 @@ def _append(
 
 def _merge(
     conn: psycopg.Connection[Any],
-    unique: pd.DataFrame,
     timeframes: list[str],
     *,
     source: str,
 ) -> tuple[int, int]:
-    """Store bars overlapping stored ones; returns (inserted, conflicts)."""
-    _write_rows(conn, _STAGE, unique)
+    """Store the staged bars, which overlap stored ones; returns (inserted, conflicts)."""
     conflicts = conn.execute(
         f"""
         INSERT INTO klines_rejected (exchange, symbol, ts, raw, reason, source)
@@ -362,14 +396,29 @@ def store_klines(
         insert_rejected(conn, batch.rejected, source=source)
         if frame.empty:
             return StoreResult(len(batch.rejected), 0, 0, len(batch.rejected))
-        unique = frame.drop_duplicates(subset=["exchange", "symbol", "ts"], keep="first")
-        spans = _spans(unique)
-        if _append(conn, unique, spans, timeframes):
+        unique, single = _unique_bars(frame)
+        higher = [] if backend(conn).timescale else [tf for tf in timeframes if tf != "1m"]
+        if single:
+            _write_rows(conn, _STAGE, unique)
+            appended = _append_single(conn, len(unique), higher)
+            spans = _SINGLE_SPANS
+        else:
+            aggregate: Callable[[], dict[str, pd.DataFrame]] | None = None
+            if higher and _may_hold_bucket(unique, higher):
+                # speculative (a merge does not use it), computed while the stage goes in
+                aggregate = partial(aggregate_new_bars, unique, higher)
+            new_buckets = _write_rows(conn, _STAGE, unique, meanwhile=aggregate) or {}
+            occupied, crossing = _stage_spans(conn, higher)
+            appended = not occupied and _append(conn, higher, new_buckets, crossing=crossing)
+            spans = sql.SQL("SELECT exchange, symbol, lo, hi FROM {}").format(
+                sql.Identifier(_SPANS)
+            )
+        if appended:
             added, conflicts = len(unique), 0
         else:
-            added, conflicts = _merge(conn, unique, timeframes, source=source)
+            added, conflicts = _merge(conn, timeframes, source=source)
         if added and backend(conn).timescale and backend(conn).pending:
-            pending = mark_pending(conn, _pending_ranges(spans))
+            pending = mark_pending_ranges(conn, ranges=spans)
     refresh_pending(conn, pending)
     duplicates = len(frame) - added - conflicts
     if conflicts:

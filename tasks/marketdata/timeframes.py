@@ -26,7 +26,7 @@ from signalengine.core.vocabulary import TIMEFRAME_MINUTES, source_timeframe, ti
 from signalengine.tasks.engine.buckets import MINUTE_NS, aggregate_buckets
 
 # date_bin origin: buckets align to the Unix epoch in UTC (4h at 00/04/08 UTC, 1d at 00:00).
-_ORIGIN = "1970-01-01 00:00:00+00"
+BUCKET_ORIGIN = "1970-01-01 00:00:00+00"
 
 
 def ensure_timeframe_tables(conn: psycopg.Connection[Any], timeframes: list[str]) -> None:
@@ -51,10 +51,12 @@ def refresh_buckets(conn: psycopg.Connection[Any], timeframes: list[str], *, tou
     most one row per (exchange, symbol). A no-op on TimescaleDB. The volume is added in
     `np.add.reduceat`'s order (`reduceat_sum_sql`), so a bucket equals, bit for bit, the
     one the engine buckets from the same rows (`tasks.engine.buckets.aggregate_buckets`).
+    Every timeframe is one statement, bottom-up; all go to the server in one round trip.
     """
     if backend(conn).timescale:
         return
     ordered = sorted((tf for tf in timeframes if tf != "1m"), key=TIMEFRAME_MINUTES.__getitem__)
+    statements: list[sql.Composable] = []
     for tf in ordered:
         source = source_timeframe(tf, ordered)
         width = f"{TIMEFRAME_MINUTES[tf]} minutes"
@@ -90,13 +92,15 @@ def refresh_buckets(conn: psycopg.Connection[Any], timeframes: list[str], *, tou
         ).format(
             target=sql.Identifier(timeframe_relation(tf)),
             width=sql.Literal(width),
-            origin=sql.Literal(_ORIGIN),
+            origin=sql.Literal(BUCKET_ORIGIN),
             bars=bars,
             touched=sql.Identifier(touched),
             source=source_rel,
             volume=sql.SQL(reduceat_sum_sql("g.a[{}][3]", "g.n", rows)),
         )
-        conn.execute(statement)
+        statements.append(statement)
+    if statements:  # in order, in one round trip (no parameters)
+        conn.execute(sql.SQL(";").join(statements))
 
 
 def aggregate_new_bars(bars: pd.DataFrame, timeframes: list[str]) -> dict[str, pd.DataFrame]:
@@ -109,6 +113,7 @@ def aggregate_new_bars(bars: pd.DataFrame, timeframes: list[str]) -> dict[str, p
     bars`, `ts` = bucket open time, epoch-aligned like date_bin); buckets reaching past
     either end may hold stored bars too and are left to `refresh_buckets`. Each level is
     built from the one below (first open, max high, min low, last close, summed volume, bars).
+    Empty (no key) when no span is long enough to hold a bucket of the smallest timeframe.
     """
     ordered = sorted((tf for tf in timeframes if tf != "1m"), key=TIMEFRAME_MINUTES.__getitem__)
     if bars.empty or not ordered:
@@ -118,17 +123,19 @@ def aggregate_new_bars(bars: pd.DataFrame, timeframes: list[str]) -> dict[str, p
     pair_code = ex_code.astype("int64") * len(symbols) + sym_code
     pairs, code = np.unique(pair_code, return_inverse=True)
     ts = pd.DatetimeIndex(bars["ts"]).as_unit("ns").asi8
+    first = np.full(len(pairs), np.iinfo("int64").max)
+    last = np.full(len(pairs), np.iinfo("int64").min)
+    np.minimum.at(first, code, ts)
+    np.maximum.at(last, code, ts)
+    if not np.any(last - first + MINUTE_NS >= TIMEFRAME_MINUTES[ordered[0]] * MINUTE_NS):
+        return {}  # a live minute: every bucket reaches past its span
     order = np.lexsort((ts, code))
     level: dict[str, np.ndarray] = {"code": code[order], "ts": ts[order]}
     for column in ("open", "high", "low", "close", "volume"):
         level[column] = bars[column].to_numpy(dtype="float64")[order]
     level["bars"] = np.ones(len(order), dtype="int64")
-    first = np.full(len(pairs), np.iinfo("int64").max)
-    last = np.full(len(pairs), np.iinfo("int64").min)
     exchange_of = np.asarray(exchanges, dtype=object)[pairs // len(symbols)]
     symbol_of = np.asarray(symbols, dtype=object)[pairs % len(symbols)]
-    np.minimum.at(first, level["code"], level["ts"])
-    np.maximum.at(last, level["code"], level["ts"])
 
     levels = {"1m": level}
     result: dict[str, pd.DataFrame] = {}
