@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 from numpy.typing import NDArray
 
-from signalengine.core.vocabulary import TIMEFRAME_MINUTES
+from signalengine.core.vocabulary import engine_bucket_order
 from signalengine.tasks.engine.buckets import (
     OHLCV_COLUMNS,
     aggregate_buckets,
@@ -115,16 +115,11 @@ def _higher_timeframes(bars_1m: pd.DataFrame, cfg: EngineConfig) -> dict[str, pd
         return {tf: resample_bars(bars_1m, tf) for tf in cfg.timeframes if tf != "1m"}
     base: dict[str, NDArray[np.generic]] = {"ts": ts}
     base |= {c: np.asarray(bars_1m[c], dtype=np.float64) for c in OHLCV_COLUMNS}
-    levels: dict[int, dict[str, NDArray[np.generic]]] = {1: base}
-    ordered = sorted(set(cfg.timeframes) - {"1m"}, key=TIMEFRAME_MINUTES.__getitem__)
-    if cfg.primary_timeframe in ordered:  # first, so the others may build on it
-        ordered.remove(cfg.primary_timeframe)
-        ordered.insert(0, cfg.primary_timeframe)
-    for tf in ordered:
-        minutes = TIMEFRAME_MINUTES[tf]
-        source = 1 if tf == cfg.primary_timeframe else max(m for m in levels if minutes % m == 0)
+    levels: dict[str, dict[str, NDArray[np.generic]]] = {"1m": base}
+    # the live windows bucket in the same order (tasks.runs.windows)
+    for tf, source in engine_bucket_order(cfg.timeframes, cfg.primary_timeframe):
         level = aggregate_buckets(levels[source], timeframe_ns(tf))
-        levels[minutes] = level
+        levels[tf] = level
         index = pd.DatetimeIndex(np.asarray(level["ts"]).view("datetime64[ns]"), name="ts")
         columns = {c: level[c] for c in (*OHLCV_COLUMNS, "bars")}
         # the arrays are the frame's own (copy=False): nothing else holds them
