@@ -5,7 +5,8 @@ Ingest and evaluation run side by side, joined by a bounded queue of stored minu
 included), then hands over exactly the bars it stored; evaluation advances the engine's
 in-memory windows (`LiveWindows`, seeded from the database after the catch-up) by them
 and evaluates the primary closes due, in a worker thread on its own database
-connection, so a slow close never stops bars being read and stored. A full queue makes
+connection, so a slow close never stops bars being read and stored. Behind (catching up,
+or draining at a stop) it takes the queued minutes in batches, one task run each. A full queue makes
 ingest wait (counted in `stream_ingest_backpressure_seconds_total`); nothing is dropped,
 and a stop (cancel, `max_minutes`) first evaluates every minute already stored.
 
@@ -173,23 +174,47 @@ class StoredMinute:
         self.commit = commit
 
 
+EVAL_BATCH_MINUTES = 30  # queued minutes one evaluation task run takes when behind
+
+
 @task(cache_policy=NO_CACHE, retries=5, retry_delay_seconds=[1, 2, 5, 10, 20])
-async def evaluate_minute(
-    db: ReconnectingConnection, engine: LiveEngine, *, minute: StoredMinute
+async def evaluate_minutes(
+    db: ReconnectingConnection, engine: LiveEngine, *, minutes: list[StoredMinute]
 ) -> int:
-    """Advance the windows by one stored minute and evaluate the primary closes due, in a
-    worker thread on evaluation's own connection (the event loop keeps ingesting); a
-    retry yields exactly what a first attempt would (`LiveEngine.on_minute`)."""
-    return await db.run(
-        lambda conn: asyncio.to_thread(
-            engine.on_minute,
-            conn,
-            upto_ms=minute.upto_ms,
-            stored=minute.stored,
-            newest_ms=minute.newest_ms,
-            bars_stored=None if minute.commit is None else minute.commit.wait,
+    """Advance the windows by each stored minute in turn and evaluate the primary closes
+    due, in a worker thread on evaluation's own connection (the event loop keeps
+    ingesting). One minute when the stream keeps up; the queued backlog when it is behind
+    (catching up, or draining at a stop), so a task run's overhead is paid once per batch,
+    not once per minute. A retry yields exactly what a first attempt would: a minute
+    already evaluated is a no-op (`LiveEngine.on_minute`)."""
+
+    def run(conn: DbConn) -> int:
+        return sum(
+            engine.on_minute(
+                conn,
+                upto_ms=minute.upto_ms,
+                stored=minute.stored,
+                newest_ms=minute.newest_ms,
+                bars_stored=None if minute.commit is None else minute.commit.wait,
+            )
+            for minute in minutes
         )
-    )
+
+    return await db.run(lambda conn: asyncio.to_thread(run, conn))
+
+
+def _next_batch(
+    first: StoredMinute, queue: asyncio.Queue[StoredMinute | None]
+) -> tuple[list[StoredMinute], bool]:
+    """`first` and the minutes already queued behind it (at most EVAL_BATCH_MINUTES), and
+    whether the closing None was among them."""
+    batch = [first]
+    while len(batch) < EVAL_BATCH_MINUTES and not queue.empty():
+        item = queue.get_nowait()
+        if item is None:
+            return batch, True
+        batch.append(item)
+    return batch, False
 
 
 async def _evaluate(
@@ -197,9 +222,11 @@ async def _evaluate(
 ) -> int:
     """The evaluation side: every queued minute in order, until the closing None."""
     emitted, depth = 0, metrics.EVENT_QUEUE_DEPTH.labels(engine.exchange)
-    while (minute := await queue.get()) is not None:
+    closed = False
+    while not closed and (minute := await queue.get()) is not None:
+        batch, closed = _next_batch(minute, queue)
         depth.set(queue.qsize())
-        emitted += await evaluate_minute(db, unwalked(engine), minute=minute)
+        emitted += await evaluate_minutes(db, unwalked(engine), minutes=unwalked(batch))
     depth.set(queue.qsize())
     return emitted
 

@@ -1,5 +1,6 @@
 """The stream's ingest -> evaluation hand-over: a full queue makes ingest wait (counted as
-back-pressure) and drops nothing; a failed evaluation stops ingest with its error."""
+back-pressure) and drops nothing; a failed evaluation stops ingest with its error; a
+backlog is evaluated in batches, in order, up to the closing None."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ import asyncio
 import pandas as pd
 import pytest
 
-from signalengine.flows.stream import StoredMinute, _hand_over
+from signalengine.flows.stream import EVAL_BATCH_MINUTES, StoredMinute, _hand_over, _next_batch
 from signalengine.tasks import metrics
 
 EXCHANGE = "binance"  # the gauges are per exchange: one process may stream several
@@ -63,3 +64,20 @@ async def test_a_failed_evaluation_stops_ingest_with_its_error() -> None:
         await waiting  # the wait ends with evaluation's error, not a hang
     with pytest.raises(RuntimeError, match="database gone"):
         await _hand_over(queue, _minute(3), evaluation, exchange=EXCHANGE)
+
+
+def test_a_backlog_is_taken_in_order_in_bounded_batches_up_to_the_close() -> None:
+    queue: asyncio.Queue[StoredMinute | None] = asyncio.Queue()
+    total = EVAL_BATCH_MINUTES + 5
+    for i in range(2, total + 1):
+        queue.put_nowait(_minute(i))
+    queue.put_nowait(None)
+    queue.put_nowait(_minute(99))  # never reached: the stream stopped before it
+    batch, closed = _next_batch(_minute(1), queue)
+    assert [m.upto_ms for m in batch] == list(range(1, EVAL_BATCH_MINUTES + 1)) and not closed
+    batch, closed = _next_batch(queue.get_nowait(), queue)  # type: ignore[arg-type]
+    assert [m.upto_ms for m in batch] == list(range(EVAL_BATCH_MINUTES + 1, total + 1))
+    assert closed
+    # keeping up: nothing queued behind the minute, a batch of one
+    alone, closed = _next_batch(_minute(7), asyncio.Queue())
+    assert [m.upto_ms for m in alone] == [7] and not closed

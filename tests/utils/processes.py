@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from pathlib import Path
 
 import httpx
@@ -28,16 +28,26 @@ def signalengine(args: list[str], *, env: dict[str, str], log: Path) -> subproce
 
 def stop(proc: subprocess.Popen[bytes], *, sig: int = signal.SIGTERM, timeout: float = 20) -> None:
     """Signal the whole group, wait, then kill what is left."""
-    try:
-        os.killpg(proc.pid, sig)
-        proc.wait(timeout=timeout)
-    except (ProcessLookupError, subprocess.TimeoutExpired):
-        pass
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except ProcessLookupError:
-        pass
-    proc.wait(timeout=10)
+    stop_all([proc], sig=sig, timeout=timeout)
+
+
+def stop_all(
+    procs: list[subprocess.Popen[bytes]], *, sig: int = signal.SIGTERM, timeout: float = 20
+) -> None:
+    """`stop` for several processes at once: every group is signalled before any is
+    awaited, so they wind down side by side."""
+    live = [proc for proc in procs if proc.poll() is None]
+    for proc in live:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+    deadline = time.monotonic() + timeout
+    for proc in live:
+        with suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=max(0.0, deadline - time.monotonic()))
+    for proc in live:
+        with suppress(ProcessLookupError):
+            os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait(timeout=10)
 
 
 @contextmanager
@@ -46,9 +56,7 @@ def running(procs: list[subprocess.Popen[bytes]]) -> Iterator[list[subprocess.Po
     try:
         yield procs
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                stop(proc)
+        stop_all(procs)
 
 
 def wait_http(url: str, *, timeout: float, proc: subprocess.Popen[bytes] | None = None) -> None:
