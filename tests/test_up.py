@@ -6,6 +6,7 @@ import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import sys
 import tempfile
@@ -44,80 +45,6 @@ def state_dir() -> Iterator[Path]:
     path = Path(tempfile.mkdtemp(prefix="signalengine-up-"))
     yield path
     shutil.rmtree(path, ignore_errors=True)
-
-
-async def test_up_runs_the_stack_and_stops_cleanly(state_dir: Path) -> None:
-    ports = {
-        name: free_port()
-        for name in ("PREFECT", "MLFLOW", "SIM", "API", "STREAM_METRICS", "EMBEDDED_PG")
-    }
-    env = {k: v for k, v in os.environ.items() if k != "SIGNALENGINE_DATABASE_URL"}
-    env.update({f"SIGNALENGINE_{name}_PORT": str(port) for name, port in ports.items()})
-    env.update(
-        {
-            "SIGNALENGINE_STATE_DIR": str(state_dir),
-            "SIGNALENGINE_SIM_SPEED": "300",
-            # a livelier market setting so that a signal shows within the test's patience
-            "SIGNALENGINE_SIGNAL_SCORE_THRESHOLD": "0.3",
-            "SIGNALENGINE_MTF_MIN_ALIGNED": "1",
-            "SIGNALENGINE_COOLDOWN_BARS": "0",
-        }
-    )
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "signalengine", "up"],
-        env=env,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        api = f"http://127.0.0.1:{ports['API']}"
-        try:
-            wait_http(f"{api}/health", timeout=120, proc=proc)
-        except AssertionError:
-            proc.send_signal(signal.SIGINT)
-            raise AssertionError(proc.communicate(timeout=60)[0].decode()) from None
-        first, sig = await _connected_then_signal(f"ws://127.0.0.1:{ports['API']}/ws/feed", 90)
-        assert first["type"] == "connected"
-        assert sig["data"]["direction"] in {"long", "short"}
-        assert sig["data"]["symbol"] in {"BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"}
-        runs = httpx.post(
-            f"http://127.0.0.1:{ports['PREFECT']}/api/flow_runs/filter",
-            json={"flow_runs": {"state": {"type": {"any_": ["RUNNING"]}}}},
-        ).json()
-        flows = httpx.post(f"http://127.0.0.1:{ports['PREFECT']}/api/flows/filter", json={}).json()
-        names = {f["id"]: f["name"] for f in flows}
-        assert "stream" in {names.get(r["flow_id"]) for r in runs}
-        # the scheduler registers its deployments one after another: give it a moment
-        deadline = time.monotonic() + 30
-        while True:
-            deployments = httpx.post(
-                f"http://127.0.0.1:{ports['PREFECT']}/api/deployments/filter", json={}
-            ).json()
-            served = {d["name"]: d for d in deployments}
-            if {"settle", "rollups", "retrain"} <= set(served) or time.monotonic() > deadline:
-                break
-            time.sleep(0.5)
-        assert {"settle", "rollups", "retrain"} <= set(served)
-        assert served["settle"]["schedules"][0]["schedule"]["interval"] == 60
-        metrics = httpx.get(f"{api}/metrics")
-        assert metrics.headers["content-type"].startswith("text/plain")
-        assert "# TYPE http_requests_total counter" in metrics.text
-        stream_metrics = httpx.get(f"http://127.0.0.1:{ports['STREAM_METRICS']}/metrics").text
-        assert "collector_messages_total" in stream_metrics
-        descendants = psutil.Process(proc.pid).children(recursive=True)
-        assert len(descendants) >= 6
-    finally:
-        proc.send_signal(signal.SIGINT)
-        output = proc.communicate(timeout=60)[0].decode()
-    assert proc.returncode == 0, output
-    time.sleep(0.5)
-    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
-    assert alive == [], [p.cmdline() for p in alive]
-    assert f"http://127.0.0.1:{ports['PREFECT']}" in output
-    import socket
-
-    with socket.socket() as sock:  # the embedded PostgreSQL was stopped too
-        assert sock.connect_ex(("127.0.0.1", ports["EMBEDDED_PG"])) != 0
 
 
 class _Up:
@@ -198,9 +125,11 @@ def _ws_klines(stream_metrics: str) -> float:
     )
 
 
-async def test_up_learns_at_start_shares_its_stack_and_restarts_cleanly(state_dir: Path) -> None:
-    """Issue 15: a first model within minutes, one Prefect for every command, and a
-    restart on the same state that streams at once with the old stream run Cancelled."""
+async def test_up_runs_the_stack_learns_at_start_and_restarts_cleanly(state_dir: Path) -> None:
+    """The whole stack from one command: health, a signal on the feed, the scheduled
+    deployments, both metrics pages; a first model within minutes (issue 15), one Prefect
+    for every command; Ctrl-C stops every process it started; a restart on the same state
+    streams at once with the old stream run Cancelled."""
     ports = {
         name: free_port()
         for name in ("PREFECT", "MLFLOW", "SIM", "API", "STREAM_METRICS", "EMBEDDED_PG")
@@ -214,6 +143,26 @@ async def test_up_learns_at_start_shares_its_stack_and_restarts_cleanly(state_di
         up.wait_banner(240)
         stack = json.loads((state_dir / "stack.json").read_text())
         assert stack["prefect_api_url"] == f"{prefect}/api"
+        wait_http(f"{api}/health", timeout=60, proc=up.proc)
+        first, sig = await _connected_then_signal(f"ws://127.0.0.1:{ports['API']}/ws/feed", 90)
+        assert first["type"] == "connected"
+        assert sig["data"]["direction"] in {"long", "short"}
+        assert sig["data"]["symbol"] in {"BTC/USDT", "ETH/USDT", "SOL/USDT", "BNB/USDT"}
+        # the scheduler registers its deployments one after another: give it a moment
+        deadline = time.monotonic() + 30
+        while True:
+            deployments = httpx.post(f"{prefect}/api/deployments/filter", json={}).json()
+            served = {d["name"]: d for d in deployments}
+            if {"settle", "rollups", "retrain"} <= set(served) or time.monotonic() > deadline:
+                break
+            time.sleep(0.5)
+        assert {"settle", "rollups", "retrain"} <= set(served)
+        assert served["settle"]["schedules"][0]["schedule"]["interval"] == 60
+        metrics = httpx.get(f"{api}/metrics")
+        assert metrics.headers["content-type"].startswith("text/plain")
+        assert "# TYPE http_requests_total counter" in metrics.text
+        stream_metrics = httpx.get(f"http://127.0.0.1:{ports['STREAM_METRICS']}/metrics").text
+        assert "collector_messages_total" in stream_metrics
         # within 3 minutes of the banner MLflow holds the first retrain's finished run
         deadline = time.monotonic() + 180
         finished: list[dict] = []
@@ -259,10 +208,19 @@ async def test_up_learns_at_start_shares_its_stack_and_restarts_cleanly(state_di
         assert {"signalengine-rerun-crashed-stream"} <= {a["name"] for a in automations}
         first_runs = _stream_runs(prefect)
         assert list(first_runs.values()) == ["RUNNING"]
+        descendants = psutil.Process(up.proc.pid).children(recursive=True)
+        assert len(descendants) >= 6
     finally:
         output = up.stop()
     assert up.proc.returncode == 0, output
     assert not (state_dir / "stack.json").exists()
+    # Ctrl-C stopped everything it started, the embedded PostgreSQL included
+    time.sleep(0.5)
+    alive = [p for p in descendants if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert alive == [], [p.cmdline() for p in alive]
+    assert prefect in output
+    with socket.socket() as sock:
+        assert sock.connect_ex(("127.0.0.1", ports["EMBEDDED_PG"])) != 0
 
     second = _Up(env)
     try:
