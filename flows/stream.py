@@ -28,6 +28,7 @@ from prefect import flow, get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import State
 from prefect.concurrency.asyncio import rate_limit
+from prefect.context import TagsContext
 from prefect.runtime import flow_run
 from prefect.states import Cancelled
 from prefect.utilities.annotations import quote
@@ -63,6 +64,18 @@ from signalengine.tasks.runs.live import LiveEngine
 from signalengine.tasks.runs.strategy_gate import admit_strategies
 
 T = TypeVar("T")
+
+
+def untagged() -> TagsContext:
+    """A context whose task runs carry no tags: the per-minute task runs start at once.
+
+    Prefect gates every tagged task run on tag concurrency slots through a serial
+    acquisition service on another thread (`tag:signalengine`, `tag:stream` from the
+    command's `tags(...)`); at 500 symbols that gate held each minute's store and
+    evaluation 1.8-2.4 s (bench/live.py). The stream sets no tag concurrency limits; its
+    flow run keeps its tags (the zombie automation matches on them).
+    """
+    return TagsContext(current_tags=set())
 
 
 def unwalked(value: T) -> T:
@@ -226,7 +239,8 @@ async def _evaluate(
     while not closed and (minute := await queue.get()) is not None:
         batch, closed = _next_batch(minute, queue)
         depth.set(queue.qsize())
-        emitted += await evaluate_minutes(db, unwalked(engine), minutes=unwalked(batch))
+        with untagged():
+            emitted += await evaluate_minutes(db, unwalked(engine), minutes=unwalked(batch))
     depth.set(queue.qsize())
     return emitted
 
@@ -283,15 +297,16 @@ async def _take_minute(
         early = StoredMinute(upto_ms, complete, newest, commit)
         await _hand_over(queue, early, evaluation, exchange=marks.exchange)
     try:
-        summary = await ingest_minute(
-            db,
-            client,
-            unwalked(marks),
-            minute_ms=minute_ms,
-            bars=unwalked(bars),
-            timeframes=timeframes,
-            acquire=acquire,
-        )
+        with untagged():
+            summary = await ingest_minute(
+                db,
+                client,
+                unwalked(marks),
+                minute_ms=minute_ms,
+                bars=unwalked(bars),
+                timeframes=timeframes,
+                acquire=acquire,
+            )
     except BaseException as error:
         if commit is not None:
             commit.fail(error)

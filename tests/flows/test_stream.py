@@ -2,8 +2,19 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+
 import numpy as np
 import pandas as pd
+from prefect import tags
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.filters import (
+    FlowRunFilter,
+    FlowRunFilterId,
+    FlowRunFilterStartTime,
+    TaskRunFilter,
+    TaskRunFilterName,
+)
 
 from signalengine.simulator import market_bars, running_simulator
 from tests.utils.net import free_port
@@ -39,8 +50,22 @@ async def test_stream_stores_exactly_the_exchange_bars(db, prefect_harness, monk
         monkeypatch.setenv("SIGNALENGINE_SYMBOLS", '["BTC/USDT", "ETH/USDT"]')
         monkeypatch.setenv("SIGNALENGINE_BACKFILL_DAYS", "0.5")
         monkeypatch.setenv("SIGNALENGINE_STREAM_METRICS_PORT", str(free_port()))
-        summary = await stream(max_minutes=15)
+        started = datetime.now(UTC)
+        with tags("signalengine", "stream"):  # as `signalengine stream` runs it
+            summary = await stream(max_minutes=15)
     assert summary["minutes"] >= 15
+    # the run keeps the command's tags; its per-minute task runs carry none, so Prefect's
+    # tag concurrency gate never holds a minute (flows.stream.untagged)
+    async with get_client() as client:
+        runs = await client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(start_time=FlowRunFilterStartTime(after_=started))
+        )
+        minute_runs = await client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[r.id for r in runs])),
+            task_run_filter=TaskRunFilter(name=TaskRunFilterName(like_="ingest_minute")),
+        )
+    assert len(runs) == 1 and {"signalengine", "stream"} <= set(runs[0].tags)
+    assert len(minute_runs) >= 15 and all(not r.tags for r in minute_runs)
     for symbol in SYMBOLS:
         stored = _stored(db, symbol)
         first, last = stored["ts"].iloc[0], stored["ts"].iloc[-1]

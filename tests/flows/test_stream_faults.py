@@ -38,7 +38,7 @@ async def test_drops_duplicates_disorder_and_garbage(db, prefect_harness, monkey
         ws_drop_every_s=2.0, duplicate_rate=0.2, out_of_order_rate=0.2, malformed_rate=0.2
     )
     anchor_ms = int(ANCHOR.value // 1_000_000)
-    with running_simulator(symbols=SYMBOLS, speed=120, anchor_ms=anchor_ms, faults=faults) as url:
+    with running_simulator(symbols=SYMBOLS, speed=240, anchor_ms=anchor_ms, faults=faults) as url:
         _configure(monkeypatch, url)
         summary = await stream(max_minutes=40)
         import httpx
