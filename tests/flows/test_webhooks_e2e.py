@@ -60,7 +60,7 @@ async def test_receiver_down_and_stream_killed_every_signal_delivered_once(
                 attempts = db.execute("SELECT max(attempts) AS n FROM webhook_outbox").fetchone()
                 assert attempts["n"] >= 3  # deliveries were tried (and failed) meanwhile
                 receiver.start()
-                time.sleep(8)  # more signals while the receiver is up
+                time.sleep(5)  # more signals while the receiver is up
                 stop(second)
             _wait_for(lambda: set(_outbox(db)) == {"delivered"}, 60)
             stop(worker)
