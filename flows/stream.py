@@ -5,10 +5,11 @@ Ingest and evaluation run side by side, joined by a bounded queue of stored minu
 included), then hands over exactly the bars it stored; evaluation advances the engine's
 in-memory windows (`LiveWindows`, seeded from the database after the catch-up) by them
 and evaluates the primary closes due, in a worker thread on its own database
-connection, so a slow close never stops bars being read and stored. Behind (catching up,
-or draining at a stop) it takes the queued minutes in batches, one task run each. A full queue makes
-ingest wait (counted in `stream_ingest_backpressure_seconds_total`); nothing is dropped,
-and a stop (cancel, `max_minutes`) first evaluates every minute already stored.
+connection, so a slow close never stops bars being read and stored. Behind (catching
+up, or draining at a stop) it takes the queued minutes in batches, one task run each. A
+full queue makes ingest wait (counted in `stream_ingest_backpressure_seconds_total`);
+nothing is dropped, and a stop (cancel, `max_minutes`) first evaluates every minute
+already stored.
 
 Every REST request (server time, catch-up, gap fills) takes a slot of the Prefect global
 limit `exchange-<id>-rest` shared with `backfill` and is retried per request; the
@@ -67,7 +68,8 @@ T = TypeVar("T")
 
 
 def untagged() -> TagsContext:
-    """A context whose task runs carry no tags: the per-minute task runs start at once.
+    """A context whose task runs carry no tags: the stream's repeated task runs (every
+    minute's store and evaluation, every replay chunk) start at once.
 
     Prefect gates every tagged task run on tag concurrency slots through a serial
     acquisition service on another thread (`tag:signalengine`, `tag:stream` from the
@@ -347,9 +349,10 @@ async def _replay(
     closes = primary_closes(first_ms, last_ms + MINUTE_MS, primary_minutes)
     emitted = 0
     for i in range(0, len(closes), REPLAY_CHUNK_CLOSES):
-        emitted += await emit_signals(
-            db, unwalked(engine), closes_ms=closes[i : i + REPLAY_CHUNK_CLOSES]
-        )
+        with untagged():
+            emitted += await emit_signals(
+                db, unwalked(engine), closes_ms=closes[i : i + REPLAY_CHUNK_CLOSES]
+            )
     return emitted
 
 
